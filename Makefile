@@ -1,0 +1,95 @@
+# nostall — one build for CPU and (when nvcc is present) CUDA.
+#   make            build the library, ./train, ./bench, ./prepare
+#   make test       install what is missing, build, run every Criterion suite
+#   make run        install, build, prepare Fashion-MNIST, train configs/resnet_small.cfg
+#   make bench      the benchmarks (not part of the tests)
+#   make CUDA=0     build without the CUDA backend (CUDA=auto|0|1, default auto)
+
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude -Ikernels \
+           $(shell pkg-config --cflags stb 2>/dev/null)
+LDLIBS  += -lopenblas $(shell pkg-config --libs stb 2>/dev/null || echo -lstb) -lz -lm -lpthread
+LDFLAGS += -fopenmp
+BUILD   := build
+
+# --- CUDA detection: CUDA=auto uses nvcc when it is on PATH or in /usr/local/cuda.
+CUDA  ?= auto
+CUDNN ?= 1
+NVCC  ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+ifeq ($(CUDA),auto)
+  CUDA := $(if $(NVCC),1,0)
+endif
+ifeq ($(CUDA),1)
+  ifeq ($(NVCC),)
+    $(error CUDA=1 but nvcc was not found; install the CUDA toolkit or build with CUDA=0)
+  endif
+  CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+  CUDA_SRC  := $(wildcard kernels/cuda/*.cu)
+  CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+  NVCCFLAGS ?= -O2 -g
+  NVCCFLAGS += -std=c++17 -Iinclude -Ikernels -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=$(CUDNN) \
+               -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings \
+               -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+               -gencode arch=compute_90,code=compute_90
+  CFLAGS    += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=$(CUDNN) -I$(CUDA_HOME)/include
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas \
+               $(if $(filter 1,$(CUDNN)),-lcudnn) -lstdc++
+  $(info nostall: building with CUDA ($(NVCC)), cuDNN=$(CUDNN))
+else
+  $(info nostall: building without CUDA (nvcc not found or CUDA=0): CPU backend only)
+endif
+
+LIB_SRC := $(wildcard src/*/*.c kernels/cpu/*.c models/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
+LIB     := $(BUILD)/libnostall.a
+TOOLS   := train bench prepare
+TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+
+.PHONY: all setup test run data bench clean
+all: $(TOOLS)
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h kernels/*.h kernels/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu $(wildcard include/*.h kernels/*.h kernels/*/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# A tool is tools/NAME.c plus any tools/NAME_*.c (e.g. bench_ops.c, bench_loader.c).
+.SECONDEXPANSION:
+$(TOOLS): %: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
+	$(CC) $(CFLAGS) -Itools $(filter %.c,$^) $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcriterion -o $@
+
+# Installs only what is missing; prints what it does.
+DEB_PKGS := build-essential pkg-config libcriterion-dev libstb-dev libopenblas-dev zlib1g-dev
+setup:
+	@sh scripts/setup.sh $(DEB_PKGS)
+
+test: setup
+	@$(MAKE) --no-print-directory all $(TESTS)
+	@sh scripts/run-tests.sh $(TESTS)
+
+data: setup prepare
+	@sh scripts/setup.sh dataset-fashion-mnist
+	./prepare fashion-mnist
+
+run: setup
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory data
+	./train configs/resnet_small.cfg
+
+bench: all
+	./bench ops --device cpu
+
+clean:
+	rm -rf $(BUILD) $(TOOLS)

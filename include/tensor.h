@@ -1,0 +1,73 @@
+/* tensor.h — float32 tensors (up to 4-D, NCHW, contiguous) and the per-step arena.
+ *
+ * Two lifetimes:
+ *  - parameters, their gradients, optimizer state, BN running stats: allocated once
+ *    (tensor_new / param store in nn.h), freed at the end;
+ *  - everything a step creates (activations, saved tensors, activation gradients,
+ *    kernel workspaces): bump-allocated from the step's arena, dropped by arena_reset.
+ */
+#ifndef NS_TENSOR_H
+#define NS_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum device { DEV_CPU = 0, DEV_CUDA = 1 };
+enum kernel_flavour { KF_LOOP = 0, KF_VECTORIZED = 1 };
+
+#define TENSOR_MAX_DIMS 4
+
+struct tensor {
+    int ndim;
+    int shape[TENSOR_MAX_DIMS];
+    size_t numel;
+    float *data;               /* on `dev`: host memory or device memory */
+    enum device dev;
+    bool requires_grad;        /* parameters, and anything computed from them */
+    struct tensor *grad;       /* same shape; NULL until backward first touches it */
+    struct ag_node *producer;  /* tape node that wrote this tensor, NULL for leaves */
+    unsigned tape_gen;         /* tape generation that produced it (0 for leaves) */
+};
+
+/* --- the step arena ----------------------------------------------------------
+ * One block, bump pointer. When a step asks for more than the block holds, the
+ * extra comes from overflow chunks; at the next reset the block is regrown to
+ * the high-water mark, so from the second step on there are no allocations. */
+struct backend;
+struct arena {
+    const struct backend *be;  /* allocates the block (host malloc or cudaMalloc) */
+    char *base;                /* data block on be's device */
+    size_t cap, used, high_water;
+    void **overflow;           /* chunks taken when the block was too small */
+    int n_overflow, cap_overflow;
+    size_t overflow_bytes;
+    /* tensor headers always live in host memory, even when data is on the GPU */
+    struct tensor *headers;
+    int n_headers, cap_headers;
+    struct tensor **header_overflow;
+    int n_header_overflow, cap_header_overflow;
+    long n_system_allocs;      /* every malloc/cudaMalloc the arena made: tests count them */
+};
+
+int arena_init(struct arena *a, const struct backend *be, size_t initial_bytes);
+void arena_free(struct arena *a);
+/* `bytes` on the arena's device, 64-byte aligned; NULL (with err_set) if the system is out of memory. */
+void *arena_alloc(struct arena *a, size_t bytes);
+void arena_reset(struct arena *a);
+
+/* A tensor from the arena; data is uninitialised. */
+struct tensor *tensor_arena(struct arena *a, int ndim, const int *shape);
+/* A tensor from the arena, zero-filled (gradients). */
+struct tensor *tensor_arena_zeros(struct arena *a, int ndim, const int *shape);
+/* A long-lived tensor on be's device, zero-filled; free with tensor_free. */
+struct tensor *tensor_new(const struct backend *be, int ndim, const int *shape);
+void tensor_free(const struct backend *be, struct tensor *t);
+
+size_t tensor_numel(int ndim, const int *shape);
+bool tensor_same_shape(const struct tensor *a, const struct tensor *b);
+/* "[128,16,28,28]" */
+const char *tensor_shape_str(const struct tensor *t, char *buf, size_t len);
+
+
+#endif
