@@ -140,6 +140,9 @@ const struct backend *backend_get(enum device dev, enum kernel_flavour fl);
 extern const struct backend cpu_loop_backend;
 extern const struct backend cpu_vectorized_backend;
 
+/* How many GPUs this build can use; 0 with the reason in `why`. */
+int backend_gpu_count(char *why, size_t why_len);
+
 const char *device_name(enum device dev);
 const char *kernel_flavour_name(enum kernel_flavour fl);
 

@@ -35,18 +35,24 @@ struct tensor {
  * extra comes from overflow chunks; at the next reset the block is regrown to
  * the high-water mark, so from the second step on there are no allocations. */
 struct backend;
-struct arena {
-    const struct backend *be;  /* allocates the block (host malloc or cudaMalloc) */
-    char *base;                /* data block on be's device */
+
+/* One bump-allocated region; `alloc`/`release` come from a backend (device memory)
+ * or are malloc/free (the tensor headers, which always live on the host). */
+struct arena_pool {
+    void *(*alloc)(size_t bytes);
+    void (*release)(void *p);
+    char *base;
     size_t cap, used, high_water;
-    void **overflow;           /* chunks taken when the block was too small */
+    void **overflow;           /* chunks taken this step because the block was full */
+    size_t *overflow_size;
     int n_overflow, cap_overflow;
     size_t overflow_bytes;
-    /* tensor headers always live in host memory, even when data is on the GPU */
-    struct tensor *headers;
-    int n_headers, cap_headers;
-    struct tensor **header_overflow;
-    int n_header_overflow, cap_header_overflow;
+};
+
+struct arena {
+    const struct backend *be;
+    struct arena_pool data;    /* tensor data and kernel workspaces, on be's device */
+    struct arena_pool host;    /* tensor headers */
     long n_system_allocs;      /* every malloc/cudaMalloc the arena made: tests count them */
 };
 

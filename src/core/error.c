@@ -16,13 +16,17 @@ int err_set(const char *fmt, ...) {
 }
 
 int err_wrap(const char *fmt, ...) {
-    char prefix[512], old[sizeof err_buf];
+    char prefix[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, err_buf, sizeof old);
-    snprintf(err_buf, sizeof err_buf, "%s%s", prefix, old);
+    /* shift the old message right and put the prefix in front, truncating the tail */
+    size_t pl = strlen(prefix), ol = strlen(err_buf);
+    if (pl + ol >= sizeof err_buf) ol = sizeof err_buf - 1 - pl;
+    memmove(err_buf + pl, err_buf, ol);
+    memcpy(err_buf, prefix, pl);
+    err_buf[pl + ol] = 0;
     return -1;
 }
 
