@@ -1,0 +1,285 @@
+/* test_core.c — the tape, the arena, layers and the optimizer, on both CPU flavours. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "error.h"
+#include "nn.h"
+#include "ops.h"
+#include "optim.h"
+#include "testutil.h"
+
+static const struct backend *flavours[2];
+static void setup_flavours(void) {
+    flavours[0] = &cpu_loop_backend;
+    flavours[1] = &cpu_vectorized_backend;
+}
+
+static struct tensor *host_tensor(const struct backend *be, int ndim, const int *shape, uint64_t seed) {
+    struct tensor *t = tensor_new(be, ndim, shape);
+    cr_assert_not_null(t, "%s", err_get());
+    uint64_t s = seed;
+    tu_fill(&s, t->data, t->numel, -1.0f, 1.0f);
+    return t;
+}
+
+Test(autograd, backward_needs_a_scalar_on_the_current_tape, .init = setup_flavours) {
+    struct ag_ctx c;
+    ag_ctx_init(&c, flavours[1]);
+    struct tensor *x = host_tensor(c.be, 2, (int[]){3, 4}, 1);
+    x->requires_grad = true;
+    struct tensor *y = op_relu(&c, x);
+    cr_assert_not_null(y);
+    cr_expect_eq(ag_backward(&c, y), -1);
+    cr_expect(strstr(err_get(), "scalar") && strstr(err_get(), "[3,4]"), "message: %s", err_get());
+    ag_reset(&c);
+    cr_expect_eq(ag_backward(&c, y), -1);
+    cr_expect(strstr(err_get(), "tape is empty") && strstr(err_get(), "HINT"), "message: %s", err_get());
+    /* a loss from an earlier step, with a new tape in place */
+    struct tensor *z = op_relu(&c, x);
+    cr_assert_not_null(z);
+    cr_expect_eq(ag_backward(&c, y), -1);
+    cr_expect(strstr(err_get(), "not produced on the current tape"), "message: %s", err_get());
+    tensor_free(c.be, x);
+    ag_ctx_free(&c);
+}
+
+Test(autograd, no_grad_mode_records_nothing, .init = setup_flavours) {
+    struct ag_ctx c;
+    ag_ctx_init(&c, flavours[0]);
+    struct tensor *x = host_tensor(c.be, 2, (int[]){2, 2}, 1);
+    x->requires_grad = true;
+    c.grad_enabled = false;
+    cr_assert_not_null(op_relu(&c, op_relu(&c, x)));
+    cr_expect_eq(c.tape.n, 0);
+    c.grad_enabled = true;
+    cr_assert_not_null(op_relu(&c, x));
+    cr_expect_eq(c.tape.n, 1);
+    tensor_free(c.be, x);
+    ag_ctx_free(&c);
+}
+
+Test(ops, errors_name_the_op_and_the_shapes, .init = setup_flavours) {
+    struct ag_ctx c;
+    ag_ctx_init(&c, flavours[1]);
+    struct tensor *x = host_tensor(c.be, 4, (int[]){2, 3, 5, 5}, 1);
+    struct tensor *w = host_tensor(c.be, 4, (int[]){4, 2, 3, 3}, 2);
+    cr_expect_null(op_conv2d(&c, x, w, NULL, 1, 1));
+    cr_expect(strstr(err_get(), "conv2d") && strstr(err_get(), "[2,3,5,5]") && strstr(err_get(), "[4,2,3,3]"),
+              "message: %s", err_get());
+    struct tensor *flat = host_tensor(c.be, 2, (int[]){2, 6}, 3);
+    cr_expect_null(op_conv2d(&c, flat, w, NULL, 1, 1));
+    cr_expect(strstr(err_get(), "rank 2") && strstr(err_get(), "expected rank 4"), "message: %s", err_get());
+    struct tensor *lw = host_tensor(c.be, 2, (int[]){3, 5}, 4);
+    cr_expect_null(op_linear(&c, flat, lw, NULL));
+    cr_expect(strstr(err_get(), "linear") && strstr(err_get(), "[2,6]") && strstr(err_get(), "[3,5]"),
+              "message: %s", err_get());
+    tensor_free(c.be, lw);
+    cr_expect_null(op_add(&c, x, flat));
+    cr_expect(strstr(err_get(), "add") && strstr(err_get(), "[2,3,5,5]") && strstr(err_get(), "[2,6]"),
+              "message: %s", err_get());
+    cr_expect_null(op_maxpool2d(&c, x, 7, 1, 0));
+    cr_expect(strstr(err_get(), "maxpool2d"), "message: %s", err_get());
+    cr_expect_null(tensor_new(c.be, 2, (int[]){3, 0}));
+    cr_expect(strstr(err_get(), "[3,0]") && strstr(err_get(), "dimension"), "message: %s", err_get());
+    cr_expect_null(tensor_new(c.be, 5, (int[]){1, 1, 1, 1, 1}));
+    cr_expect(strstr(err_get(), "5 dimensions"), "message: %s", err_get());
+    tensor_free(c.be, x);
+    tensor_free(c.be, w);
+    tensor_free(c.be, flat);
+    ag_ctx_free(&c);
+}
+
+Test(nn, batchnorm_running_stats_and_eval_match_the_textbook, .init = setup_flavours) {
+    for (int f = 0; f < 2; f++) {
+        struct ag_ctx c;
+        ag_ctx_init(&c, flavours[f]);
+        const int n = 3, ch = 2, hw = 4;
+        struct tensor *x = host_tensor(c.be, 4, (int[]){n, ch, 2, 2}, 5);
+        struct tensor *gamma = host_tensor(c.be, 1, &ch, 6), *beta = host_tensor(c.be, 1, &ch, 7);
+        struct tensor *rm = host_tensor(c.be, 1, &ch, 8), *rv = tensor_new(c.be, 1, &ch);
+        rv->data[0] = 1.5f;
+        rv->data[1] = 0.5f;
+        float rm0[2] = {rm->data[0], rm->data[1]}, rv0[2] = {rv->data[0], rv->data[1]};
+        struct tensor *y = op_batchnorm2d(&c, x, gamma, beta, rm, rv, 0.1f, 1e-5f);
+        cr_assert_not_null(y, "%s", err_get());
+        for (int k = 0; k < ch; k++) {
+            double mean = 0, var = 0;
+            for (int i = 0; i < n; i++) for (int j = 0; j < hw; j++) mean += x->data[(i * ch + k) * hw + j];
+            mean /= n * hw;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < hw; j++) var += pow(x->data[(i * ch + k) * hw + j] - mean, 2);
+            var /= n * hw;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < hw; j++) {
+                    int at = (i * ch + k) * hw + j;
+                    double want = (x->data[at] - mean) / sqrt(var + 1e-5) * gamma->data[k] + beta->data[k];
+                    cr_expect(fabs(y->data[at] - want) < 1e-5, "%s: y[%d] %f want %f", c.be->name, at, y->data[at], want);
+                }
+            double want_rm = 0.9 * rm0[k] + 0.1 * mean, want_rv = 0.9 * rv0[k] + 0.1 * var * (n * hw) / (n * hw - 1);
+            cr_expect(fabs(rm->data[k] - want_rm) < 1e-6, "%s: running_mean %f want %f", c.be->name, rm->data[k], want_rm);
+            cr_expect(fabs(rv->data[k] - want_rv) < 1e-5, "%s: running_var %f want %f", c.be->name, rv->data[k], want_rv);
+        }
+        c.training = false;
+        y = op_batchnorm2d(&c, x, gamma, beta, rm, rv, 0.1f, 1e-5f);
+        cr_assert_not_null(y);
+        for (int i = 0; i < n * ch * hw; i++) {
+            int k = (i / hw) % ch;
+            double want = (x->data[i] - rm->data[k]) / sqrt(rv->data[k] + 1e-5) * gamma->data[k] + beta->data[k];
+            cr_expect(fabs(y->data[i] - want) < 1e-5, "%s eval: y[%d] %f want %f", c.be->name, i, y->data[i], want);
+        }
+        struct tensor *all[] = {x, gamma, beta, rm, rv};
+        for (int i = 0; i < 5; i++) tensor_free(c.be, all[i]);
+        ag_ctx_free(&c);
+    }
+}
+
+Test(optim, sgd_momentum_nesterov_weight_decay_match_hand_values, .init = setup_flavours) {
+    for (int f = 0; f < 2; f++) {
+        struct nn_model m;
+        nn_model_init(&m, 1, 1, 1, 0);
+        cr_assert_eq(nn_add_linear(&m, 1, 1), 0);
+        cr_assert_eq(nn_model_finalize(&m, flavours[f]), 0);
+        struct tensor *w = m.layers[0].u.linear.w, *b = m.layers[0].u.linear.b;
+        w->data[0] = 1.0f;
+        b->data[0] = 0.5f;
+        struct sgd opt = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f, .nesterov = true};
+        for (int step = 0; step < 2; step++) {
+            w->grad->data[0] = 0.2f;
+            b->grad->data[0] = -0.1f;
+            optim_sgd_step(&m, &opt, opt.lr);
+        }
+        /* by hand: g' = g + wd*w; v = 0.9 v + g'; w -= lr (g' + 0.9 v), twice */
+        cr_expect(fabs(w->data[0] - 0.90326581) < 1e-6, "%s: w = %.8f", flavours[f]->name, w->data[0]);
+        cr_expect(fabs(b->data[0] - 0.543760705) < 1e-6, "%s: b = %.8f", flavours[f]->name, b->data[0]);
+        nn_model_free(&m);
+    }
+}
+
+Test(optim, lr_schedule_warms_up_then_decays) {
+    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 0, 100), 0.0f, 1e-7);
+    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 10, 100), 0.05f, 1e-6);
+    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 20, 100), 0.1f, 1e-6);
+    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 60, 100), 0.05f, 1e-6);
+    cr_expect_float_eq(optim_lr_at(LR_CONSTANT, 0.1f, 0.0f, 99, 100), 0.1f, 1e-7);
+    cr_expect_float_eq(optim_lr_at(LR_COSINE, 0.1f, 0.0f, 50, 100), 0.05f, 1e-6);
+}
+
+/* The block's input feeds the main path and the shortcut: its gradient must be the
+ * sum of the main path's gradient and the shortcut's (the upstream gradient itself). */
+Test(nn, residual_block_gradient_is_the_sum_of_both_paths, .init = setup_flavours) {
+    for (int f = 0; f < 2; f++) {
+        struct nn_model m;
+        nn_model_init(&m, 3, 5, 5, 11);
+        cr_assert_eq(nn_add_block(&m, 3, 3, 1), 0);
+        cr_assert_eq(nn_model_finalize(&m, flavours[f]), 0);
+        const struct nn_block *b = &m.layers[0].u.block;
+        cr_assert(!b->has_short);
+        struct ag_ctx c;
+        ag_ctx_init(&c, flavours[f]);
+        struct tensor *x = host_tensor(c.be, 4, (int[]){2, 3, 5, 5}, 3);
+        x->requires_grad = true;
+        struct tensor *y = nn_forward(&m, &c, x);
+        cr_assert_not_null(y, "%s", err_get());
+        struct tensor *dy = host_tensor(c.be, 4, y->shape, 4);
+        cr_assert_eq(ag_backward_from(&c, y, dy), 0, "%s", err_get());
+        float *total = malloc(x->numel * sizeof(float)), *dh = malloc(x->numel * sizeof(float));
+        memcpy(total, x->grad->data, x->numel * sizeof(float));
+        for (size_t i = 0; i < y->numel; i++) dh[i] = y->data[i] > 0 ? dy->data[i] : 0;  /* through the final relu */
+        ag_reset(&c);
+        x->grad = NULL;
+
+        /* the main path alone, same parameters, upstream gradient dh */
+        struct tensor *h = op_relu(&c, op_batchnorm2d(&c, op_conv2d(&c, x, b->conv1.w, NULL, 1, 1), b->bn1.gamma,
+                                                      b->bn1.beta, b->bn1.running_mean, b->bn1.running_var, 0.1f, 1e-5f));
+        h = op_batchnorm2d(&c, op_conv2d(&c, h, b->conv2.w, NULL, 1, 1), b->bn2.gamma, b->bn2.beta,
+                           b->bn2.running_mean, b->bn2.running_var, 0.1f, 1e-5f);
+        cr_assert_not_null(h, "%s", err_get());
+        struct tensor *dht = tensor_arena(&c.arena, 4, h->shape);
+        memcpy(dht->data, dh, h->numel * sizeof(float));
+        cr_assert_eq(ag_backward_from(&c, h, dht), 0, "%s", err_get());
+        for (size_t i = 0; i < x->numel; i++) dh[i] += x->grad->data[i];
+        double e = tu_max_rel_err(total, dh, x->numel);
+        cr_expect(e < 1e-5, "%s: block dx differs from main + shortcut by %g", c.be->name, e);
+        free(total);
+        free(dh);
+        tensor_free(c.be, x);
+        tensor_free(c.be, dy);
+        ag_ctx_free(&c);
+        nn_model_free(&m);
+    }
+}
+
+/* 64 synthetic 8x8 images, 4 classes: class k is bright in quadrant k, plus noise. */
+static void make_quadrants(float *x, int32_t *labels) {
+    uint64_t s = 99;
+    for (int i = 0; i < 64; i++) {
+        int k = i % 4;
+        labels[i] = k;
+        for (int p = 0; p < 64; p++) {
+            int r = p / 8, col = p % 8, q = (r >= 4) * 2 + (col >= 4);
+            x[i * 64 + p] = (q == k ? 1.0f : 0.0f) + tu_uniform(&s, -0.3f, 0.3f);
+        }
+    }
+}
+
+static int train_tiny_net(const struct backend *be, long *allocs_after_first, long *allocs_at_end) {
+    struct nn_model m;
+    nn_model_init(&m, 1, 8, 8, 5);
+    cr_assert(!nn_add_conv(&m, 1, 8, 3, 1, 1, true) && !nn_add_bn(&m, 8) && !nn_add_relu(&m) &&
+              !nn_add_maxpool(&m, 2, 2, 0) && !nn_add_flatten(&m) && !nn_add_linear(&m, 8 * 4 * 4, 4));
+    cr_assert_eq(nn_model_finalize(&m, be), 0);
+    struct ag_ctx c;
+    ag_ctx_init(&c, be);
+    struct tensor *x = tensor_new(be, 4, (int[]){64, 1, 8, 8});
+    int32_t labels[64];
+    make_quadrants(x->data, labels);
+    struct sgd opt = {.lr = 0.05f, .momentum = 0.9f, .nesterov = true, .weight_decay = 5e-4f};
+    int reached = -1;
+    for (int step = 0; step < 300 && reached < 0; step++) {
+        nn_zero_grad(&m);
+        struct tensor *logits = nn_forward(&m, &c, x);
+        cr_assert_not_null(logits, "%s", err_get());
+        if (op_accuracy_count(&c, logits, labels) == 64) reached = step;
+        struct tensor *loss = op_softmax_xent(&c, logits, labels);
+        cr_assert_eq(ag_backward(&c, loss), 0, "%s", err_get());
+        optim_sgd_step(&m, &opt, opt.lr);
+        ag_reset(&c);
+        if (step == 0) *allocs_after_first = c.arena.n_system_allocs;
+        *allocs_at_end = c.arena.n_system_allocs;
+    }
+    tensor_free(be, x);
+    ag_ctx_free(&c);
+    nn_model_free(&m);
+    return reached;
+}
+
+Test(nn, tiny_net_fits_separable_classes_and_arena_stops_allocating, .init = setup_flavours) {
+    for (int f = 0; f < 2; f++) {
+        long first = -1, end = -2;
+        int reached = train_tiny_net(flavours[f], &first, &end);
+        cr_expect(reached >= 0, "%s: never reached 100%% training accuracy in 300 steps", flavours[f]->name);
+        cr_expect(first > 0, "%s: the first step should size the arena", flavours[f]->name);
+        cr_expect_eq(end, first, "%s: the arena allocated after the first step (%ld -> %ld)", flavours[f]->name,
+                     first, end);
+    }
+}
+
+Test(nn, layer_table_and_shape_errors) {
+    struct nn_model m;
+    nn_model_init(&m, 1, 28, 28, 0);
+    cr_assert(!nn_add_conv(&m, 1, 16, 3, 1, 1, false) && !nn_add_bn(&m, 16) && !nn_add_relu(&m) &&
+              !nn_add_block(&m, 16, 16, 1) && !nn_add_block(&m, 16, 32, 2) && !nn_add_block(&m, 32, 64, 2) &&
+              !nn_add_gap(&m) && !nn_add_linear(&m, 64, 10));
+    int nd, shape[4];
+    cr_assert_eq(nn_model_shapes(&m, 128, NULL, &nd, shape), 0, "%s", err_get());
+    cr_expect_eq(nd, 2);
+    cr_expect(shape[0] == 128 && shape[1] == 10);
+    cr_expect_eq(nn_param_count(&m), 77754, "resnet_small has %zu parameters", nn_param_count(&m));
+    nn_model_free(&m);
+
+    nn_model_init(&m, 1, 28, 28, 0);
+    cr_assert(!nn_add_conv(&m, 1, 8, 3, 1, 1, false) && !nn_add_linear(&m, 8, 10));
+    cr_expect_eq(nn_model_shapes(&m, 4, NULL, NULL, NULL), -1);
+    cr_expect(strstr(err_get(), "linear") && strstr(err_get(), "flatten"), "message: %s", err_get());
+    nn_model_free(&m);
+}

@@ -1,0 +1,47 @@
+/* bench.c — ./bench SUBCOMMAND: measurements that print ratios taken in one run.
+ * Not tests: nothing here asserts a time. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+
+double bench_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_median_s(void (*fn)(void *), void *arg, int reps) {
+    double t[64];
+    if (reps > 64) reps = 64;
+    fn(arg);  /* warm-up: page faults, caches, thread pools */
+    for (int i = 0; i < reps; i++) {
+        double t0 = bench_now_s();
+        fn(arg);
+        t[i] = bench_now_s() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    return t[reps / 2];
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: ./bench ops [--device cpu] [--batch N]   loop vs vectorized kernels\n"
+               "       ./bench loader [options]              the input pipeline alone (see ./bench loader --help)\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "ops")) return bench_ops(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "loader")) return bench_loader(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
+    fprintf(stderr, "bench: unknown subcommand '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
