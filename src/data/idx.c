@@ -44,17 +44,18 @@ static int read_idx(const char *path, int ndims, uint32_t *dims, uint8_t **paylo
     if (!gz) return err_set("%s: cannot open (%s)", path, errno ? strerror(errno) : "zlib");
     uint8_t head[4 + 4 * 3];
     int head_len = 4 + 4 * ndims;
-    int64_t got = gz_read_all(gz, head, head_len);
-    if (got < head_len) {
-        gzclose(gz);
-        return err_set("%s: %s: %" PRId64 " bytes, shorter than an IDX header", path,
-                       got ? "truncated" : "empty file", got);
-    }
-    if (head[0] || head[1] || head[2] != 0x08 || head[3] != ndims) {
+    int64_t got = gz_read_all(gz, head, 4);
+    if (got == 4 && (head[0] || head[1] || head[2] != 0x08 || head[3] != ndims)) {
         gzclose(gz);
         return err_set("%s: bad magic %02x %02x %02x %02x, expected 00 00 08 %02x (IDX, "
                        "uint8, %d dimensions); is this the %s file?", path, head[0], head[1],
                        head[2], head[3], ndims, ndims, ndims == 1 ? "labels" : "images");
+    }
+    if (got == 4) got += gz_read_all(gz, head + 4, head_len - 4);
+    if (got < head_len) {
+        gzclose(gz);
+        return err_set("%s: %s: %" PRId64 " bytes, shorter than an IDX header", path,
+                       got ? "truncated" : "empty file", got);
     }
     uint64_t bytes = 1;
     for (int d = 0; d < ndims; d++) {
