@@ -80,7 +80,7 @@ static int list_dir(const char *dir, int want_dirs, char ***out, int64_t *n_out)
         n++;
     }
     closedir(d);
-    qsort(names, (size_t)n, sizeof *names, want_dirs ? cmp_str : cmp_natural);
+    if (n > 1) qsort(names, (size_t)n, sizeof *names, want_dirs ? cmp_str : cmp_natural);
     *out = names;
     *n_out = n;
     return 0;

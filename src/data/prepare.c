@@ -115,10 +115,12 @@ static int write_png_tree(const struct dataset *idx, const char *const *class_na
         for (int64_t i = 0; i < idx->count; i++) {
             char path[PATH_MAX];
             int label = data_label(idx, i);
-            snprintf(path, sizeof path, "%s/%s/%" PRId64 ".png", dir, class_names[label], i);
             int rc = pix ? data_read_sample(idx, i, pix, NULL) : err_set("out of memory");
-            if (rc == 0 && !stbi_write_png(path, idx->width, idx->height, idx->channels, pix,
-                                           idx->width * idx->channels))
+            if (snprintf(path, sizeof path, "%s/%s/%" PRId64 ".png", dir, class_names[label],
+                         i) >= (int)sizeof path)
+                rc = err_set("%s: path too long", dir);
+            else if (rc == 0 && !stbi_write_png(path, idx->width, idx->height, idx->channels, pix,
+                                                idx->width * idx->channels))
                 rc = err_set("%s: cannot write the PNG (%s); is the disk full?", path,
                              errno ? strerror(errno) : "stb_image_write failed");
             if (rc) {
