@@ -1,6 +1,6 @@
 /* bench_loader.c — `./bench loader`: throughput of the loader alone.
  *
- *   int bench_loader(int argc, char **argv);   (declared in bench.c; argv[0] = "loader")
+ *   int bench_loader(int argc, char **argv);   (bench.h; argv[0] = "loader")
  *
  * On the prepared Fashion-MNIST PNG folder, for workers = 0, 1, 2 and cache = none,
  * memory, packed, one epoch each with resnet_small's augmentation (crop pad 2, flip):
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
 #include "data.h"
 #include "error.h"
 #include "loader.h"
@@ -71,10 +72,11 @@ int bench_loader(int argc, char **argv) {
         else if (!strcmp(argv[i], "--io-delay-us") && i + 1 < argc)
             cfg.io_delay_us = (unsigned)atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: ./bench loader [--data DIR] [--batch N] [--prefetch N] "
+            int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            fprintf(help ? stdout : stderr, "usage: ./bench loader [--data DIR] [--batch N] [--prefetch N] "
                             "[--io-delay-us N]\n  DIR defaults to %s (./prepare "
                             "fashion-mnist makes it)\n", dir);
-            return 2;
+            return help ? 0 : 2;
         }
     }
     struct data_folder_options opt = {0, 0, 0, 0};
