@@ -55,9 +55,13 @@ struct loader {
     size_t sample_bytes;
     int64_t nbatches;
 
-    uint8_t *cache;                /* cache = memory: count x sample_bytes */
+    /* cache = memory, filled lazily by whichever thread first decodes sample i. No
+     * lock needed: within an epoch one thread owns sample i, and epochs are ordered
+     * by mu (start_epoch waits until nothing is in flight). */
+    uint8_t *cache;                /* count x sample_bytes */
     uint8_t *cached;               /* [count]: 1 once sample i is in `cache` */
 
+    /* Written by start_epoch under mu with nothing in flight; read by workers freely. */
     int64_t epoch;
     int64_t *order;                /* dataset index of each position of this epoch */
 
