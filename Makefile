@@ -44,10 +44,14 @@ LIB_SRC := $(wildcard src/*/*.c kernels/cpu/*.c models/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
 LIB     := $(BUILD)/libnostall.a
 TOOLS   := train bench prepare
+TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
 .PHONY: all setup test run data bench clean
-all: $(TOOLS)
+# The tools are built in build/bin and linked into the top folder (./train, ./bench,
+# ./prepare); `make bench` is the benchmark run, not the binary.
+all: $(TOOL_BINS)
+	@for t in $(TOOLS); do ln -sf $(BUILD)/bin/$$t $$t; done
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h kernels/*.h kernels/*/*.h)
 	@mkdir -p $(dir $@)
@@ -63,7 +67,8 @@ $(LIB): $(LIB_OBJ)
 
 # A tool is tools/NAME.c plus any tools/NAME_*.c (e.g. bench_ops.c, bench_loader.c).
 .SECONDEXPANSION:
-$(TOOLS): %: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
+$(BUILD)/bin/%: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itools $(filter %.c,$^) $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
@@ -79,7 +84,7 @@ test: setup
 	@$(MAKE) --no-print-directory all $(TESTS)
 	@sh scripts/run-tests.sh $(TESTS)
 
-data: setup prepare
+data: setup all
 	@sh scripts/setup.sh dataset-fashion-mnist
 	./prepare fashion-mnist
 

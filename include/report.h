@@ -1,0 +1,38 @@
+/* report.h — where the time went, and what to try next.
+ *
+ * The trainer sums, over the run, the wall time of every step split into
+ *   wait     the training thread blocked on the loader's ring
+ *   h2d      copying the batch to the device (0 on the CPU)
+ *   compute  forward, backward and the optimizer step
+ *   other    everything else (logging, bookkeeping)
+ * and the CPU time the loader's workers burned. The verdict uses TF Profiler's
+ * thresholds on the input-bound share (wait + h2d): < 5% not input-bound, 5-20%
+ * moderately, > 20% highly. Waiting alone understates the loader's cost when its
+ * workers share the cores with compute, so the report also names CPU contention. */
+#ifndef NS_REPORT_H
+#define NS_REPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+struct run_totals {
+    int64_t wall_ns, wait_ns, h2d_ns, compute_ns;
+    int64_t images, steps;
+    int64_t loader_cpu_ns;    /* worker threads' CPU time (or inline loading time) */
+    int64_t process_cpu_ns;   /* the whole process's CPU time over the same stretch */
+    int cores;                /* online CPUs */
+    bool on_gpu;
+};
+
+enum input_bound { INPUT_NOT_BOUND, INPUT_MODERATELY, INPUT_HIGHLY };
+
+double report_share(int64_t part, int64_t whole);
+enum input_bound report_classify(double input_share);
+/* The knob to try next, in words, given the settings and what the timings show. */
+const char *report_advice(const struct run_totals *t, const struct config *cfg, char *buf, size_t len);
+void report_print(FILE *f, const struct run_totals *t, const struct config *cfg);
+
+#endif

@@ -1,0 +1,30 @@
+/* train.h — the training loop behind ./train. */
+#ifndef NS_TRAIN_H
+#define NS_TRAIN_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "config.h"
+
+struct train_options {
+    const char *resume;                 /* checkpoint to continue from, or NULL */
+    bool tty;                           /* redraw a progress bar in place */
+    FILE *out;                          /* progress, tables, report */
+    volatile sig_atomic_t *stop;        /* set by SIGINT/SIGTERM: finish the step, save, stop */
+};
+
+/* Exit codes of ./train, so scripts can tell what happened. */
+enum train_status {
+    TRAIN_OK = 0,
+    TRAIN_ERROR = 1,        /* bad config, data, checkpoint, I/O: the message says which */
+    TRAIN_DIVERGED = 3,     /* NaN/inf loss: stopped, last good checkpoint kept */
+    TRAIN_INTERRUPTED = 130 /* SIGINT/SIGTERM: checkpoint written, resume with --resume */
+};
+
+/* Runs the whole experiment cfg describes. Prints the resolved config, the layer
+ * table, progress, per-epoch metrics and the pipeline report to opt->out. */
+enum train_status train_run(const struct config *cfg, const struct train_options *opt);
+
+#endif

@@ -1,0 +1,440 @@
+/* trainer.c — one experiment: data, model, the step loop, evaluation, checkpoints,
+ * and the timings behind the pipeline report.
+ *
+ * One training step, and where its time is booked:
+ *   wait     loader_next_batch blocks until the ring has the batch
+ *   h2d      the batch goes to the device (nothing to do on the CPU)
+ *   compute  normalize -> forward -> loss -> backward -> SGD -> arena reset
+ * Everything else in the step's wall time is "other". */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "error.h"
+#include "loader.h"
+#include "models.h"
+#include "ops.h"
+#include "optim.h"
+#include "report.h"
+#include "trace.h"
+#include "train.h"
+
+struct trainer {
+    const struct config *cfg;
+    const struct train_options *opt;
+    FILE *out;
+    const struct backend *be;
+    struct nn_model model;
+    struct ag_ctx ctx;
+    struct sgd sgd;
+    struct dataset *train_ds, *test_ds;
+    struct loader *train_ld, *test_ld;
+    struct trace *tr;
+    float mean[4], std[4];
+    long step, total_steps;  /* the LR schedule spans total_steps */
+    long stop_at;            /* max_steps cuts the run short; the schedule stays, so a cut
+                                run is a prefix of the full one and resumes into it */
+    struct run_totals tot;
+    int64_t cpu_start_ns, loader_cpu_start_ns;
+};
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t process_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- set-up ------------------------------------------------------------------ */
+
+static const struct backend *pick_backend(const struct config *cfg, FILE *out) {
+    enum kernel_flavour fl = cfg->train.kernels == CFG_KERNELS_LOOP ? KF_LOOP : KF_VECTORIZED;
+    if (cfg->train.device == CFG_DEVICE_CPU) return backend_get(DEV_CPU, fl);
+    char why[256] = "";
+    int gpus = backend_gpu_count(why, sizeof why);
+    if (cfg->train.device == CFG_DEVICE_CUDA) {
+        if (gpus == 0) {
+            err_set("train.device = cuda, but no GPU can be used: %s. HINT: use --device cpu (or auto)", why);
+            return NULL;
+        }
+        return backend_get(DEV_CUDA, fl);
+    }
+    if (gpus > 0) {
+        const struct backend *be = backend_get(DEV_CUDA, fl);
+        if (be) { fprintf(out, "device: auto -> cuda (%d GPU%s)\n", gpus, gpus > 1 ? "s" : ""); return be; }
+        fprintf(out, "device: auto -> cpu: a GPU is present but %s\n", err_get());
+    } else {
+        fprintf(out, "device: auto -> cpu (%s)\n", why);
+    }
+    return backend_get(DEV_CPU, fl);
+}
+
+static int path_join(char *buf, size_t len, const char *a, const char *b, const char *suffix) {
+    if ((size_t)snprintf(buf, len, "%s/%s%s", a, b, suffix) >= len)
+        return err_set("path too long: %s/%s%s", a, b, suffix);
+    return 0;
+}
+
+/* dataset = idx: "<path>/<split>-images-idx3-ubyte[.gz]" and its labels file. */
+static int open_idx_split(const struct cfg_data *d, const char *split, struct dataset **ds) {
+    char img[CFG_STR_MAX * 2], lab[CFG_STR_MAX * 2], name[CFG_STR_MAX + 32];
+    const char *ext = "";
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte.gz", split);
+    if (path_join(img, sizeof img, d->path, name, "")) return -1;
+    if (access(img, R_OK) == 0) ext = ".gz";
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
+    if (path_join(img, sizeof img, d->path, name, ext)) return -1;
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
+    if (path_join(lab, sizeof lab, d->path, name, ext)) return -1;
+    return data_open_idx(img, lab, ds);
+}
+
+static int open_split(const struct config *cfg, const char *split, struct dataset **ds) {
+    const struct cfg_data *d = &cfg->data;
+    char p[CFG_STR_MAX * 2];
+    int rc;
+    if (d->dataset == CFG_DATASET_FOLDER) {
+        struct data_folder_options fo = {d->height, d->width, d->channels, d->on_size_mismatch == CFG_SIZE_RESIZE};
+        rc = path_join(p, sizeof p, d->path, split, "") ? -1 : data_open_folder(p, &fo, ds);
+        if (rc && access(p, F_OK) != 0)
+            return err_set("[data] path: the image folder %s does not exist. HINT: run `make data` (prepares "
+                           "Fashion-MNIST) or point data.path at a folder with one subfolder per class", p);
+    } else if (d->dataset == CFG_DATASET_PACKED) {
+        rc = path_join(p, sizeof p, d->path, split, ".packed") ? -1 : data_open_packed(p, ds);
+    } else {
+        rc = open_idx_split(d, split, ds);
+    }
+    if (rc) return -1;
+    const struct dataset *s = *ds;
+    if (s->height != d->height || s->width != d->width || s->channels != d->channels)
+        return err_set("%s holds %dx%dx%d images but [data] says height %d, width %d, channels %d", s->path,
+                       s->height, s->width, s->channels, d->height, d->width, d->channels);
+    if (s->classes > d->classes)
+        return err_set("%s has %d classes but [data] classes = %d", s->path, s->classes, d->classes);
+    return 0;
+}
+
+static void *pinned_or_malloc(size_t bytes, void *ctx) { (void)ctx; return malloc(bytes); }
+static void slot_free(void *p, void *ctx) { (void)ctx; free(p); }
+
+static int make_loader(struct trainer *t, const struct dataset *ds, bool train, struct loader **out) {
+    const struct cfg_loader *c = &t->cfg->loader;
+    struct loader_config lc;
+    loader_config_default(&lc);
+    lc.batch = c->batch;
+    lc.workers = c->workers;
+    lc.prefetch = c->prefetch;
+    lc.shuffle = train;
+    lc.drop_last = train && c->drop_last;
+    lc.augment = train;
+    lc.crop_pad = c->crop_pad;
+    lc.flip = c->flip;
+    lc.seed = (uint64_t)c->seed;
+    lc.cache = c->cache == CFG_CACHE_MEMORY ? LOADER_CACHE_MEMORY
+             : c->cache == CFG_CACHE_PACKED ? LOADER_CACHE_PACKED : LOADER_CACHE_NONE;
+    lc.io_delay_us = (unsigned)c->io_delay_us;
+    lc.on_bad_sample = t->cfg->data.on_bad_sample == CFG_BAD_SAMPLE_SKIP ? LOADER_BAD_SKIP : LOADER_BAD_ERROR;
+    lc.slot_alloc = pinned_or_malloc;
+    lc.slot_free = slot_free;
+    return loader_create(&lc, ds, out);
+}
+
+/* ---- the step ------------------------------------------------------------------ */
+
+enum step_result { STEP_OK, STEP_ERROR, STEP_DIVERGED };
+
+/* Forward + backward + SGD on one batch; loss and correct count come back. The batch
+ * is already on the device (on the CPU, its slot memory is used in place). */
+static enum step_result train_step(struct trainer *t, const struct batch *b, float lr, float *loss_out,
+                                   int *correct) {
+    struct ag_ctx *c = &t->ctx;
+    struct tensor *x = op_normalize_u8(c, b->images, b->n, b->height, b->width, b->channels, t->mean, t->std);
+    struct tensor *logits = x ? nn_forward(&t->model, c, x) : NULL;
+    struct tensor *loss = logits ? op_softmax_xent(c, logits, b->labels) : NULL;
+    if (!loss) return STEP_ERROR;
+    *correct = op_accuracy_count(c, logits, b->labels);
+    *loss_out = ag_item(c, loss);
+    if (!isfinite(*loss_out)) return STEP_DIVERGED;  /* before the update: weights stay as they were */
+    nn_zero_grad(&t->model);
+    if (ag_backward(c, loss)) return STEP_ERROR;
+    optim_sgd_step(&t->model, &t->sgd, lr);
+    ag_reset(c);
+    return STEP_OK;
+}
+
+/* No-grad pass over the test split with running BN statistics. */
+static int evaluate(struct trainer *t, double *loss, double *acc) {
+    struct ag_ctx *c = &t->ctx;
+    c->grad_enabled = false;
+    c->training = false;
+    double sum = 0;
+    int64_t right = 0, seen = 0;
+    int rc = loader_start_epoch(t->test_ld, 0);
+    const struct batch *b;
+    while (!rc && (rc = loader_next_batch(t->test_ld, &b)) == 1) {
+        struct tensor *x = op_normalize_u8(c, b->images, b->n, b->height, b->width, b->channels, t->mean, t->std);
+        struct tensor *logits = x ? nn_forward(&t->model, c, x) : NULL;
+        struct tensor *l = logits ? op_softmax_xent(c, logits, b->labels) : NULL;
+        if (!l) { rc = -1; loader_release_batch(t->test_ld, b); break; }
+        sum += (double)ag_item(c, l) * b->n;
+        right += op_accuracy_count(c, logits, b->labels);
+        seen += b->n;
+        loader_release_batch(t->test_ld, b);
+        ag_reset(c);
+        rc = 0;
+    }
+    c->grad_enabled = true;
+    c->training = true;
+    ag_reset(c);
+    if (rc < 0) return err_wrap("evaluating on the test split: ");
+    *loss = seen ? sum / (double)seen : 0;
+    *acc = seen ? (double)right / (double)seen : 0;
+    return 0;
+}
+
+/* ---- progress ----------------------------------------------------------------- */
+
+struct epoch_meter {
+    int64_t start_ns, wait_ns, images;
+    double loss_sum;
+    int64_t correct;
+    long steps;
+};
+
+static void fmt_eta(char *buf, size_t len, double s) {
+    int v = s > 0 && s < 1e7 ? (int)s : 0;
+    snprintf(buf, len, "%d:%02d:%02d", v / 3600, v / 60 % 60, v % 60);
+}
+
+static void progress(struct trainer *t, int epoch, long i, long nb, const struct epoch_meter *m, bool final) {
+    const struct cfg_train *tc = &t->cfg->train;
+    /* not a TTY: a line every log_every steps, and the epoch's last step unless just printed */
+    if (!t->opt->tty && (i + 1) % tc->log_every != 0 && !final) return;
+    if (!t->opt->tty && final && (i + 1) % tc->log_every == 0) return;
+    double el = (double)(now_ns() - m->start_ns) * 1e-9;
+    double ips = el > 0 ? (double)m->images / el : 0, eta = i + 1 < nb ? el / (double)(i + 1) * (double)(nb - i - 1) : 0;
+    char etas[32];
+    fmt_eta(etas, sizeof etas, eta);
+    double loss = m->steps ? m->loss_sum / (double)m->steps : 0, acc = m->images ? (double)m->correct / m->images : 0;
+    double wait = el > 0 ? (double)m->wait_ns * 1e-9 / el : 0;
+    if (t->opt->tty) {
+        int width = 24, done = (int)((double)width * (double)(i + 1) / (double)nb);
+        char bar[32];
+        for (int k = 0; k < width; k++) bar[k] = k < done ? '=' : k == done ? '>' : ' ';
+        bar[width] = 0;
+        fprintf(t->out, "\r\033[Kepoch %d/%d [%s] %ld/%ld loss %.4f acc %5.1f%% %6.0f img/s wait %4.1f%% ETA %s",
+                epoch + 1, tc->epochs, bar, i + 1, nb, loss, 100 * acc, ips, 100 * wait, etas);
+        if (final) fputc('\n', t->out);
+    } else {
+        fprintf(t->out, "epoch %d/%d step %ld/%ld loss %.4f acc %.1f%% %.0f img/s wait %.1f%% ETA %s\n", epoch + 1,
+                tc->epochs, i + 1, nb, loss, 100 * acc, ips, 100 * wait, etas);
+    }
+    fflush(t->out);
+}
+
+/* ---- checkpoints ---------------------------------------------------------------- */
+
+static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
+    if (!t->cfg->train.checkpoint[0]) return 0;
+    struct ckpt_state st;
+    memset(&st, 0, sizeof st);
+    st.fingerprint = cfg_fingerprint(t->cfg);
+    st.epoch = epoch;
+    st.batch_in_epoch = batch_in_epoch;
+    st.step = t->step;
+    st.epochs_done = epoch;  /* `epoch` is the one in progress (or next), counted from 0 */
+    if (ckpt_save(t->cfg->train.checkpoint, &t->model, &st)) return -1;
+    return 0;
+}
+
+/* ---- the run -------------------------------------------------------------------- */
+
+static void close_all(struct trainer *t) {
+    loader_destroy(t->train_ld);
+    loader_destroy(t->test_ld);
+    data_close(t->train_ds);
+    data_close(t->test_ds);
+    if (t->tr && trace_close(t->tr)) fprintf(stderr, "warning: %s\n", err_get());
+    ag_ctx_free(&t->ctx);
+    nn_model_free(&t->model);
+}
+
+static int setup(struct trainer *t) {
+    const struct config *cfg = t->cfg;
+    if (cfg->train.threads > 0) omp_set_num_threads(cfg->train.threads);
+    for (int i = 0; i < cfg->data.channels; i++) {
+        t->mean[i] = (float)cfg->data.mean.v[i];
+        t->std[i] = (float)cfg->data.std.v[i];
+    }
+    t->sgd = (struct sgd){(float)cfg->optim.lr, (float)cfg->optim.momentum, (float)cfg->optim.weight_decay,
+                          cfg->optim.nesterov};
+    if (!(t->be = pick_backend(cfg, t->out))) return -1;
+    fprintf(t->out, "kernels: %s, %d OpenMP threads\n", t->be->name, omp_get_max_threads());
+    if (open_split(cfg, cfg->data.train_dir, &t->train_ds) || open_split(cfg, cfg->data.test_dir, &t->test_ds))
+        return -1;
+    fprintf(t->out, "data: %lld training and %lld test images of %dx%dx%d, %d classes\n",
+            (long long)t->train_ds->count, (long long)t->test_ds->count, cfg->data.height, cfg->data.width,
+            cfg->data.channels, cfg->data.classes);
+    if (model_build(&t->model, cfg)) return err_wrap("[model]: ");
+    fprintf(t->out, "model: %s\n", cfg_enum_name("model.arch", cfg->model.arch));
+    if (nn_model_shapes(&t->model, cfg->loader.batch, t->out, NULL, NULL)) return -1;
+    if (nn_model_finalize(&t->model, t->be) || ag_ctx_init(&t->ctx, t->be)) return -1;
+    /* find out now, not after the first epoch, that checkpoints can't be written */
+    if (cfg->train.checkpoint[0] && ckpt_check_writable(cfg->train.checkpoint, ckpt_file_bytes(&t->model)))
+        return err_wrap("[train] checkpoint: ");
+    if (make_loader(t, t->train_ds, true, &t->train_ld) || make_loader(t, t->test_ds, false, &t->test_ld))
+        return -1;
+    if (cfg->train.trace[0] && !(t->tr = trace_open(cfg->train.trace))) return err_wrap("[train] trace: ");
+    return 0;
+}
+
+static void book_loader_cpu(struct trainer *t, int64_t *sum) {
+    *sum = 0;
+    int n = loader_workers(t->train_ld);
+    for (int w = 0; w < (n ? n : 1); w++) {
+        struct loader_worker_stats s;
+        if (!loader_worker_stats(t->train_ld, w, &s)) *sum += s.cpu_ns;
+    }
+}
+
+enum train_status train_run(const struct config *cfg, const struct train_options *opt) {
+    struct trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.opt = opt;
+    t.out = opt->out ? opt->out : stdout;
+    fprintf(t.out, "# resolved config\n");
+    cfg_print(cfg, t.out);
+    if (setup(&t)) {
+        fprintf(stderr, "error: %s\n", err_get());
+        close_all(&t);
+        return TRAIN_ERROR;
+    }
+    enum train_status status = TRAIN_OK;
+    long nb = (long)loader_batches_per_epoch(t.train_ld);
+    t.total_steps = t.stop_at = nb * cfg->train.epochs;
+    if (cfg->train.max_steps > 0 && cfg->train.max_steps < t.stop_at) t.stop_at = cfg->train.max_steps;
+    int first_epoch = 0;
+    long first_batch = 0;
+    if (opt->resume) {
+        struct ckpt_state st;
+        if (ckpt_load(opt->resume, &t.model, &st, cfg_fingerprint(cfg))) {
+            fprintf(stderr, "error: --resume: %s\n", err_get());
+            close_all(&t);
+            return TRAIN_ERROR;
+        }
+        first_epoch = (int)st.epoch;
+        first_batch = (long)st.batch_in_epoch;
+        t.step = (long)st.step;
+        fprintf(t.out, "resumed from %s: epoch %d, batch %ld, step %ld\n", opt->resume, first_epoch + 1, first_batch,
+                t.step);
+    }
+    t.tot.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    t.tot.on_gpu = t.be->dev == DEV_CUDA;
+    trace_thread_name(t.tr, 0, "training thread");
+    for (int w = 0; w < loader_workers(t.train_ld); w++) {
+        char name[32];
+        snprintf(name, sizeof name, "loader worker %d", w + 1);
+        trace_thread_name(t.tr, w + 1, name);
+    }
+    int64_t cpu0 = process_cpu_ns(), loader0;
+    book_loader_cpu(&t, &loader0);
+
+    for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t.step < t.stop_at; epoch++) {
+        long start = epoch == first_epoch ? first_batch : 0;
+        if (loader_start_epoch_at(t.train_ld, epoch, start)) { status = TRAIN_ERROR; break; }
+        struct epoch_meter m = {.start_ns = now_ns()};
+        long i = start;
+        for (; t.step < t.stop_at; i++) {
+            int64_t t0 = now_ns();
+            const struct batch *b;
+            int got = loader_next_batch(t.train_ld, &b);
+            if (got < 0) { status = TRAIN_ERROR; break; }
+            if (got == 0) break;
+            int64_t t1 = now_ns();
+            float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t.sgd.lr, (float)cfg->optim.warmup,
+                                   t.step, t.total_steps), loss = 0;
+            int correct = 0;
+            enum step_result r = train_step(&t, b, lr, &loss, &correct);
+            int64_t t2 = now_ns();
+            for (int w = 0; w < (loader_workers(t.train_ld) ? loader_workers(t.train_ld) : 1); w++)
+                if (b->spans[w].samples)
+                    trace_span(t.tr, w + 1, "load batch", "loader", b->spans[w].start_ns,
+                               b->spans[w].end_ns - b->spans[w].start_ns);
+            trace_span(t.tr, 0, "wait", "step", t0, t1 - t0);
+            trace_span(t.tr, 0, "compute", "step", t1, t2 - t1);
+            trace_counter(t.tr, "ring slots ready", t1, b->ring_ready);
+            int n = b->n;
+            loader_release_batch(t.train_ld, b);
+            if (r == STEP_ERROR) { status = TRAIN_ERROR; break; }
+            if (r == STEP_DIVERGED) {
+                fprintf(stderr, "\nerror: the loss became %s at step %ld (epoch %d, batch %ld); stopping. The last "
+                                "checkpoint%s%s is kept. HINT: lower optim.lr or check the data\n",
+                        isnan(loss) ? "NaN" : "infinite", t.step, epoch + 1, i, cfg->train.checkpoint[0] ? " " : "",
+                        cfg->train.checkpoint);
+                status = TRAIN_DIVERGED;
+                break;
+            }
+            t.step++;
+            m.steps++;
+            m.images += n;
+            m.loss_sum += loss;
+            m.correct += correct;
+            m.wait_ns += t1 - t0;
+            t.tot.wait_ns += t1 - t0;
+            t.tot.compute_ns += t2 - t1;
+            t.tot.wall_ns += now_ns() - t0;
+            t.tot.images += n;
+            t.tot.steps++;
+            progress(&t, epoch, i, nb, &m, false);
+            if (opt->stop && *opt->stop) {
+                if (t.opt->tty) fputc('\n', t.out);
+                if (save_checkpoint(&t, epoch, i + 1)) { status = TRAIN_ERROR; break; }
+                fprintf(t.out, "interrupted at step %ld (epoch %d, batch %ld)%s%s\n", t.step, epoch + 1, i + 1,
+                        cfg->train.checkpoint[0] ? "; checkpoint written to " : "; no checkpoint configured",
+                        cfg->train.checkpoint);
+                status = TRAIN_INTERRUPTED;
+                break;
+            }
+        }
+        if (status != TRAIN_OK) break;
+        if (m.steps) progress(&t, epoch, i - 1, nb, &m, true);
+        double el = (double)(now_ns() - m.start_ns) * 1e-9;
+        fprintf(t.out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
+                m.steps ? m.loss_sum / (double)m.steps : 0.0, m.images ? 100.0 * (double)m.correct / m.images : 0.0,
+                el > 0 ? (double)m.images / el : 0.0, el);
+        bool last = epoch + 1 == cfg->train.epochs || t.step >= t.stop_at;
+        if (cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last)) {
+            double tl = 0, ta = 0;
+            if (evaluate(&t, &tl, &ta)) { fputc('\n', t.out); status = TRAIN_ERROR; break; }
+            fprintf(t.out, "; test loss %.4f acc %.2f%%", tl, 100 * ta);
+        }
+        fputc('\n', t.out);
+        bool epoch_done = i >= nb;
+        if (save_checkpoint(&t, epoch_done ? epoch + 1 : epoch, epoch_done ? 0 : i)) { status = TRAIN_ERROR; break; }
+    }
+    if (status == TRAIN_ERROR) fprintf(stderr, "error: %s\n", err_get());
+    t.tot.process_cpu_ns = process_cpu_ns() - cpu0;
+    int64_t loader1;
+    book_loader_cpu(&t, &loader1);
+    t.tot.loader_cpu_ns = loader1 - loader0;
+    if (t.tot.steps) report_print(t.out, &t.tot, cfg);
+    int64_t skipped = loader_skipped(t.train_ld, NULL, 0) + loader_skipped(t.test_ld, NULL, 0);
+    if (skipped) {
+        char last[512];
+        loader_skipped(t.train_ld, last, sizeof last);
+        fprintf(t.out, "skipped %lld bad samples (on_bad_sample = skip); last: %s\n", (long long)skipped, last);
+    }
+    close_all(&t);
+    return status;
+}

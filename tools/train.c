@@ -1,0 +1,58 @@
+/* train.c — ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]
+ *                          [--resume FILE] [--trace FILE]
+ * Trains what CONFIG describes; see README.md. Exit codes: train.h's enum train_status. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "error.h"
+#include "train.h"
+
+static volatile sig_atomic_t stop_requested;
+
+/* First Ctrl-C: finish the step, save, exit. A second one: the default action, now. */
+static void on_signal(int sig) {
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]\n"
+               "               [--resume CHECKPOINT] [--trace FILE.json]\n"
+               "       ./train --help-config   every config key, its default and meaning\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) { usage(stdout); return 0; }
+    if (argc >= 2 && !strcmp(argv[1], "--help-config")) { cfg_print_help(stdout); return 0; }
+    if (argc < 2 || argv[1][0] == '-') { usage(stderr); return 2; }
+    struct config cfg;
+    if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
+    struct train_options opt = {.out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_requested};
+    char assignment[CFG_STR_MAX + 64];
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (!strcmp(a, "--set") && v) rc = cfg_set(&cfg, v);
+        else if (!strcmp(a, "--device") && v)
+            rc = snprintf(assignment, sizeof assignment, "train.device=%s", v) >= (int)sizeof assignment
+                     ? err_set("--device: value too long") : cfg_set(&cfg, assignment);
+        else if (!strcmp(a, "--trace") && v)
+            rc = snprintf(assignment, sizeof assignment, "train.trace=%s", v) >= (int)sizeof assignment
+                     ? err_set("--trace: path too long") : cfg_set(&cfg, assignment);
+        else if (!strcmp(a, "--resume") && v) opt.resume = v;
+        else {
+            fprintf(stderr, "error: %s '%s'\n", v || a[0] != '-' ? "unknown argument" : "missing value after", a);
+            usage(stderr);
+            return 2;
+        }
+        if (rc) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
+        i++;
+    }
+    if (cfg_validate(&cfg, "--set")) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    return (int)train_run(&cfg, &opt);
+}
