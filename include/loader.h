@@ -113,6 +113,8 @@ int loader_start_epoch_at(struct loader *l, int64_t epoch, int64_t first_batch);
 int loader_next_batch(struct loader *l, const struct batch **out);
 /* Gives the batch's slot back to the workers. */
 void loader_release_batch(struct loader *l, const struct batch *b);
+/* The error that ended this epoch, or NULL; valid until the next start_epoch. */
+const char *loader_error(struct loader *l);
 
 int64_t loader_batches_per_epoch(const struct loader *l);
 int loader_workers(const struct loader *l);

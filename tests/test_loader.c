@@ -275,7 +275,9 @@ Test(loader, a_bad_sample_is_an_error_naming_its_file) {
             cr_assert_eq(rc, -1, "kind %d workers %d", kind, workers);
             cr_assert(strstr(err_get(), path), "kind %d: %s", kind, err_get());
             cr_assert_eq(loader_next_batch(l, &b), -1); /* stays failed for this epoch */
+            cr_assert(loader_error(l) && strstr(loader_error(l), path));
             cr_assert_eq(loader_start_epoch(l, 1), 0);  /* and a new epoch may be tried */
+            cr_assert_null(loader_error(l));
             loader_destroy(l);
         }
 }

@@ -582,6 +582,13 @@ int loader_worker_stats(struct loader *l, int worker, struct loader_worker_stats
     return 0;
 }
 
+const char *loader_error(struct loader *l) {
+    pthread_mutex_lock(&l->mu);
+    const char *e = l->error;
+    pthread_mutex_unlock(&l->mu);
+    return e;
+}
+
 int64_t loader_skipped(struct loader *l, char *last, size_t len) {
     pthread_mutex_lock(&l->mu);
     int64_t n = l->skipped;
