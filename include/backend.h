@@ -40,6 +40,30 @@ struct pool_geom {
 
 enum copy_kind { COPY_H2D, COPY_D2H, COPY_D2D };
 
+/* Streams and events for the loader's copy stage (DESIGN.md, "Data flow"). Only a
+ * device with its own memory has them; the CPU table leaves `stage` NULL and the
+ * trainer then uses the loader's slots in place. Streams: STREAM_COMPUTE runs every
+ * kernel of the table, STREAM_COPY only copies. */
+enum stream_id { STREAM_COMPUTE = 0, STREAM_COPY = 1 };
+struct device_event;
+struct copy_stage {
+    /* page-locked host memory for the ring's slots (cudaHostAlloc); NULL on failure */
+    void *(*pinned_alloc)(size_t bytes);
+    void (*pinned_free)(void *p);
+    /* dst on the device, src on the host; async on `s` (synchronous if src is pageable) */
+    void (*copy_h2d_async)(void *dst, const void *src, size_t bytes, enum stream_id s);
+    struct device_event *(*event_create)(void);             /* NULL on failure, with err_set */
+    void (*event_destroy)(struct device_event *e);
+    void (*event_record)(struct device_event *e, enum stream_id s);
+    void (*stream_wait_event)(enum stream_id s, struct device_event *e);  /* device-side wait */
+    bool (*event_done)(struct device_event *e);              /* non-blocking query */
+    void (*event_sync)(struct device_event *e);              /* host waits */
+    float (*event_elapsed_ms)(struct device_event *start, struct device_event *end);
+    /* NVTX range around a host-side phase, so Nsight Systems shows the same picture */
+    void (*range_push)(const char *name);
+    void (*range_pop)(void);
+};
+
 struct backend {
     const char *name;             /* "cpu-loop", "cpu-vectorized", "cuda-loop", ... */
     enum device dev;
@@ -51,6 +75,7 @@ struct backend {
     void (*zero)(void *p, size_t bytes);
     void (*copy)(void *dst, const void *src, size_t bytes, enum copy_kind kind);
     void (*sync)(void);                            /* wait for queued device work */
+    const struct copy_stage *stage;                /* NULL: host memory, nothing to copy */
 
     /* ---- dense ----
      * C (m,n) = alpha * op(A) op(B) + beta * C, row-major; op(A) is (m,k):
@@ -136,7 +161,7 @@ struct backend {
  * the device isn't present. */
 const struct backend *backend_get(enum device dev, enum kernel_flavour fl);
 
-/* The CPU tables, defined in kernels/cpu/. */
+/* The CPU tables, defined in kernels/cpu/; the CUDA ones in kernels/cuda/ when built. */
 extern const struct backend cpu_loop_backend;
 extern const struct backend cpu_vectorized_backend;
 
