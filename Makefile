@@ -71,7 +71,7 @@ $(BUILD)/bin/%: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itools $(filter %.c,$^) $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(wildcard tests/fixtures/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcriterion -o $@
 
@@ -95,6 +95,7 @@ run: setup
 
 bench: all
 	./bench ops --device cpu
+	./bench loader
 
 clean:
 	rm -rf $(BUILD) $(TOOLS)
