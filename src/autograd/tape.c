@@ -72,7 +72,11 @@ static int check_on_tape(struct ag_ctx *c, const struct tensor *t) {
     if (c->tape.n == 0)
         return err_set("backward: the tape is empty. HINT: call backward after the forward pass and "
                        "before ag_reset (the optimizer step resets the tape), with gradients enabled");
-    if (t->tape_gen != c->tape.gen || !t->producer)
+    /* Look t up by address before reading it: a tensor from an earlier step lives in
+     * arena memory that ag_reset may have freed. */
+    int i = c->tape.n - 1;
+    while (i >= 0 && c->tape.nodes[i].out != t) i--;
+    if (i < 0 || t->tape_gen != c->tape.gen || !t->producer)
         return err_set("backward: this tensor was not produced on the current tape (it is from an "
                        "earlier step, or from an op that needed no gradient). HINT: run the forward "
                        "pass again after ag_reset");
