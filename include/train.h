@@ -7,12 +7,15 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "report.h"
 
 struct train_options {
     const char *resume;                 /* checkpoint to continue from, or NULL */
     bool tty;                           /* redraw a progress bar in place */
     FILE *out;                          /* progress, tables, report */
     volatile sig_atomic_t *stop;        /* set by SIGINT/SIGTERM: finish the step, save, stop */
+    bool quiet;                         /* no config, table, progress or report (benchmarks) */
+    struct run_totals *totals;          /* if not NULL: the report's numbers for the caller */
 };
 
 /* Exit codes of ./train, so scripts can tell what happened. */

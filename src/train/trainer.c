@@ -307,100 +307,95 @@ static void book_loader_cpu(struct trainer *t, int64_t *sum) {
     }
 }
 
-enum train_status train_run(const struct config *cfg, const struct train_options *opt) {
-    struct trainer t;
-    memset(&t, 0, sizeof t);
-    t.cfg = cfg;
-    t.opt = opt;
-    t.out = opt->out ? opt->out : stdout;
-    fprintf(t.out, "# resolved config\n");
-    cfg_print(cfg, t.out);
-    if (setup(&t)) {
+static enum train_status run(struct trainer *t) {
+    const struct config *cfg = t->cfg;
+    const struct train_options *opt = t->opt;
+    fprintf(t->out, "# resolved config\n");
+    cfg_print(cfg, t->out);
+    if (setup(t)) {
         fprintf(stderr, "error: %s\n", err_get());
-        close_all(&t);
         return TRAIN_ERROR;
     }
     enum train_status status = TRAIN_OK;
-    long nb = (long)loader_batches_per_epoch(t.train_ld);
-    t.total_steps = t.stop_at = nb * cfg->train.epochs;
-    if (cfg->train.max_steps > 0 && cfg->train.max_steps < t.stop_at) t.stop_at = cfg->train.max_steps;
+    long nb = (long)loader_batches_per_epoch(t->train_ld);
+    t->total_steps = t->stop_at = nb * cfg->train.epochs;
+    if (cfg->train.max_steps > 0 && cfg->train.max_steps < t->stop_at) t->stop_at = cfg->train.max_steps;
     int first_epoch = 0;
     long first_batch = 0;
     if (opt->resume) {
         struct ckpt_state st;
-        if (ckpt_load(opt->resume, &t.model, &st, cfg_fingerprint(cfg))) {
+        if (ckpt_load(opt->resume, &t->model, &st, cfg_fingerprint(cfg))) {
             fprintf(stderr, "error: --resume: %s\n", err_get());
-            close_all(&t);
             return TRAIN_ERROR;
         }
         first_epoch = (int)st.epoch;
         first_batch = (long)st.batch_in_epoch;
-        t.step = (long)st.step;
-        fprintf(t.out, "resumed from %s: epoch %d, batch %ld, step %ld\n", opt->resume, first_epoch + 1, first_batch,
-                t.step);
+        t->step = (long)st.step;
+        fprintf(t->out, "resumed from %s: epoch %d, batch %ld, step %ld\n", opt->resume, first_epoch + 1, first_batch,
+                t->step);
     }
-    t.tot.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    t.tot.on_gpu = t.be->dev == DEV_CUDA;
-    trace_thread_name(t.tr, 0, "training thread");
-    for (int w = 0; w < loader_workers(t.train_ld); w++) {
+    t->tot.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    t->tot.on_gpu = t->be->dev == DEV_CUDA;
+    trace_thread_name(t->tr, 0, "training thread");
+    for (int w = 0; w < loader_workers(t->train_ld); w++) {
         char name[32];
         snprintf(name, sizeof name, "loader worker %d", w + 1);
-        trace_thread_name(t.tr, w + 1, name);
+        trace_thread_name(t->tr, w + 1, name);
     }
     int64_t cpu0 = process_cpu_ns(), loader0;
-    book_loader_cpu(&t, &loader0);
+    book_loader_cpu(t, &loader0);
 
-    for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t.step < t.stop_at; epoch++) {
+    for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t->step < t->stop_at; epoch++) {
         long start = epoch == first_epoch ? first_batch : 0;
-        if (loader_start_epoch_at(t.train_ld, epoch, start)) { status = TRAIN_ERROR; break; }
+        if (loader_start_epoch_at(t->train_ld, epoch, start)) { status = TRAIN_ERROR; break; }
         struct epoch_meter m = {.start_ns = now_ns()};
         long i = start;
-        for (; t.step < t.stop_at; i++) {
+        for (; t->step < t->stop_at; i++) {
             int64_t t0 = now_ns();
             const struct batch *b;
-            int got = loader_next_batch(t.train_ld, &b);
+            int got = loader_next_batch(t->train_ld, &b);
             if (got < 0) { status = TRAIN_ERROR; break; }
             if (got == 0) break;
             int64_t t1 = now_ns();
-            float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t.sgd.lr, (float)cfg->optim.warmup,
-                                   t.step, t.total_steps), loss = 0;
+            float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup,
+                                   t->step, t->total_steps), loss = 0;
             int correct = 0;
-            enum step_result r = train_step(&t, b, lr, &loss, &correct);
+            enum step_result r = train_step(t, b, lr, &loss, &correct);
             int64_t t2 = now_ns();
-            for (int w = 0; w < (loader_workers(t.train_ld) ? loader_workers(t.train_ld) : 1); w++)
+            for (int w = 0; w < (loader_workers(t->train_ld) ? loader_workers(t->train_ld) : 1); w++)
                 if (b->spans[w].samples)
-                    trace_span(t.tr, w + 1, "load batch", "loader", b->spans[w].start_ns,
+                    trace_span(t->tr, w + 1, "load batch", "loader", b->spans[w].start_ns,
                                b->spans[w].end_ns - b->spans[w].start_ns);
-            trace_span(t.tr, 0, "wait", "step", t0, t1 - t0);
-            trace_span(t.tr, 0, "compute", "step", t1, t2 - t1);
-            trace_counter(t.tr, "ring slots ready", t1, b->ring_ready);
+            trace_span(t->tr, 0, "wait", "step", t0, t1 - t0);
+            trace_span(t->tr, 0, "compute", "step", t1, t2 - t1);
+            trace_counter(t->tr, "ring slots ready", t1, b->ring_ready);
             int n = b->n;
-            loader_release_batch(t.train_ld, b);
+            loader_release_batch(t->train_ld, b);
             if (r == STEP_ERROR) { status = TRAIN_ERROR; break; }
             if (r == STEP_DIVERGED) {
                 fprintf(stderr, "\nerror: the loss became %s at step %ld (epoch %d, batch %ld); stopping. The last "
                                 "checkpoint%s%s is kept. HINT: lower optim.lr or check the data\n",
-                        isnan(loss) ? "NaN" : "infinite", t.step, epoch + 1, i, cfg->train.checkpoint[0] ? " " : "",
+                        isnan(loss) ? "NaN" : "infinite", t->step, epoch + 1, i, cfg->train.checkpoint[0] ? " " : "",
                         cfg->train.checkpoint);
                 status = TRAIN_DIVERGED;
                 break;
             }
-            t.step++;
+            t->step++;
             m.steps++;
             m.images += n;
             m.loss_sum += loss;
             m.correct += correct;
             m.wait_ns += t1 - t0;
-            t.tot.wait_ns += t1 - t0;
-            t.tot.compute_ns += t2 - t1;
-            t.tot.wall_ns += now_ns() - t0;
-            t.tot.images += n;
-            t.tot.steps++;
-            progress(&t, epoch, i, nb, &m, false);
+            t->tot.wait_ns += t1 - t0;
+            t->tot.compute_ns += t2 - t1;
+            t->tot.wall_ns += now_ns() - t0;
+            t->tot.images += n;
+            t->tot.steps++;
+            progress(t, epoch, i, nb, &m, false);
             if (opt->stop && *opt->stop) {
-                if (t.opt->tty) fputc('\n', t.out);
-                if (save_checkpoint(&t, epoch, i + 1)) { status = TRAIN_ERROR; break; }
-                fprintf(t.out, "interrupted at step %ld (epoch %d, batch %ld)%s%s\n", t.step, epoch + 1, i + 1,
+                if (t->opt->tty) fputc('\n', t->out);
+                if (save_checkpoint(t, epoch, i + 1)) { status = TRAIN_ERROR; break; }
+                fprintf(t->out, "interrupted at step %ld (epoch %d, batch %ld)%s%s\n", t->step, epoch + 1, i + 1,
                         cfg->train.checkpoint[0] ? "; checkpoint written to " : "; no checkpoint configured",
                         cfg->train.checkpoint);
                 status = TRAIN_INTERRUPTED;
@@ -408,33 +403,47 @@ enum train_status train_run(const struct config *cfg, const struct train_options
             }
         }
         if (status != TRAIN_OK) break;
-        if (m.steps) progress(&t, epoch, i - 1, nb, &m, true);
+        if (m.steps) progress(t, epoch, i - 1, nb, &m, true);
         double el = (double)(now_ns() - m.start_ns) * 1e-9;
-        fprintf(t.out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
+        fprintf(t->out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
                 m.steps ? m.loss_sum / (double)m.steps : 0.0, m.images ? 100.0 * (double)m.correct / m.images : 0.0,
                 el > 0 ? (double)m.images / el : 0.0, el);
-        bool last = epoch + 1 == cfg->train.epochs || t.step >= t.stop_at;
+        bool last = epoch + 1 == cfg->train.epochs || t->step >= t->stop_at;
         if (cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last)) {
             double tl = 0, ta = 0;
-            if (evaluate(&t, &tl, &ta)) { fputc('\n', t.out); status = TRAIN_ERROR; break; }
-            fprintf(t.out, "; test loss %.4f acc %.2f%%", tl, 100 * ta);
+            if (evaluate(t, &tl, &ta)) { fputc('\n', t->out); status = TRAIN_ERROR; break; }
+            fprintf(t->out, "; test loss %.4f acc %.2f%%", tl, 100 * ta);
         }
-        fputc('\n', t.out);
+        fputc('\n', t->out);
         bool epoch_done = i >= nb;
-        if (save_checkpoint(&t, epoch_done ? epoch + 1 : epoch, epoch_done ? 0 : i)) { status = TRAIN_ERROR; break; }
+        if (save_checkpoint(t, epoch_done ? epoch + 1 : epoch, epoch_done ? 0 : i)) { status = TRAIN_ERROR; break; }
     }
     if (status == TRAIN_ERROR) fprintf(stderr, "error: %s\n", err_get());
-    t.tot.process_cpu_ns = process_cpu_ns() - cpu0;
+    t->tot.process_cpu_ns = process_cpu_ns() - cpu0;
     int64_t loader1;
-    book_loader_cpu(&t, &loader1);
-    t.tot.loader_cpu_ns = loader1 - loader0;
-    if (t.tot.steps) report_print(t.out, &t.tot, cfg);
-    int64_t skipped = loader_skipped(t.train_ld, NULL, 0) + loader_skipped(t.test_ld, NULL, 0);
+    book_loader_cpu(t, &loader1);
+    t->tot.loader_cpu_ns = loader1 - loader0;
+    if (t->tot.steps) report_print(t->out, &t->tot, cfg);
+    int64_t skipped = loader_skipped(t->train_ld, NULL, 0) + loader_skipped(t->test_ld, NULL, 0);
     if (skipped) {
         char last[512];
-        loader_skipped(t.train_ld, last, sizeof last);
-        fprintf(t.out, "skipped %lld bad samples (on_bad_sample = skip); last: %s\n", (long long)skipped, last);
+        loader_skipped(t->train_ld, last, sizeof last);
+        fprintf(t->out, "skipped %lld bad samples (on_bad_sample = skip); last: %s\n", (long long)skipped, last);
     }
+    return status;
+}
+
+enum train_status train_run(const struct config *cfg, const struct train_options *opt) {
+    struct trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.opt = opt;
+    t.out = opt->out ? opt->out : stdout;
+    FILE *sink = opt->quiet ? fopen("/dev/null", "w") : NULL;
+    if (sink) t.out = sink;
+    enum train_status status = run(&t);
+    if (opt->totals) *opt->totals = t.tot;
     close_all(&t);
+    if (sink) fclose(sink);
     return status;
 }
