@@ -99,3 +99,21 @@ bench: all
 
 clean:
 	rm -rf $(BUILD) $(TOOLS)
+
+# --- reliability: fuzz, sanitizers (issue 7) ---
+#   make fuzz            libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each (default 60)
+#   make test-asan       every Criterion suite under AddressSanitizer + UBSan (build/asan)
+#   make test-valgrind   the smoke training run under valgrind memcheck
+# docs/reliability.md has what they found and how to read their output.
+.PHONY: fuzz test-asan test-valgrind
+fuzz: setup
+	@sh scripts/fuzz.sh
+test-asan: setup
+	@sh scripts/test-asan.sh
+test-valgrind: setup
+	@sh scripts/test-valgrind.sh
+# The regression suite replays inputs through tests/fuzz/harness.h; seeds.c writes the seeds.
+$(BUILD)/tests/test_regressions: $(wildcard tests/fuzz/*.h)
+$(BUILD)/fuzz-seeds: tests/fuzz/seeds.c $(wildcard tests/fuzz/*.h) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/fuzz $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
