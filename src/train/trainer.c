@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "checkpoint.h"
 #include "error.h"
+#include "feeder.h"
 #include "loader.h"
 #include "models.h"
 #include "ops.h"
@@ -34,6 +35,7 @@ struct trainer {
     struct sgd sgd;
     struct dataset *train_ds, *test_ds;
     struct loader *train_ld, *test_ld;
+    struct feeder *train_feed, *test_feed;  /* batches on the compute device */
     struct trace *tr;
     float mean[4], std[4];
     long step, total_steps;  /* the LR schedule spans total_steps */
@@ -124,10 +126,8 @@ static int open_split(const struct config *cfg, const char *split, struct datase
     return 0;
 }
 
-static void *pinned_or_malloc(size_t bytes, void *ctx) { (void)ctx; return malloc(bytes); }
-static void slot_free(void *p, void *ctx) { (void)ctx; free(p); }
-
-static int make_loader(struct trainer *t, const struct dataset *ds, bool train, struct loader **out) {
+static int make_loader(struct trainer *t, const struct dataset *ds, bool train, struct loader **ld,
+                       struct feeder **feed) {
     const struct cfg_loader *c = &t->cfg->loader;
     struct loader_config lc;
     loader_config_default(&lc);
@@ -144,9 +144,11 @@ static int make_loader(struct trainer *t, const struct dataset *ds, bool train, 
              : c->cache == CFG_CACHE_PACKED ? LOADER_CACHE_PACKED : LOADER_CACHE_NONE;
     lc.io_delay_us = (unsigned)c->io_delay_us;
     lc.on_bad_sample = t->cfg->data.on_bad_sample == CFG_BAD_SAMPLE_SKIP ? LOADER_BAD_SKIP : LOADER_BAD_ERROR;
-    lc.slot_alloc = pinned_or_malloc;
-    lc.slot_free = slot_free;
-    return loader_create(&lc, ds, out);
+    lc.slot_alloc = feeder_slot_alloc;
+    lc.slot_free = feeder_slot_free;
+    lc.slot_ctx = feeder_slot_ctx(t->be, c->pinned);
+    if (loader_create(&lc, ds, ld)) return -1;
+    return feeder_create(t->be, *ld, c->prefetch, data_sample_bytes(ds), c->batch, c->overlap, feed);
 }
 
 /* ---- the step ------------------------------------------------------------------ */
@@ -155,14 +157,15 @@ enum step_result { STEP_OK, STEP_ERROR, STEP_DIVERGED };
 
 /* Forward + backward + SGD on one batch; loss and correct count come back. The batch
  * is already on the device (on the CPU, its slot memory is used in place). */
-static enum step_result train_step(struct trainer *t, const struct batch *b, float lr, float *loss_out,
+static enum step_result train_step(struct trainer *t, const struct fed_batch *fb, float lr, float *loss_out,
                                    int *correct) {
     struct ag_ctx *c = &t->ctx;
-    struct tensor *x = op_normalize_u8(c, b->images, b->n, b->height, b->width, b->channels, t->mean, t->std);
+    const struct batch *b = fb->host;
+    struct tensor *x = op_normalize_u8(c, fb->images, b->n, b->height, b->width, b->channels, t->mean, t->std);
     struct tensor *logits = x ? nn_forward(&t->model, c, x) : NULL;
-    struct tensor *loss = logits ? op_softmax_xent(c, logits, b->labels) : NULL;
+    struct tensor *loss = logits ? op_softmax_xent(c, logits, fb->labels) : NULL;
     if (!loss) return STEP_ERROR;
-    *correct = op_accuracy_count(c, logits, b->labels);
+    *correct = op_accuracy_count(c, logits, fb->labels);
     *loss_out = ag_item(c, loss);
     if (!isfinite(*loss_out)) return STEP_DIVERGED;  /* before the update: weights stay as they were */
     nn_zero_grad(&t->model);
@@ -179,17 +182,18 @@ static int evaluate(struct trainer *t, double *loss, double *acc) {
     c->training = false;
     double sum = 0;
     int64_t right = 0, seen = 0;
-    int rc = loader_start_epoch(t->test_ld, 0);
-    const struct batch *b;
-    while (!rc && (rc = loader_next_batch(t->test_ld, &b)) == 1) {
-        struct tensor *x = op_normalize_u8(c, b->images, b->n, b->height, b->width, b->channels, t->mean, t->std);
+    int rc = feeder_start_epoch(t->test_feed, 0, 0);
+    struct fed_batch fb;
+    while (!rc && (rc = feeder_next(t->test_feed, &fb)) == 1) {
+        const struct batch *b = fb.host;
+        struct tensor *x = op_normalize_u8(c, fb.images, b->n, b->height, b->width, b->channels, t->mean, t->std);
         struct tensor *logits = x ? nn_forward(&t->model, c, x) : NULL;
-        struct tensor *l = logits ? op_softmax_xent(c, logits, b->labels) : NULL;
-        if (!l) { rc = -1; loader_release_batch(t->test_ld, b); break; }
+        struct tensor *l = logits ? op_softmax_xent(c, logits, fb.labels) : NULL;
+        if (!l) { rc = -1; feeder_done(t->test_feed, &fb); break; }
         sum += (double)ag_item(c, l) * b->n;
-        right += op_accuracy_count(c, logits, b->labels);
+        right += op_accuracy_count(c, logits, fb.labels);
         seen += b->n;
-        loader_release_batch(t->test_ld, b);
+        feeder_done(t->test_feed, &fb);
         ag_reset(c);
         rc = 0;
     }
@@ -260,6 +264,8 @@ static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
 /* ---- the run -------------------------------------------------------------------- */
 
 static void close_all(struct trainer *t) {
+    feeder_destroy(t->train_feed);
+    feeder_destroy(t->test_feed);
     loader_destroy(t->train_ld);
     loader_destroy(t->test_ld);
     data_close(t->train_ds);
@@ -292,7 +298,8 @@ static int setup(struct trainer *t) {
     /* find out now, not after the first epoch, that checkpoints can't be written */
     if (cfg->train.checkpoint[0] && ckpt_check_writable(cfg->train.checkpoint, ckpt_file_bytes(&t->model)))
         return err_wrap("[train] checkpoint: ");
-    if (make_loader(t, t->train_ds, true, &t->train_ld) || make_loader(t, t->test_ds, false, &t->test_ld))
+    if (make_loader(t, t->train_ds, true, &t->train_ld, &t->train_feed) ||
+        make_loader(t, t->test_ds, false, &t->test_ld, &t->test_feed))
         return -1;
     if (cfg->train.trace[0] && !(t->tr = trace_open(cfg->train.trace))) return err_wrap("[train] trace: ");
     return 0;
@@ -347,30 +354,32 @@ static enum train_status run(struct trainer *t) {
 
     for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t->step < t->stop_at; epoch++) {
         long start = epoch == first_epoch ? first_batch : 0;
-        if (loader_start_epoch_at(t->train_ld, epoch, start)) { status = TRAIN_ERROR; break; }
+        if (feeder_start_epoch(t->train_feed, epoch, start)) { status = TRAIN_ERROR; break; }
         struct epoch_meter m = {.start_ns = now_ns()};
         long i = start;
         for (; t->step < t->stop_at; i++) {
             int64_t t0 = now_ns();
-            const struct batch *b;
-            int got = loader_next_batch(t->train_ld, &b);
+            struct fed_batch fb;
+            int got = feeder_next(t->train_feed, &fb);
             if (got < 0) { status = TRAIN_ERROR; break; }
             if (got == 0) break;
-            int64_t t1 = now_ns();
+            const struct batch *b = fb.host;
             float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup,
                                    t->step, t->total_steps), loss = 0;
             int correct = 0;
-            enum step_result r = train_step(t, b, lr, &loss, &correct);
-            int64_t t2 = now_ns();
+            int64_t t1 = now_ns();
+            enum step_result r = train_step(t, &fb, lr, &loss, &correct);
+            int n = b->n;
             for (int w = 0; w < (loader_workers(t->train_ld) ? loader_workers(t->train_ld) : 1); w++)
                 if (b->spans[w].samples)
                     trace_span(t->tr, w + 1, "load batch", "loader", b->spans[w].start_ns,
                                b->spans[w].end_ns - b->spans[w].start_ns);
-            trace_span(t->tr, 0, "wait", "step", t0, t1 - t0);
-            trace_span(t->tr, 0, "compute", "step", t1, t2 - t1);
             trace_counter(t->tr, "ring slots ready", t1, b->ring_ready);
-            int n = b->n;
-            loader_release_batch(t->train_ld, b);
+            feeder_done(t->train_feed, &fb);
+            int64_t t2 = now_ns(), h2d, compute;
+            feeder_take_times(t->train_feed, &h2d, &compute);
+            trace_span(t->tr, 0, "wait", "step", t1 - fb.wait_ns, fb.wait_ns);
+            trace_span(t->tr, 0, "compute", "step", t1, t2 - t1);
             if (r == STEP_ERROR) { status = TRAIN_ERROR; break; }
             if (r == STEP_DIVERGED) {
                 fprintf(stderr, "\nerror: the loss became %s at step %ld (epoch %d, batch %ld); stopping. The last "
@@ -385,9 +394,10 @@ static enum train_status run(struct trainer *t) {
             m.images += n;
             m.loss_sum += loss;
             m.correct += correct;
-            m.wait_ns += t1 - t0;
-            t->tot.wait_ns += t1 - t0;
-            t->tot.compute_ns += t2 - t1;
+            m.wait_ns += fb.wait_ns;
+            t->tot.wait_ns += fb.wait_ns;
+            t->tot.h2d_ns += h2d;
+            t->tot.compute_ns += compute;
             t->tot.wall_ns += now_ns() - t0;
             t->tot.images += n;
             t->tot.steps++;
