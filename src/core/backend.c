@@ -5,6 +5,7 @@
 #include "error.h"
 
 #ifdef NS_HAVE_CUDA
+#include "cuda/cuda_backend.h"
 #include "cuda/cuda_device.h"
 #endif
 
@@ -14,10 +15,21 @@ const char *kernel_flavour_name(enum kernel_flavour fl) { return fl == KF_LOOP ?
 
 const struct backend *backend_get(enum device dev, enum kernel_flavour fl) {
     if (dev == DEV_CPU) return fl == KF_LOOP ? &cpu_loop_backend : &cpu_vectorized_backend;
-    /* The CUDA kernel tables are issue 5; until they land, the CUDA build only probes devices. */
-    err_set("device = cuda: this build has no CUDA kernel tables yet (only device discovery); "
-            "use device = cpu");
+#ifdef NS_HAVE_CUDA
+    char why[256];
+    if (cuda_device_count(why, sizeof why) == 0) {
+        err_set("device = cuda: no usable GPU (%s); use device = cpu, or device = auto to fall "
+                "back to the CPU", why);
+        return NULL;
+    }
+    const struct backend *be = cuda_backend_get(fl);
+    if (!be) err_wrap("device = cuda: ");
+    return be;
+#else
+    err_set("device = cuda: this build has no CUDA support (nvcc was not found, or CUDA=0); "
+            "rebuild with the CUDA toolkit, or use device = cpu");
     return NULL;
+#endif
 }
 
 int backend_gpu_count(char *why, size_t why_len) {

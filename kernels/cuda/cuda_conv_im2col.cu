@@ -1,0 +1,151 @@
+// cuda_conv_im2col.cu — the vectorized table's convolutions in a build without
+// cuDNN (CUDNN=0): im2col + one cuBLAS gemm per chunk of images.
+//
+// A chunk of nb images is laid out as matrices whose columns run over
+// (image, output position), P = nb*oh*ow of them:
+//   col (c*r*s, P): row (ci,ky,kx) holds the input pixel under that tap, 0 in the padding
+//   yp  (k, P):     the chunk's output (or dy), channel-major
+//   fwd:         yp = w (k, c*r*s) . col,   then yp is scattered into y (n,k,oh,ow)
+//   bwd_data:    col = w^T . yp (from dy),  then col2im adds col into dx
+//   bwd_filter: dw += yp (from dy) . col^T
+// so each pass is one large gemm per chunk, not one small gemm per image. The
+// workspace holds col and yp for one chunk; nb is as many images as fit in
+// cuda_set_conv_chunk_bytes (64 MiB by default), at least one.
+#if !NS_HAVE_CUDNN
+#include "cuda_backend.h"
+#include "cuda_common.h"
+#include "cuda_kernels.h"
+
+static size_t chunk_bytes = (size_t)64 << 20;
+
+extern "C" bool cuda_has_cudnn(void) { return false; }
+extern "C" void cuda_set_conv_chunk_bytes(size_t bytes) { chunk_bytes = bytes; }
+void cu_conv_forget(void) {}
+
+static size_t crs_of(const struct conv_geom *g) { return (size_t)g->c * g->r * g->s; }
+static size_t ohow_of(const struct conv_geom *g) { return (size_t)g->oh * g->ow; }
+
+static size_t image_floats(const struct conv_geom *g) {
+    return (crs_of(g) + g->k) * ohow_of(g);
+}
+
+static int chunk_images(const struct conv_geom *g) {
+    if (image_floats(g) == 0) return g->n > 0 ? g->n : 1;
+    size_t fit = chunk_bytes / (image_floats(g) * sizeof(float));
+    if (fit < 1) fit = 1;
+    return fit < (size_t)g->n ? (int)fit : g->n;
+}
+
+size_t cu_conv2d_workspace(const struct conv_geom *g) {
+    return (size_t)chunk_images(g) * image_floats(g) * sizeof(float);
+}
+
+// x (n,c,h,w), images [b0, b0+nb) -> col (c*r*s, nb*oh*ow); a thread per col element
+__global__ static void im2col_kernel(struct conv_geom g, int b0, int nb, const float *x,
+                                     float *col) {
+    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
+    size_t o = cu_tid();
+    if (o >= (size_t)g.c * g.r * g.s * cols) return;
+    size_t j = o % cols, row = o / cols;
+    int b = b0 + (int)(j / ohow), oy = (int)(j % ohow / g.ow), ox = (int)(j % g.ow);
+    int kx = (int)(row % g.s), ky = (int)(row / g.s % g.r), ci = (int)(row / ((size_t)g.s * g.r));
+    int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad), ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
+    col[o] = ns_in_range(iy, g.h) && ns_in_range(ix, g.w) ? x[ns_idx4(b, ci, iy, ix, g.c, g.h, g.w)]
+                                                          : 0.0f;
+}
+
+// col (c*r*s, nb*oh*ow) -> dx (n,c,h,w) +=, images [b0, b0+nb): the adjoint of
+// im2col; a thread per dx element gathers every col entry that copied it
+__global__ static void col2im_kernel(struct conv_geom g, int b0, int nb, const float *col,
+                                     float *dx) {
+    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
+    size_t o = cu_tid();
+    if (o >= (size_t)nb * g.c * g.h * g.w) return;
+    int ix = (int)(o % g.w), iy = (int)(o / g.w % g.h);
+    int ci = (int)(o / ((size_t)g.w * g.h) % g.c), bl = (int)(o / ((size_t)g.w * g.h * g.c));
+    float acc = 0.0f;
+    for (int ky = 0; ky < g.r; ky++) {
+        int oy = ns_conv_out_pos(iy, ky, g.stride, g.pad, g.oh);
+        if (oy < 0) continue;
+        for (int kx = 0; kx < g.s; kx++) {
+            int ox = ns_conv_out_pos(ix, kx, g.stride, g.pad, g.ow);
+            if (ox < 0) continue;
+            size_t row = ((size_t)ci * g.r + ky) * g.s + kx;
+            acc += col[row * cols + bl * ohow + (size_t)oy * g.ow + ox];
+        }
+    }
+    dx[ns_idx4(b0 + bl, ci, iy, ix, g.c, g.h, g.w)] += acc;
+}
+
+// dy (n,k,oh,ow), images [b0, b0+nb) -> yp (k, nb*oh*ow)
+__global__ static void gather_dy_kernel(struct conv_geom g, int b0, int nb, const float *dy,
+                                        float *yp) {
+    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
+    size_t o = cu_tid();
+    if (o >= (size_t)g.k * cols) return;
+    size_t j = o % cols, ko = o / cols, b = b0 + j / ohow;
+    yp[o] = dy[(b * g.k + ko) * ohow + j % ohow];
+}
+
+// yp (k, nb*oh*ow), bias (k) or NULL -> y (n,k,oh,ow), images [b0, b0+nb)
+__global__ static void scatter_y_kernel(struct conv_geom g, int b0, int nb, const float *yp,
+                                        const float *bias, float *y) {
+    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
+    size_t o = cu_tid();
+    if (o >= (size_t)nb * g.k * ohow) return;
+    size_t p = o % ohow, ko = o / ohow % g.k, bl = o / (ohow * g.k);
+    y[((b0 + bl) * g.k + ko) * ohow + p] = yp[ko * cols + bl * ohow + p] + (bias ? bias[ko] : 0.0f);
+}
+
+#define LAUNCH_OVER(kernel, n, ...)                                                          \
+    do {                                                                                     \
+        unsigned blocks_ = cu_blocks((n), CU_THREADS);                                       \
+        if (blocks_) {                                                                       \
+            kernel<<<blocks_, CU_THREADS, 0, cu_compute()>>>(__VA_ARGS__);                   \
+            CU_LAUNCHED(#kernel);                                                            \
+        }                                                                                    \
+    } while (0)
+
+// x (n,c,h,w), w (k,c,r,s), bias (k) or NULL -> y (n,k,oh,ow)
+void cu_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w, const float *bias,
+                   float *y, void *ws) {
+    int crs = (int)crs_of(g), chunk = chunk_images(g);
+    size_t ohow = ohow_of(g);
+    float *col = (float *)ws, *yp = col + crs_of(g) * chunk * ohow;
+    for (int b0 = 0; b0 < g->n; b0 += chunk) {
+        int nb = g->n - b0 < chunk ? g->n - b0 : chunk, cols = (int)(nb * ohow);
+        LAUNCH_OVER(im2col_kernel, crs_of(g) * cols, *g, b0, nb, x, col);
+        cu_gemm(false, false, g->k, cols, crs, 1.0f, w, col, 0.0f, yp);
+        LAUNCH_OVER(scatter_y_kernel, (size_t)g->k * cols, *g, b0, nb, yp, bias, y);
+    }
+}
+
+// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=
+void cu_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w, float *dx,
+                        void *ws) {
+    int crs = (int)crs_of(g), chunk = chunk_images(g);
+    size_t ohow = ohow_of(g);
+    float *col = (float *)ws, *yp = col + crs_of(g) * chunk * ohow;
+    for (int b0 = 0; b0 < g->n; b0 += chunk) {
+        int nb = g->n - b0 < chunk ? g->n - b0 : chunk, cols = (int)(nb * ohow);
+        LAUNCH_OVER(gather_dy_kernel, (size_t)g->k * cols, *g, b0, nb, dy, yp);
+        cu_gemm(true, false, crs, cols, g->k, 1.0f, w, yp, 0.0f, col);
+        LAUNCH_OVER(col2im_kernel, (size_t)nb * g->c * g->h * g->w, *g, b0, nb, col, dx);
+    }
+}
+
+// x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=, dbias (k) += (if not NULL)
+void cu_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy, float *dw,
+                          float *dbias, void *ws) {
+    int crs = (int)crs_of(g), chunk = chunk_images(g);
+    size_t ohow = ohow_of(g);
+    float *col = (float *)ws, *yp = col + crs_of(g) * chunk * ohow;
+    for (int b0 = 0; b0 < g->n; b0 += chunk) {
+        int nb = g->n - b0 < chunk ? g->n - b0 : chunk, cols = (int)(nb * ohow);
+        LAUNCH_OVER(im2col_kernel, crs_of(g) * cols, *g, b0, nb, x, col);
+        LAUNCH_OVER(gather_dy_kernel, (size_t)g->k * cols, *g, b0, nb, dy, yp);
+        cu_gemm(false, true, g->k, crs, cols, 1.0f, yp, col, 1.0f, dw);
+    }
+    if (dbias) cu_bias_grad(g->n, g->k, g->oh * g->ow, dy, dbias);
+}
+#endif

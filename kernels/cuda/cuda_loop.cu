@@ -1,0 +1,475 @@
+// cuda_loop.cu — the CUDA `loop` table: the textbook GPU version of every kernel.
+// Each kernel gives one thread one output element and lets it loop over whatever
+// that element needs, straight from global memory: no shared memory, no tiling, no
+// libraries. Reductions over a channel give one thread the whole channel. It is
+// what kernels/cpu/loop.c would be with its outer loops turned into threads, and
+// the baseline the vectorized table is measured against.
+//
+// Every kernel starts from its flat output index `o` and splits it into
+// coordinates, innermost (fastest-varying) first. Entries return at once when there
+// is nothing to compute; pooling, the loss gradient and accuracy are shared with the
+// vectorized table (cuda_shared.cu).
+#include "cuda_common.h"
+#include "cuda_kernels.h"
+
+// Launches one thread per element of an n-element output on the compute stream.
+#define LAUNCH_PER_ELEMENT(kernel, n, ...)                                                   \
+    do {                                                                                     \
+        unsigned blocks_ = cu_blocks((n), CU_THREADS);                                       \
+        if (blocks_) {                                                                       \
+            kernel<<<blocks_, CU_THREADS, 0, cu_compute()>>>(__VA_ARGS__);                   \
+            CU_LAUNCHED(#kernel);                                                            \
+        }                                                                                    \
+    } while (0)
+
+// ---- dense -------------------------------------------------------------------------
+
+// op(a) (m,k), op(b) (k,n) -> c (m,n) = alpha*op(a)op(b) + beta*c
+__global__ static void gemm_kernel(bool ta, bool tb, int m, int n, int k, float alpha,
+                                   const float *a, const float *b, float beta, float *c) {
+    size_t o = cu_tid();
+    if (o >= (size_t)m * n) return;
+    int i = (int)(o / n), j = (int)(o % n);
+    float acc = 0.0f;
+    for (int p = 0; p < k; p++) acc += a[ns_idx_op(ta, i, p, m, k)] * b[ns_idx_op(tb, p, j, k, n)];
+    // beta == 0 ignores c entirely, as BLAS does: it may hold garbage or NaN
+    c[o] = beta == 0.0f ? alpha * acc : alpha * acc + beta * c[o];
+}
+
+static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
+                      const float *b, float beta, float *c) {
+    LAUNCH_PER_ELEMENT(gemm_kernel, (size_t)m * n, ta, tb, m, n, k, alpha, a, b, beta, c);
+}
+
+// x (n), y (n): y += alpha*x
+__global__ static void axpy_kernel(size_t n, float alpha, const float *x, float *y) {
+    size_t i = cu_tid();
+    if (i < n) y[i] += alpha * x[i];
+}
+
+static void loop_axpy(size_t n, float alpha, const float *x, float *y) {
+    LAUNCH_PER_ELEMENT(axpy_kernel, n, n, alpha, x, y);
+}
+
+// ---- convolution --------------------------------------------------------------------
+
+static size_t loop_conv2d_workspace(const struct conv_geom *g) {
+    (void)g;
+    return 0;
+}
+
+// x (n,c,h,w), w (k,c,r,s), bias (k) or NULL -> y (n,k,oh,ow); a thread per y element
+__global__ static void conv_fwd_kernel(struct conv_geom g, const float *x, const float *w,
+                                       const float *bias, float *y) {
+    size_t o = cu_tid();
+    if (o >= (size_t)g.n * g.k * g.oh * g.ow) return;
+    int ox = (int)(o % g.ow), oy = (int)(o / g.ow % g.oh);
+    int ko = (int)(o / ((size_t)g.ow * g.oh) % g.k), b = (int)(o / ((size_t)g.ow * g.oh * g.k));
+    float acc = bias ? bias[ko] : 0.0f;
+    for (int ci = 0; ci < g.c; ci++)
+        for (int ky = 0; ky < g.r; ky++)
+            for (int kx = 0; kx < g.s; kx++) {
+                int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
+                int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
+                if (!ns_in_range(iy, g.h) || !ns_in_range(ix, g.w)) continue;
+                acc += x[ns_idx4(b, ci, iy, ix, g.c, g.h, g.w)] *
+                       w[ns_idx4(ko, ci, ky, kx, g.c, g.r, g.s)];
+            }
+    y[o] = acc;
+}
+
+static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
+                            const float *bias, float *y, void *ws) {
+    (void)ws;
+    LAUNCH_PER_ELEMENT(conv_fwd_kernel, (size_t)g->n * g->k * g->oh * g->ow, *g, x, w, bias, y);
+}
+
+// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=; a thread per dx element collects
+// dy*w from every output position whose window has this pixel under tap (ky,kx)
+__global__ static void conv_bwd_data_kernel(struct conv_geom g, const float *dy, const float *w,
+                                            float *dx) {
+    size_t o = cu_tid();
+    if (o >= (size_t)g.n * g.c * g.h * g.w) return;
+    int ix = (int)(o % g.w), iy = (int)(o / g.w % g.h);
+    int ci = (int)(o / ((size_t)g.w * g.h) % g.c), b = (int)(o / ((size_t)g.w * g.h * g.c));
+    float acc = 0.0f;
+    for (int ko = 0; ko < g.k; ko++)
+        for (int ky = 0; ky < g.r; ky++) {
+            int oy = ns_conv_out_pos(iy, ky, g.stride, g.pad, g.oh);
+            if (oy < 0) continue;
+            for (int kx = 0; kx < g.s; kx++) {
+                int ox = ns_conv_out_pos(ix, kx, g.stride, g.pad, g.ow);
+                if (ox < 0) continue;
+                acc += dy[ns_idx4(b, ko, oy, ox, g.k, g.oh, g.ow)] *
+                       w[ns_idx4(ko, ci, ky, kx, g.c, g.r, g.s)];
+            }
+        }
+    dx[o] += acc;
+}
+
+static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
+                                 float *dx, void *ws) {
+    (void)ws;
+    LAUNCH_PER_ELEMENT(conv_bwd_data_kernel, (size_t)g->n * g->c * g->h * g->w, *g, dy, w, dx);
+}
+
+// x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=; a thread per dw element sums
+// dy*x over every image and output position
+__global__ static void conv_bwd_filter_kernel(struct conv_geom g, const float *x,
+                                              const float *dy, float *dw) {
+    size_t o = cu_tid();
+    if (o >= (size_t)g.k * g.c * g.r * g.s) return;
+    int kx = (int)(o % g.s), ky = (int)(o / g.s % g.r);
+    int ci = (int)(o / ((size_t)g.s * g.r) % g.c), ko = (int)(o / ((size_t)g.s * g.r * g.c));
+    float acc = 0.0f;
+    for (int b = 0; b < g.n; b++)
+        for (int oy = 0; oy < g.oh; oy++)
+            for (int ox = 0; ox < g.ow; ox++) {
+                int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
+                int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
+                if (!ns_in_range(iy, g.h) || !ns_in_range(ix, g.w)) continue;
+                acc += dy[ns_idx4(b, ko, oy, ox, g.k, g.oh, g.ow)] *
+                       x[ns_idx4(b, ci, iy, ix, g.c, g.h, g.w)];
+            }
+    dw[o] += acc;
+}
+
+// dy (n,k,hw) -> dbias (k) +=; a thread per channel
+__global__ static void channel_sum_kernel(int n, int k, int hw, const float *dy, float *dbias) {
+    size_t ko = cu_tid();
+    if (ko >= (size_t)k) return;
+    float acc = 0.0f;
+    for (int b = 0; b < n; b++)
+        for (int j = 0; j < hw; j++) acc += dy[ns_idx3(b, (int)ko, j, k, hw)];
+    dbias[ko] += acc;
+}
+
+static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
+                                   float *dw, float *dbias, void *ws) {
+    (void)ws;
+    LAUNCH_PER_ELEMENT(conv_bwd_filter_kernel, (size_t)g->k * g->c * g->r * g->s, *g, x, dy, dw);
+    if (dbias) LAUNCH_PER_ELEMENT(channel_sum_kernel, (size_t)g->k, g->n, g->k, g->oh * g->ow, dy, dbias);
+}
+
+// ---- linear ---------------------------------------------------------------------------
+
+// x (n,in), w (out,in), bias (out) or NULL -> y (n,out) = x w^T + bias
+__global__ static void linear_fwd_kernel(int n, int in, int out, const float *x, const float *w,
+                                         const float *bias, float *y) {
+    size_t o = cu_tid();
+    if (o >= (size_t)n * out) return;
+    int i = (int)(o / out), j = (int)(o % out);
+    float acc = bias ? bias[j] : 0.0f;
+    for (int p = 0; p < in; p++) acc += x[(size_t)i * in + p] * w[(size_t)j * in + p];
+    y[o] = acc;
+}
+
+static void loop_linear_fwd(int n, int in, int out, const float *x, const float *w,
+                            const float *bias, float *y) {
+    LAUNCH_PER_ELEMENT(linear_fwd_kernel, (size_t)n * out, n, in, out, x, w, bias, y);
+}
+
+// dy (n,out), w (out,in) -> dx (n,in) += dy w
+__global__ static void linear_bwd_x_kernel(int n, int in, int out, const float *w,
+                                           const float *dy, float *dx) {
+    size_t o = cu_tid();
+    if (o >= (size_t)n * in) return;
+    int i = (int)(o / in), j = (int)(o % in);
+    float acc = 0.0f;
+    for (int p = 0; p < out; p++) acc += dy[(size_t)i * out + p] * w[(size_t)p * in + j];
+    dx[o] += acc;
+}
+
+// dy (n,out), x (n,in) -> dw (out,in) += dy^T x
+__global__ static void linear_bwd_w_kernel(int n, int in, int out, const float *x,
+                                           const float *dy, float *dw) {
+    size_t o = cu_tid();
+    if (o >= (size_t)out * in) return;
+    int p = (int)(o / in), j = (int)(o % in);
+    float acc = 0.0f;
+    for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + p] * x[(size_t)i * in + j];
+    dw[o] += acc;
+}
+
+// Any of dx, dw, dbias may be NULL when nobody wants that gradient.
+static void loop_linear_bwd(int n, int in, int out, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *dbias) {
+    if (dx) LAUNCH_PER_ELEMENT(linear_bwd_x_kernel, (size_t)n * in, n, in, out, w, dy, dx);
+    if (dw) LAUNCH_PER_ELEMENT(linear_bwd_w_kernel, (size_t)out * in, n, in, out, x, dy, dw);
+    // dbias sums dy (n,out) over n: the conv bias sum with one pixel per channel
+    if (dbias) LAUNCH_PER_ELEMENT(channel_sum_kernel, (size_t)out, n, out, 1, dy, dbias);
+}
+
+// ---- batch norm -------------------------------------------------------------------------
+
+// x (n,c,hw) -> mean (c), invstd (c); running_mean, running_var (c) updated.
+// A thread per channel, two passes in double like kernels/cpu/loop.c.
+__global__ static void bn_stats_kernel(int n, int c, int hw, const float *x, float *mean,
+                                       float *invstd, float *running_mean, float *running_var,
+                                       float momentum, float eps) {
+    size_t ch = cu_tid();
+    if (ch >= (size_t)c) return;
+    long m = (long)n * hw;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < hw; j++) sum += x[ns_idx3(i, (int)ch, j, c, hw)];
+    float mu = (float)(sum / m);
+    double squares = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < hw; j++) {
+            float d = x[ns_idx3(i, (int)ch, j, c, hw)] - mu;
+            squares += d * d;
+        }
+    float var = (float)(squares / m);
+    float is = 1.0f / sqrtf(var + eps);
+    mean[ch] = mu;
+    invstd[ch] = is;
+    running_mean[ch] = ns_running_update(running_mean[ch], mu, momentum);
+    running_var[ch] = ns_running_update(running_var[ch], ns_unbiased_var(var, m), momentum);
+}
+
+// x (n,c,hw), per-channel mean, invstd, gamma, beta -> y (n,c,hw)
+__global__ static void bn_apply_kernel(int n, int c, int hw, const float *x, const float *mean,
+                                       const float *invstd, const float *gamma, const float *beta,
+                                       float *y) {
+    size_t o = cu_tid();
+    if (o >= (size_t)n * c * hw) return;
+    int ch = (int)(o / hw % c);
+    y[o] = ns_bn_normalize(x[o], mean[ch], invstd[ch], gamma[ch], beta[ch]);
+}
+
+static void loop_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
+                              const float *beta, float *y, float *mean, float *invstd,
+                              float *running_mean, float *running_var, float momentum,
+                              float eps) {
+    LAUNCH_PER_ELEMENT(bn_stats_kernel, (size_t)c, n, c, hw, x, mean, invstd, running_mean,
+                       running_var, momentum, eps);
+    LAUNCH_PER_ELEMENT(bn_apply_kernel, (size_t)n * c * hw, n, c, hw, x, mean, invstd, gamma,
+                       beta, y);
+}
+
+// x (n,c,hw), gamma, beta, running_mean, running_var (c) -> y (n,c,hw)
+__global__ static void bn_eval_kernel(int n, int c, int hw, const float *x, const float *gamma,
+                                      const float *beta, const float *running_mean,
+                                      const float *running_var, float eps, float *y) {
+    size_t o = cu_tid();
+    if (o >= (size_t)n * c * hw) return;
+    int ch = (int)(o / hw % c);
+    float is = 1.0f / sqrtf(running_var[ch] + eps);
+    y[o] = ns_bn_normalize(x[o], running_mean[ch], is, gamma[ch], beta[ch]);
+}
+
+static void loop_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
+                             const float *beta, const float *running_mean,
+                             const float *running_var, float eps, float *y) {
+    LAUNCH_PER_ELEMENT(bn_eval_kernel, (size_t)n * c * hw, n, c, hw, x, gamma, beta,
+                       running_mean, running_var, eps, y);
+}
+
+// x, dy (n,c,hw), mean, invstd (c) -> sums (c,2) = (sum dy, sum dy*xhat);
+// dgamma (c) += sum dy*xhat, dbeta (c) += sum dy. A thread per channel.
+__global__ static void bn_bwd_sums_kernel(int n, int c, int hw, const float *x, const float *dy,
+                                          const float *mean, const float *invstd, float *sums,
+                                          float *dgamma, float *dbeta) {
+    size_t ch = cu_tid();
+    if (ch >= (size_t)c) return;
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < hw; j++) {
+            size_t at = ns_idx3(i, (int)ch, j, c, hw);
+            float xhat = (x[at] - mean[ch]) * invstd[ch];
+            sum_dy += dy[at];
+            sum_dy_xhat += dy[at] * xhat;
+        }
+    sums[2 * ch] = (float)sum_dy;
+    sums[2 * ch + 1] = (float)sum_dy_xhat;
+    dgamma[ch] += (float)sum_dy_xhat;
+    dbeta[ch] += (float)sum_dy;
+}
+
+// x, dy (n,c,hw), gamma, mean, invstd, sums (c) -> dx (n,c,hw) +=
+__global__ static void bn_bwd_dx_kernel(int n, int c, int hw, const float *x, const float *dy,
+                                        const float *gamma, const float *mean,
+                                        const float *invstd, const float *sums, float *dx) {
+    size_t o = cu_tid();
+    if (o >= (size_t)n * c * hw) return;
+    int ch = (int)(o / hw % c);
+    float xhat = (x[o] - mean[ch]) * invstd[ch];
+    dx[o] += ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], (long)n * hw, sums[2 * ch],
+                      sums[2 * ch + 1]);
+}
+
+static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
+                        const float *gamma, const float *mean, const float *invstd, float *dx,
+                        float *dgamma, float *dbeta) {
+    float *sums = (float *)cu_scratch(sizeof(float) * 2 * (size_t)c);
+    if (!sums) return;
+    LAUNCH_PER_ELEMENT(bn_bwd_sums_kernel, (size_t)c, n, c, hw, x, dy, mean, invstd, sums,
+                       dgamma, dbeta);
+    LAUNCH_PER_ELEMENT(bn_bwd_dx_kernel, (size_t)n * c * hw, n, c, hw, x, dy, gamma, mean, invstd,
+                       sums, dx);
+}
+
+// ---- elementwise ---------------------------------------------------------------------------
+
+__global__ static void relu_fwd_kernel(size_t n, const float *x, float *y) {
+    size_t i = cu_tid();
+    if (i < n) y[i] = ns_relu(x[i]);
+}
+
+static void loop_relu_fwd(size_t n, const float *x, float *y) {
+    LAUNCH_PER_ELEMENT(relu_fwd_kernel, n, n, x, y);
+}
+
+__global__ static void relu_bwd_kernel(size_t n, const float *y, const float *dy, float *dx) {
+    size_t i = cu_tid();
+    if (i < n) dx[i] += ns_relu_grad(y[i], dy[i]);
+}
+
+static void loop_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
+    LAUNCH_PER_ELEMENT(relu_bwd_kernel, n, n, y, dy, dx);
+}
+
+__global__ static void add_kernel(size_t n, const float *a, const float *b, float *y) {
+    size_t i = cu_tid();
+    if (i < n) y[i] = a[i] + b[i];
+}
+
+static void loop_add_fwd(size_t n, const float *a, const float *b, float *y) {
+    LAUNCH_PER_ELEMENT(add_kernel, n, n, a, b, y);
+}
+
+// ---- global average pool ---------------------------------------------------------------
+
+// x (n,c,hw) -> y (n,c); a thread per plane
+__global__ static void gap_fwd_kernel(size_t planes, int hw, const float *x, float *y) {
+    size_t p = cu_tid();
+    if (p >= planes) return;
+    float sum = 0.0f;
+    for (int j = 0; j < hw; j++) sum += x[p * hw + j];
+    y[p] = sum / (float)hw;
+}
+
+static void loop_gap_fwd(int n, int c, int hw, const float *x, float *y) {
+    size_t planes = (size_t)n * c;
+    LAUNCH_PER_ELEMENT(gap_fwd_kernel, planes, planes, hw, x, y);
+}
+
+// dy (n,c) -> dx (n,c,hw) +=; a thread per dx element
+__global__ static void gap_bwd_kernel(size_t total, int hw, const float *dy, float *dx) {
+    size_t o = cu_tid();
+    if (o < total) dx[o] += dy[o / hw] / (float)hw;
+}
+
+static void loop_gap_bwd(int n, int c, int hw, const float *dy, float *dx) {
+    size_t total = (size_t)n * c * hw;
+    LAUNCH_PER_ELEMENT(gap_bwd_kernel, total, total, hw, dy, dx);
+}
+
+// ---- loss ------------------------------------------------------------------------------
+
+// logits (n,k), labels (n) -> probs (n,k), row_loss (n) = -log probs[label];
+// a thread per row, like kernels/cpu/cpu_common.c
+__global__ static void softmax_rows_kernel(int n, int k, const float *logits,
+                                           const int32_t *labels, float *probs,
+                                           double *row_loss) {
+    size_t i = cu_tid();
+    if (i >= (size_t)n) return;
+    const float *row = logits + i * k;
+    float *p = probs + i * k;
+    float max = row[0];  // subtracting the max keeps exp() from overflowing
+    for (int j = 1; j < k; j++) max = fmaxf(max, row[j]);
+    double sum = 0.0;
+    for (int j = 0; j < k; j++) {
+        p[j] = expf(row[j] - max);
+        sum += p[j];
+    }
+    for (int j = 0; j < k; j++) p[j] = (float)(p[j] / sum);
+    row_loss[i] = log(sum) + max - row[labels[i]];
+}
+
+// row_loss (n) -> *loss = mean; one thread, in row order
+__global__ static void mean_kernel(int n, const double *row_loss, float *loss) {
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += row_loss[i];
+    *loss = (float)(total / n);
+}
+
+static void loop_softmax_xent_fwd(int n, int k, const float *logits, const int32_t *labels,
+                                  float *probs, float *loss) {
+    double *row_loss = (double *)cu_scratch(sizeof(double) * (size_t)n);
+    if (!row_loss) return;
+    LAUNCH_PER_ELEMENT(softmax_rows_kernel, (size_t)n, n, k, logits, labels, probs, row_loss);
+    mean_kernel<<<1, 1, 0, cu_compute()>>>(n, row_loss, loss);
+    CU_LAUNCHED("mean_kernel");
+}
+
+// ---- input -----------------------------------------------------------------------------
+
+// src uint8 (n,h,w,c) -> dst (n,c,h,w), channels [p.c0, p.c0+p.cn); a thread per dst element
+__global__ static void normalize_u8_kernel(int n, int h, int w, int c, struct ns_norm_params p,
+                                           const uint8_t *src, float *dst) {
+    size_t o = cu_tid();
+    if (o >= (size_t)n * p.cn * h * w) return;
+    int x = (int)(o % w), y = (int)(o / w % h);
+    int cl = (int)(o / ((size_t)w * h) % p.cn), i = (int)(o / ((size_t)w * h * p.cn));
+    int ch = p.c0 + cl;
+    dst[ns_idx4(i, ch, y, x, c, h, w)] =
+        ns_normalize_u8(src[ns_idx4(i, y, x, ch, h, w, c)], p.mean[cl], p.std[cl]);
+}
+
+static void loop_normalize_u8(int n, int h, int w, int c, const uint8_t *src, const float *mean,
+                              const float *std, float *dst) {
+    for (int c0 = 0; c0 < c; c0 += NS_NORM_MAX_CH) {
+        struct ns_norm_params p;
+        p.c0 = c0;
+        p.cn = c - c0 < NS_NORM_MAX_CH ? c - c0 : NS_NORM_MAX_CH;
+        for (int j = 0; j < p.cn; j++) {
+            p.mean[j] = mean[c0 + j];
+            p.std[j] = std[c0 + j];
+        }
+        LAUNCH_PER_ELEMENT(normalize_u8_kernel, (size_t)n * p.cn * h * w, n, h, w, c, p, src, dst);
+    }
+}
+
+// ---- optimizer -------------------------------------------------------------------------
+
+// w, g, v (n): w and v updated in place
+__global__ static void sgd_kernel(size_t n, float *w, const float *g, float *v, float lr,
+                                  float momentum, bool nesterov, float weight_decay) {
+    size_t i = cu_tid();
+    if (i < n) ns_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
+}
+
+static void loop_sgd_step(size_t n, float *w, const float *g, float *v, float lr, float momentum,
+                          bool nesterov, float weight_decay) {
+    LAUNCH_PER_ELEMENT(sgd_kernel, n, n, w, g, v, lr, momentum, nesterov, weight_decay);
+}
+
+void cu_fill_loop_table(struct backend *b) {
+    b->gemm = loop_gemm;
+    b->axpy = loop_axpy;
+    b->conv2d_workspace = loop_conv2d_workspace;
+    b->conv2d_fwd = loop_conv2d_fwd;
+    b->conv2d_bwd_data = loop_conv2d_bwd_data;
+    b->conv2d_bwd_filter = loop_conv2d_bwd_filter;
+    b->linear_fwd = loop_linear_fwd;
+    b->linear_bwd = loop_linear_bwd;
+    b->bn_fwd_train = loop_bn_fwd_train;
+    b->bn_fwd_eval = loop_bn_fwd_eval;
+    b->bn_bwd = loop_bn_bwd;
+    b->relu_fwd = loop_relu_fwd;
+    b->relu_bwd = loop_relu_bwd;
+    b->add_fwd = loop_add_fwd;
+    b->maxpool_fwd = cu_maxpool_fwd;
+    b->maxpool_bwd = cu_maxpool_bwd;
+    b->avgpool_fwd = cu_avgpool_fwd;
+    b->avgpool_bwd = cu_avgpool_bwd;
+    b->gap_fwd = loop_gap_fwd;
+    b->gap_bwd = loop_gap_bwd;
+    b->softmax_xent_fwd = loop_softmax_xent_fwd;
+    b->softmax_xent_bwd = cu_softmax_xent_bwd;
+    b->argmax_correct = cu_argmax_correct;
+    b->normalize_u8 = loop_normalize_u8;
+    b->sgd_step = loop_sgd_step;
+}

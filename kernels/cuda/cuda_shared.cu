@@ -1,0 +1,180 @@
+// cuda_shared.cu — kernels both CUDA tables use, because the simple version is
+// already the right one on a GPU: pooling (one thread per output, and for the
+// backward pass one thread per input gathering from the windows that cover it, so
+// no two threads add into the same element), the loss gradient, accuracy, and the
+// per-channel bias gradient.
+#include "cuda_common.h"
+#include "cuda_kernels.h"
+
+// ---- pooling ----------------------------------------------------------------------
+
+// x (n,c,h,w) -> y (n,c,oh,ow), idx (n,c,oh,ow): flat h*w index of the first max;
+// -1 and 0 for a window wholly in the padding (as cpu_maxpool_plane_fwd)
+__global__ static void maxpool_fwd_kernel(struct pool_geom g, const float *x, float *y,
+                                          int32_t *idx) {
+    size_t o = cu_tid();
+    if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
+    int ox = (int)(o % g.ow), oy = (int)(o / g.ow % g.oh);
+    const float *plane = x + o / ((size_t)g.oh * g.ow) * g.h * g.w;
+    float best = 0.0f;
+    int32_t at = -1;
+    for (int ky = 0; ky < g.size; ky++)
+        for (int kx = 0; kx < g.size; kx++) {
+            int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
+            int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
+            if (!ns_in_range(iy, g.h) || !ns_in_range(ix, g.w)) continue;
+            int32_t here = iy * g.w + ix;
+            if (at < 0 || plane[here] > best) {
+                best = plane[here];
+                at = here;
+            }
+        }
+    y[o] = best;
+    idx[o] = at;
+}
+
+void cu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
+    size_t n = (size_t)g->n * g->c * g->oh * g->ow;
+    unsigned blocks = cu_blocks(n, CU_THREADS);
+    if (!blocks) return;
+    maxpool_fwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, x, y, idx);
+    CU_LAUNCHED("maxpool_fwd_kernel");
+}
+
+// idx, dy (n,c,oh,ow) -> dx (n,c,h,w) +=; one thread per input element, adding the
+// dy of every window whose max it was, in the order the CPU adds them
+__global__ static void maxpool_bwd_kernel(struct pool_geom g, const int32_t *idx, const float *dy,
+                                          float *dx) {
+    size_t i = cu_tid();
+    if (i >= (size_t)g.n * g.c * g.h * g.w) return;
+    int ix = (int)(i % g.w), iy = (int)(i / g.w % g.h);
+    size_t plane = i / ((size_t)g.h * g.w), out0 = plane * g.oh * g.ow;
+    int32_t self = iy * g.w + ix;
+    int oy_lo, oy_hi, ox_lo, ox_hi;
+    ns_window_cover(iy, g.size, g.stride, g.pad, g.oh, &oy_lo, &oy_hi);
+    ns_window_cover(ix, g.size, g.stride, g.pad, g.ow, &ox_lo, &ox_hi);
+    float acc = dx[i];
+    for (int oy = oy_lo; oy < oy_hi; oy++)
+        for (int ox = ox_lo; ox < ox_hi; ox++) {
+            size_t o = out0 + (size_t)oy * g.ow + ox;
+            if (idx[o] == self) acc += dy[o];
+        }
+    dx[i] = acc;
+}
+
+void cu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy, float *dx) {
+    size_t n = (size_t)g->n * g->c * g->h * g->w;
+    unsigned blocks = cu_blocks(n, CU_THREADS);
+    if (!blocks) return;
+    maxpool_bwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, idx, dy, dx);
+    CU_LAUNCHED("maxpool_bwd_kernel");
+}
+
+// x (n,c,h,w) -> y (n,c,oh,ow); padded taps count as zeros in the size*size divisor
+__global__ static void avgpool_fwd_kernel(struct pool_geom g, const float *x, float *y) {
+    size_t o = cu_tid();
+    if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
+    int ox = (int)(o % g.ow), oy = (int)(o / g.ow % g.oh);
+    const float *plane = x + o / ((size_t)g.oh * g.ow) * g.h * g.w;
+    float sum = 0.0f;
+    for (int ky = 0; ky < g.size; ky++)
+        for (int kx = 0; kx < g.size; kx++) {
+            int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
+            int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
+            if (ns_in_range(iy, g.h) && ns_in_range(ix, g.w)) sum += plane[iy * g.w + ix];
+        }
+    y[o] = sum / (float)(g.size * g.size);
+}
+
+void cu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
+    size_t n = (size_t)g->n * g->c * g->oh * g->ow;
+    unsigned blocks = cu_blocks(n, CU_THREADS);
+    if (!blocks) return;
+    avgpool_fwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, x, y);
+    CU_LAUNCHED("avgpool_fwd_kernel");
+}
+
+// dy (n,c,oh,ow) -> dx (n,c,h,w) +=; one thread per input element
+__global__ static void avgpool_bwd_kernel(struct pool_geom g, const float *dy, float *dx) {
+    size_t i = cu_tid();
+    if (i >= (size_t)g.n * g.c * g.h * g.w) return;
+    int ix = (int)(i % g.w), iy = (int)(i / g.w % g.h);
+    const float *dplane = dy + i / ((size_t)g.h * g.w) * g.oh * g.ow;
+    int oy_lo, oy_hi, ox_lo, ox_hi;
+    ns_window_cover(iy, g.size, g.stride, g.pad, g.oh, &oy_lo, &oy_hi);
+    ns_window_cover(ix, g.size, g.stride, g.pad, g.ow, &ox_lo, &ox_hi);
+    float acc = dx[i];
+    for (int oy = oy_lo; oy < oy_hi; oy++)
+        for (int ox = ox_lo; ox < ox_hi; ox++)
+            acc += dplane[oy * g.ow + ox] / (float)(g.size * g.size);
+    dx[i] = acc;
+}
+
+void cu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
+    size_t n = (size_t)g->n * g->c * g->h * g->w;
+    unsigned blocks = cu_blocks(n, CU_THREADS);
+    if (!blocks) return;
+    avgpool_bwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, dy, dx);
+    CU_LAUNCHED("avgpool_bwd_kernel");
+}
+
+// ---- loss and accuracy ---------------------------------------------------------------
+
+// probs (n,k), labels (n), dloss (device scalar) -> dlogits (n,k) +=
+__global__ static void softmax_xent_bwd_kernel(int n, int k, const float *probs,
+                                               const int32_t *labels, const float *dloss,
+                                               float *dlogits) {
+    size_t at = cu_tid();
+    if (at >= (size_t)n * k) return;
+    int i = (int)(at / k), j = (int)(at % k);
+    float scale = *dloss / (float)n;
+    float onehot = j == labels[i] ? 1.0f : 0.0f;
+    dlogits[at] += scale * (probs[at] - onehot);
+}
+
+void cu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *labels,
+                         const float *dloss, float *dlogits) {
+    unsigned blocks = cu_blocks((size_t)n * k, CU_THREADS);
+    if (!blocks) return;
+    softmax_xent_bwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(n, k, probs, labels, dloss,
+                                                                     dlogits);
+    CU_LAUNCHED("softmax_xent_bwd_kernel");
+}
+
+// logits (n,k), labels (n) -> *correct; one block, a thread per row at a time
+__global__ static void argmax_correct_kernel(int n, int k, const float *logits,
+                                             const int32_t *labels, float *correct) {
+    double hits = 0.0;  // integer-valued: exact, whatever the order
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float *row = logits + (size_t)i * k;
+        int best = 0;
+        for (int j = 1; j < k; j++)
+            if (row[j] > row[best]) best = j;
+        hits += best == labels[i] ? 1.0 : 0.0;
+    }
+    hits = cu_block_sum_d(hits);
+    if (threadIdx.x == 0) *correct = (float)hits;
+}
+
+void cu_argmax_correct(int n, int k, const float *logits, const int32_t *labels, float *correct) {
+    argmax_correct_kernel<<<1, CU_THREADS, 0, cu_compute()>>>(n, k, logits, labels, correct);
+    CU_LAUNCHED("argmax_correct_kernel");
+}
+
+// ---- bias gradient: dy (n,k,hw) -> dbias (k) += sum over n and hw ------------------
+// One block per channel; each thread sums a strided share, then the block adds up.
+__global__ static void bias_grad_kernel(int n, int k, int hw, const float *dy, float *dbias) {
+    int ch = blockIdx.x;
+    size_t m = (size_t)n * hw;
+    float sum = 0.0f;
+    for (size_t e = threadIdx.x; e < m; e += blockDim.x)
+        sum += dy[((e / hw) * k + ch) * hw + e % hw];
+    sum = cu_block_sum(sum);
+    if (threadIdx.x == 0) dbias[ch] += sum;
+}
+
+void cu_bias_grad(int n, int k, int hw, const float *dy, float *dbias) {
+    if (k <= 0) return;
+    bias_grad_kernel<<<k, CU_THREADS, 0, cu_compute()>>>(n, k, hw, dy, dbias);
+    CU_LAUNCHED("bias_grad_kernel");
+}
