@@ -165,9 +165,38 @@ static int read_file(const char *path, uint8_t **buf_out, size_t *len_out) {
     return 0;
 }
 
+/* stb_image (through 2.27 at least) builds a JPEG Huffman table from a DHT segment
+ * without checking that its 16 code counts add up to at most 256, and writes past the
+ * table when they don't; stbi_info parses DHT too. Walk the JPEG markers as stb does
+ * and return 0 if any table declares more than 256 codes. Anything else returns 1. */
+static int jpeg_tables_fit(const uint8_t *p, size_t n) {
+    size_t i = 1;
+    while (i < n && p[i] == 0xFF) i++; /* stb skips fill bytes before a marker, SOI too */
+    if (n < 2 || p[0] != 0xFF || i == n || p[i] != 0xD8) return 1;
+    for (i++; i + 4 <= n;) {
+        uint8_t m = p[i + 1];
+        if (p[i] != 0xFF || m == 0xFF) { i++; continue; }   /* entropy-coded data, fill */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { i += 2; continue; }
+        long len = p[i + 2] << 8 | p[i + 3];
+        /* stb reads 1 + 16 bytes per table while the segment has bytes left, 0 past the end */
+        for (long t = (long)i + 4, left = len - 2; m == 0xC4 && left > 0;) {
+            long codes = 0;
+            for (long k = t + 1; k <= t + 16; k++) codes += k < (long)n ? p[k] : 0;
+            if (codes > 256) return 0;
+            t += 17 + codes;
+            left -= 17 + codes;
+        }
+        i += 2 + (size_t)len;
+    }
+    return 1;
+}
+
 /* Width, height and channels from the image header, refusing absurd sizes before
  * anything is decoded or allocated for the pixels. */
 static int probe_image(const char *path, const uint8_t *buf, size_t len, int *w, int *h, int *c) {
+    if (!jpeg_tables_fit(buf, len))
+        return err_set("%s: corrupt JPEG (a Huffman table declares more than 256 codes); delete "
+                       "or replace it, or set loader.on_bad_sample = skip", path);
     if (!stbi_info_from_memory(buf, (int)len, w, h, c))
         return err_set("%s: not a readable PNG/JPEG/BMP image (stb_image: %s); delete or "
                        "replace it, or set loader.on_bad_sample = skip",
