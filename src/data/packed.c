@@ -222,8 +222,13 @@ int data_pack(const struct dataset *src, const char *out_path, FILE *log) {
     FILE *f = fopen(tmp, "wb");
     uLong crc = crc32(0, NULL, 0);
     uint8_t header[HEADER_BYTES] = {0}, zeros[64] = {0};
-    if (!buf || !f) {
-        err_set("%s: cannot create (%s)", tmp, buf ? strerror(errno) : "out of memory");
+    if (!buf) {
+        err_set("packing %s: out of host memory for %d decoded images of %zu bytes (%zu bytes)",
+                src->path, CHUNK, bytes, (size_t)CHUNK * bytes);
+        goto fail;
+    }
+    if (!f) {
+        err_set("%s: cannot create (%s)", tmp, strerror(errno));
         goto fail;
     }
     /* The header goes last, once the checksum is known; hold its place. */

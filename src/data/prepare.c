@@ -115,7 +115,8 @@ static int write_png_tree(const struct dataset *idx, const char *const *class_na
         for (int64_t i = 0; i < idx->count; i++) {
             char path[PATH_MAX];
             int label = data_label(idx, i);
-            int rc = pix ? data_read_sample(idx, i, pix, NULL) : err_set("out of memory");
+            int rc = pix ? data_read_sample(idx, i, pix, NULL)
+                         : err_set("out of host memory for a %zu-byte image", bytes);
             if (snprintf(path, sizeof path, "%s/%s/%" PRId64 ".png", dir, class_names[label],
                          i) >= (int)sizeof path)
                 rc = err_set("%s: path too long", dir);

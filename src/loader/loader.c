@@ -509,7 +509,7 @@ int loader_create(const struct loader_config *cfg, const struct dataset *ds, str
     for (int w = 0; w < l->nworkers; w++) {
         l->workers[w] = (struct worker){.l = l, .id = w, .scratch = malloc(l->sample_bytes)};
         if (!l->workers[w].scratch) {
-            err_set("loader: out of memory");
+            err_set("loader: out of host memory for a worker's %zu-byte sample buffer", l->sample_bytes);
             goto fail;
         }
     }
