@@ -196,10 +196,10 @@ static int jpeg_tables_fit(const uint8_t *p, size_t n) {
 static int probe_image(const char *path, const uint8_t *buf, size_t len, int *w, int *h, int *c) {
     if (!jpeg_tables_fit(buf, len))
         return err_set("%s: corrupt JPEG (a Huffman table declares more than 256 codes); delete "
-                       "or replace it, or set loader.on_bad_sample = skip", path);
+                       "or replace it, or set data.on_bad_sample = skip", path);
     if (!stbi_info_from_memory(buf, (int)len, w, h, c))
         return err_set("%s: not a readable PNG/JPEG/BMP image (stb_image: %s); delete or "
-                       "replace it, or set loader.on_bad_sample = skip",
+                       "replace it, or set data.on_bad_sample = skip",
                        path, stbi_failure_reason());
     if (*w <= 0 || *h <= 0 || *w > DATA_MAX_SIDE || *h > DATA_MAX_SIDE)
         return err_set("%s: image header says %dx%d pixels, outside 1..%d; the file is corrupt "
@@ -224,13 +224,13 @@ static int folder_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct
     if (probe_image(path, file, len, &w, &h, &c)) goto done;
     if ((w != ds->width || h != ds->height) && !f->opt.resize) {
         err_set("%s: image is %dx%d, the dataset is configured for %dx%d; resize the "
-                "file, or set data.resize = yes", path, w, h, ds->width, ds->height);
+                "file, or set data.on_size_mismatch = resize", path, w, h, ds->width, ds->height);
         goto done;
     }
     pix = stbi_load_from_memory(file, (int)len, &w, &h, &c, ds->channels);
     if (!pix) {
         err_set("%s: cannot decode (stb_image: %s); delete or replace it, or set "
-                "loader.on_bad_sample = skip", path, stbi_failure_reason());
+                "data.on_bad_sample = skip", path, stbi_failure_reason());
         goto done;
     }
     if (w == ds->width && h == ds->height) {
