@@ -44,6 +44,23 @@ void trace_counter(struct trace *tr, const char *name, int64_t t_ns, double valu
 /* Names thread `tid` in the viewer ("M" metadata); never dropped. */
 void trace_thread_name(struct trace *tr, int tid, const char *name);
 
+/* One recorded event, as trace_for_each hands it out. name and cat point into the
+ * tracer and are valid during the callback only. */
+struct trace_record {
+    char ph;            /* 'X' span, 'C' counter, 'M' thread name */
+    int tid;            /* X and M */
+    int64_t t_ns;       /* X and C: nanoseconds since trace_open */
+    int64_t dur_ns;     /* X */
+    double value;       /* C */
+    const char *name;   /* span or counter name; the thread's name for M */
+    const char *cat;    /* X: its category; "" otherwise */
+};
+
+/* Calls fn on every event recorded so far, in recording order, and returns how many.
+ * Read-only, for drawing the run before trace_close (timeline.h). The tracer's lock is
+ * held meanwhile: fn must not call trace functions on tr. */
+size_t trace_for_each(struct trace *tr, void (*fn)(const struct trace_record *r, void *ctx), void *ctx);
+
 /* Events recorded and dropped so far (0 for NULL). */
 size_t trace_event_count(struct trace *tr);
 size_t trace_dropped_count(struct trace *tr);

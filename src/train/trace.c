@@ -171,6 +171,19 @@ size_t trace_dropped_count(struct trace *tr) {
     return n;
 }
 
+size_t trace_for_each(struct trace *tr, void (*fn)(const struct trace_record *r, void *ctx), void *ctx) {
+    if (!tr) return 0;
+    pthread_mutex_lock(&tr->lock);
+    size_t n = tr->n;
+    for (size_t i = 0; i < n; i++) {
+        const struct trace_event *e = &tr->chunks[i / CHUNK_EVENTS][i % CHUNK_EVENTS];
+        struct trace_record r = {e->ph, e->tid, e->t_ns, e->dur_ns, e->value, e->name, e->cat};
+        fn(&r, ctx);
+    }
+    pthread_mutex_unlock(&tr->lock);
+    return n;
+}
+
 /* ---- writing the file ---- */
 
 static void put_string(FILE *f, const char *s) {

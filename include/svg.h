@@ -1,0 +1,66 @@
+/* svg.h — a tiny SVG writer for nostall's pictures: the pipeline lab's bar chart and
+ * the timeline of a trace (timeline.h). No plotting dependency: rectangles, lines,
+ * text and polylines, written as they are drawn.
+ *
+ * Coordinates are pixels, origin top left, y down. Text passed in is escaped, and a
+ * number that isn't finite is written as 0, so the file is well-formed XML whatever
+ * is drawn. Like the trace, the file is written to PATH.tmp and renamed over PATH by
+ * svg_close, so PATH is never half-written.
+ */
+#ifndef NS_SVG_H
+#define NS_SVG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+struct svg;
+
+/* Starts a width x height picture with a white background. NULL with err_set when
+ * PATH.tmp can't be created. */
+struct svg *svg_open(const char *path, double width, double height);
+/* Ends the document and renames it into place; frees s, also on failure. 0 or -1. */
+int svg_close(struct svg *s);
+/* Abandons the picture: removes PATH.tmp and frees s. */
+void svg_discard(struct svg *s);
+
+/* A filled rectangle; `tooltip` (may be NULL) shows when hovering in a browser. */
+void svg_rect(struct svg *s, double x, double y, double w, double h, const char *fill, const char *tooltip);
+/* A straight line; dashed when `dash`. */
+void svg_line(struct svg *s, double x1, double y1, double x2, double y2, const char *stroke, double width,
+              bool dash);
+/* n points joined by straight segments. */
+void svg_polyline(struct svg *s, int n, const double *x, const double *y, const char *stroke, double width);
+
+enum svg_anchor { SVG_START, SVG_MIDDLE, SVG_END };
+/* printf-style text with its baseline at y; `bold` for titles. */
+void svg_text(struct svg *s, double x, double y, double size, enum svg_anchor anchor, const char *fill,
+              bool bold, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+
+/* ---- a horizontal bar chart, one bar per row ----
+ * Each bar is `value` long (e.g. images/s); the last `share` of it (0..1, e.g. the
+ * share of step time spent waiting for input) is drawn in a second colour. A row
+ * whose `group` differs from the previous row's starts with that group as a heading. */
+struct svg_bar {
+    const char *group;   /* may be NULL */
+    const char *label;
+    double value;
+    double share;
+};
+
+struct svg_bar_chart {
+    const char *title;
+    const char *subtitle;     /* may be NULL: e.g. the machine and its load */
+    const char *value_unit;   /* "images/s" */
+    const char *share_name;   /* "waiting for input" */
+    const struct svg_bar *bars;
+    int n;
+};
+
+/* 0, or -1 with err_set. */
+int svg_write_bar_chart(const char *path, const struct svg_bar_chart *chart);
+
+/* A round step for axis ticks: 1, 2 or 5 times a power of ten, so that about
+ * `ticks` of them span `range`. */
+double svg_nice_step(double range, int ticks);
+
+#endif

@@ -1,0 +1,408 @@
+/* test_lab.c — the teaching lab's pieces: SVG output is well-formed XML whatever text
+ * and numbers go in; a timeline has one lane per thread and counter and reads back the
+ * trace files the tracer writes; the lab's per-step numbers (medians, waiting share,
+ * warm-up skipped) are what the spans say. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "svg.h"
+#include "timeline.h"
+#include "trace.h"
+
+static char dir[64];
+
+static void make_dir(void) {
+    mkdir("build", 0755);
+    snprintf(dir, sizeof dir, "build/test-lab-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void remove_dir(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
+TestSuite(lab, .init = make_dir, .fini = remove_dir, .timeout = 30);
+
+static char *path_in(const char *name) {
+    static char p[4][128];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s was not written", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
+    s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static int count_of(const char *hay, const char *needle) {
+    int n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) n++;
+    return n;
+}
+
+/* ---- an XML well-formedness check, enough for what the writer emits ----
+ * One root element; every tag closed in order; attribute values quoted; '&' only in
+ * the five predefined entities; no '<' in text or attribute values; no control
+ * characters; numbers in coordinates never "nan" or "inf". NULL when well-formed,
+ * else what is wrong. */
+static const char *entity_ok(const char *p) {
+    static const char *ents[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&apos;"};
+    for (int i = 0; i < 5; i++)
+        if (!strncmp(p, ents[i], strlen(ents[i]))) return p + strlen(ents[i]);
+    return NULL;
+}
+
+static const char *xml_check(const char *s) {
+    char stack[64][32];
+    int depth = 0, roots = 0;
+    const char *p = s;
+    if (!strncmp(p, "<?xml", 5)) {
+        p = strstr(p, "?>");
+        if (!p) return "unterminated XML declaration";
+        p += 2;
+    }
+    while (*p) {
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x20 && c != '\n' && c != '\t' && c != '\r') return "control character";
+        if (c == '&') {
+            if (!(p = entity_ok(p))) return "bad entity in text";
+            continue;
+        }
+        if (c == '>') return "stray '>' in text";
+        if (c != '<') { p++; continue; }
+        p++;
+        bool closing = *p == '/';
+        if (closing) p++;
+        char name[32];
+        int n = 0;
+        while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == ':') {
+            if (n < 31) name[n++] = *p;
+            p++;
+        }
+        name[n] = 0;
+        if (!n) return "tag without a name";
+        if (closing) {
+            if (*p != '>') return "junk in a closing tag";
+            p++;
+            if (!depth || strcmp(stack[depth - 1], name)) return "closing tag does not match";
+            depth--;
+            continue;
+        }
+        for (;;) {
+            while (*p == ' ' || *p == '\n') p++;
+            if (*p == '>' || (p[0] == '/' && p[1] == '>')) break;
+            int an = 0;
+            while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+                   *p == ':')
+                p++, an++;
+            if (!an || *p != '=' || p[1] != '"') return "attribute not name=\"value\"";
+            p += 2;
+            const char *v = p;
+            while (*p && *p != '"') {
+                if (*p == '<') return "'<' in an attribute value";
+                if (*p == '&') {
+                    if (!(p = entity_ok(p))) return "bad entity in an attribute";
+                } else {
+                    p++;
+                }
+            }
+            if (!*p) return "unterminated attribute value";
+            if ((p - v >= 3 && (!strncmp(v, "nan", 3) || !strncmp(v, "inf", 3) || !strncmp(v, "-nan", 4) ||
+                                !strncmp(v, "-inf", 4))))
+                return "non-finite number in an attribute";
+            p++;
+        }
+        if (!depth && ++roots > 1) return "more than one root element";
+        if (*p == '/') { p += 2; continue; }
+        p++;
+        if (depth == 64) return "nested too deeply";
+        snprintf(stack[depth++], sizeof stack[0], "%s", name);
+    }
+    if (depth) return "unclosed element";
+    if (roots != 1) return "no root element";
+    return NULL;
+}
+
+Test(lab, the_xml_checker_catches_what_it_should) {
+    cr_expect_null(xml_check("<?xml version=\"1.0\"?>\n<svg a=\"1\"><g><rect x=\"1\"/></g><text>a &amp; b</text></svg>"));
+    cr_expect_not_null(xml_check("<svg><g></svg>"));
+    cr_expect_not_null(xml_check("<svg><text>a & b</text></svg>"));
+    cr_expect_not_null(xml_check("<svg x=\"nan\"/>"));
+    cr_expect_not_null(xml_check("<svg/><svg/>"));
+    cr_expect_not_null(xml_check("<svg a=1/>"));
+}
+
+/* ---- svg.h ---- */
+
+Test(lab, svg_escapes_text_and_writes_no_non_finite_numbers) {
+    const char *p = path_in("prims.svg");
+    struct svg *s = svg_open(p, 200, 100);
+    cr_assert_not_null(s, "%s", err_get());
+    svg_rect(s, NAN, 1, INFINITY, -5, "#123", "a <b> & \"c\" 'd'");
+    svg_rect(s, 1, 2, 3, 4, "red", NULL);
+    svg_line(s, 0, 0, NAN, 10, "#000", 1, true);
+    double xs[] = {0, 1, NAN}, ys[] = {0, INFINITY, 2};
+    svg_polyline(s, 3, xs, ys, "#000", 1);
+    svg_text(s, 5, 5, 10, SVG_MIDDLE, "#000", true, "%s %d%%", "x<y & \x01" "ctl", 50);
+    cr_assert_eq(svg_close(s), 0, "%s", err_get());
+    char *t = slurp(p);
+    const char *why = xml_check(t);
+    cr_expect_null(why, "not well-formed (%s):\n%s", why, t);
+    cr_expect(strstr(t, "x&lt;y &amp;  ctl 50%"), "text not escaped as expected:\n%s", t);
+    cr_expect(strstr(t, "&quot;c&quot; &apos;d&apos;"), "tooltip not escaped:\n%s", t);
+    cr_expect(strstr(t, "width=\"0.00\""), "a negative or infinite size should become 0:\n%s", t);
+    cr_expect_eq(access(path_in("prims.svg.tmp"), F_OK), -1, "the temporary file is left behind");
+    free(t);
+}
+
+Test(lab, svg_open_fails_clearly_on_a_bad_path) {
+    struct svg *s = svg_open("/nonexistent-dir/x.svg", 10, 10);
+    cr_expect_null(s);
+    cr_expect(strstr(err_get(), "/nonexistent-dir/x.svg"), "message does not name the path: %s", err_get());
+}
+
+Test(lab, nice_steps_are_one_two_or_five_times_a_power_of_ten) {
+    cr_expect_float_eq(svg_nice_step(1000, 5), 200, 1e-9);
+    cr_expect_float_eq(svg_nice_step(37, 6), 5, 1e-9);
+    cr_expect_float_eq(svg_nice_step(0.9, 8), 0.1, 1e-12);
+    cr_expect_float_eq(svg_nice_step(0, 5), 1, 0);
+    cr_expect_float_eq(svg_nice_step(NAN, 5), 1, 0);
+}
+
+Test(lab, the_bar_chart_has_a_bar_pair_per_row_and_its_group_headings) {
+    struct svg_bar bars[] = {
+        {"cache = none", "workers 0, prefetch 1", 300, 0.4},
+        {"cache = none", "workers 2, prefetch 4", 500, 0.02},
+        {"cache = packed", "workers 0 & <odd> label", 520, 0.0},
+        {"cache = packed", "nothing measured", NAN, NAN},
+    };
+    struct svg_bar_chart c = {"lab", "2 cores, load 1.5", "images/s", "waiting for input", bars, 4};
+    const char *p = path_in("bars.svg");
+    cr_assert_eq(svg_write_bar_chart(p, &c), 0, "%s", err_get());
+    char *t = slurp(p);
+    const char *why = xml_check(t);
+    cr_expect_null(why, "not well-formed (%s):\n%s", why, t);
+    cr_expect_eq(count_of(t, "<title>"), 8, "expected two segments (with tooltips) per bar:\n%s", t);
+    cr_expect_eq(count_of(t, ">cache = none<"), 1);
+    cr_expect_eq(count_of(t, ">cache = packed<"), 1);
+    cr_expect(strstr(t, "workers 0 &amp; &lt;odd&gt; label"));
+    free(t);
+}
+
+/* ---- timeline.h: steps and the lab's numbers ---- */
+
+/* A run as the trainer traces it: per step a wait then a compute on the training
+ * thread, and each worker's share of the batch. Times in ms. */
+static void add_step(struct timeline *tl, double t0, double wait, double compute, int workers) {
+    int64_t ms = 1000000;
+    cr_assert_eq(timeline_add_span(tl, 0, "wait", "step", (int64_t)(t0 * ms), (int64_t)(wait * ms)), 0);
+    cr_assert_eq(timeline_add_span(tl, 0, "compute", "step", (int64_t)((t0 + wait) * ms), (int64_t)(compute * ms)), 0);
+    for (int w = 1; w <= workers; w++)
+        cr_assert_eq(timeline_add_span(tl, w, "load batch", "loader", (int64_t)((t0 - 5) * ms), 4 * ms), 0);
+    cr_assert_eq(timeline_add_counter(tl, "ring slots ready", (int64_t)(t0 * ms), workers), 0);
+}
+
+Test(lab, step_stats_give_medians_and_the_waiting_share_after_the_warm_up) {
+    struct timeline tl;
+    memset(&tl, 0, sizeof tl);
+    /* step 0 is a slow warm-up; then waits of 10, 30, 20, 0, 40 ms on 90 ms of compute */
+    double waits[] = {500, 10, 30, 20, 0, 40}, t = 100;
+    for (int i = 0; i < 6; i++) {
+        add_step(&tl, t, waits[i], i ? 90 : 300, 2);
+        t += waits[i] + (i ? 90 : 300) + 1;
+    }
+    cr_expect_eq(timeline_step_count(&tl), 6);
+    struct timeline_step_stats st;
+    cr_assert_eq(timeline_step_stats(&tl, 1, 0, &st), 0, "%s", err_get());
+    cr_expect_eq(st.steps, 5);
+    cr_expect_float_eq(st.median_wait_s, 0.020, 1e-9);
+    cr_expect_float_eq(st.median_compute_s, 0.090, 1e-9);
+    cr_expect_float_eq(st.median_step_s, 0.110, 1e-9);
+    cr_expect_float_eq(st.wait_share, 100.0 / 550.0, 1e-9);
+    cr_expect_float_eq(st.total_s, 0.550, 1e-9);
+    /* a window of two steps */
+    cr_assert_eq(timeline_step_stats(&tl, 2, 2, &st), 0);
+    cr_expect_eq(st.steps, 2);
+    cr_expect_float_eq(st.median_step_s, 0.115, 1e-9, "even count: mean of the middle two");
+    /* nothing there */
+    cr_expect_eq(timeline_step_stats(&tl, 6, 0, &st), -1);
+    cr_expect(strstr(err_get(), "6 training steps"), "%s", err_get());
+    timeline_free(&tl);
+}
+
+Test(lab, a_step_needs_its_compute_and_spans_may_come_in_any_order) {
+    struct timeline tl;
+    memset(&tl, 0, sizeof tl);
+    int64_t ms = 1000000;
+    /* recorded out of order, a worker span in between, and a last wait cut off */
+    timeline_add_span(&tl, 0, "compute", "step", 215 * ms, 50 * ms);
+    timeline_add_span(&tl, 0, "wait", "step", 0, 10 * ms);
+    timeline_add_span(&tl, 1, "compute", "other thread", 20 * ms, 5 * ms);
+    timeline_add_span(&tl, 0, "wait", "step", 200 * ms, 15 * ms);
+    timeline_add_span(&tl, 0, "compute", "step", 10 * ms, 100 * ms);
+    timeline_add_span(&tl, 0, "wait", "step", 300 * ms, 5 * ms);
+    cr_expect_eq(timeline_step_count(&tl), 2);
+    int64_t start, wait, compute, end;
+    cr_assert_eq(timeline_step(&tl, 1, &start, &wait, &compute, &end), 0);
+    cr_expect_eq(start, 200 * ms);
+    cr_expect_eq(wait, 15 * ms);
+    cr_expect_eq(compute, 50 * ms);
+    cr_expect_eq(end, 265 * ms);
+    cr_expect_eq(timeline_step(&tl, 2, NULL, NULL, NULL, NULL), -1);
+    timeline_free(&tl);
+}
+
+Test(lab, median_of_odd_even_and_empty) {
+    double a[] = {5, 1, 3}, b[] = {4, 1, 3, 2}, c[1];
+    cr_expect_float_eq(timeline_median(a, 3), 3, 0);
+    cr_expect_float_eq(timeline_median(b, 4), 2.5, 0);
+    cr_expect_float_eq(timeline_median(c, 0), 0, 0);
+}
+
+/* ---- timeline.h: drawing and reading traces ---- */
+
+Test(lab, the_timeline_has_a_lane_per_thread_and_counter_and_a_panel_per_run) {
+    struct timeline stalled, healthy;
+    memset(&stalled, 0, sizeof stalled);
+    memset(&healthy, 0, sizeof healthy);
+    double t = 10;
+    for (int i = 0; i < 8; i++, t += 141) add_step(&stalled, t, 50, 90, 1);
+    t = 10;
+    for (int i = 0; i < 8; i++, t += 92) add_step(&healthy, t, 1, 90, 2);
+    timeline_add_thread(&stalled, 0, "training thread");
+    timeline_add_thread(&stalled, 1, "inline loading");
+    timeline_add_thread(&healthy, 0, "training thread");
+    timeline_add_thread(&healthy, 1, "loader worker 1");
+    /* worker 2 left unnamed: its lane is called by its id */
+    const struct timeline *tls[] = {&stalled, &healthy};
+    const char *titles[] = {"stalled: workers 0", "healthy: workers 2"};
+    struct timeline_options o = {.first_step = 2, .steps = 3, .title = "stall & fix", .subtitle = NULL};
+    const char *p = path_in("timeline.svg");
+    cr_assert_eq(timeline_write_panels(p, 2, tls, titles, &o), 0, "%s", err_get());
+    char *s = slurp(p);
+    const char *why = xml_check(s);
+    cr_expect_null(why, "not well-formed (%s)", why);
+    cr_expect_eq(count_of(s, ">training thread<"), 2, "one training-thread lane per panel");
+    cr_expect_eq(count_of(s, ">inline loading<"), 1);
+    cr_expect_eq(count_of(s, ">loader worker 1<"), 1);
+    cr_expect_eq(count_of(s, ">thread 2<"), 1);
+    cr_expect_eq(count_of(s, ">ring slots ready (0.."), 2, "one counter lane per panel");
+    cr_expect(strstr(s, ">stalled: workers 0<") && strstr(s, ">healthy: workers 2<"));
+    cr_expect(strstr(s, ">step 3<") && strstr(s, ">step 5<") && !strstr(s, ">step 6<"),
+              "steps 3..5 (counted from 1) should be drawn");
+    cr_expect(strstr(s, "median step 140.0 ms"), "stalled panel's median step is 140 ms");
+    cr_expect(strstr(s, "<title>wait: 50.00 ms</title>"), "wait spans carry their duration");
+    free(s);
+    timeline_free(&stalled);
+    timeline_free(&healthy);
+}
+
+Test(lab, a_live_trace_and_its_file_give_the_same_timeline) {
+    const char *json = path_in("run.json");
+    struct trace *tr = trace_open(json);
+    cr_assert_not_null(tr, "%s", err_get());
+    trace_thread_name(tr, 0, "training thread");
+    trace_thread_name(tr, 1, "loader worker \"1\"");
+    int64_t t = trace_now_ns();
+    for (int i = 0; i < 5; i++) {
+        trace_span(tr, 1, "load batch", "loader", t + i * 3000000, 2000000);
+        trace_span(tr, 0, "wait", "step", t + i * 3000000, 500000);
+        trace_span(tr, 0, "compute", "step", t + i * 3000000 + 500000, 2400000);
+        trace_counter(tr, "ring slots ready", t + i * 3000000, i % 3);
+    }
+    struct timeline live;
+    cr_assert_eq(timeline_from_trace(&live, tr), 0, "%s", err_get());
+    const char *svg = path_in("run.svg");
+    cr_assert_eq(timeline_write_svg(tr, svg, NULL), 0, "%s", err_get());
+    cr_assert_eq(trace_close(tr), 0, "%s", err_get());
+
+    struct timeline file;
+    cr_assert_eq(timeline_load_json(&file, json), 0, "%s", err_get());
+    cr_expect_eq(file.n_spans, live.n_spans);
+    cr_expect_eq(file.n_counters, live.n_counters);
+    cr_expect_eq(file.n_threads, 2);
+    for (size_t i = 0; i < live.n_spans && i < file.n_spans; i++) {
+        cr_expect_eq(file.spans[i].start_ns, live.spans[i].start_ns, "span %zu starts differ", i);
+        cr_expect_eq(file.spans[i].dur_ns, live.spans[i].dur_ns);
+        cr_expect_str_eq(file.spans[i].name, live.spans[i].name);
+        cr_expect_eq(file.spans[i].tid, live.spans[i].tid);
+    }
+    cr_expect_str_eq(file.threads[1].name, "loader worker \"1\"");
+    struct timeline_step_stats a, b;
+    cr_assert_eq(timeline_step_stats(&live, 1, 0, &a), 0);
+    cr_assert_eq(timeline_step_stats(&file, 1, 0, &b), 0);
+    cr_expect_eq(a.steps, 4);
+    cr_expect_float_eq(a.median_step_s, b.median_step_s, 1e-12);
+    cr_expect_float_eq(a.wait_share, 0.5 / 2.9, 1e-9);
+
+    char *s = slurp(svg);
+    const char *why = xml_check(s);
+    cr_expect_null(why, "not well-formed (%s)", why);
+    cr_expect(strstr(s, ">training thread<") && strstr(s, ">loader worker &quot;1&quot;<"), "lanes missing");
+    free(s);
+    timeline_free(&live);
+    timeline_free(&file);
+}
+
+Test(lab, a_file_that_is_not_a_trace_is_a_clear_error) {
+    const char *p = path_in("bad.json");
+    const char *cases[] = {"", "{\"traceEvents\":[{\"ph\":\"X\",\"ts\":1,}]}", "[1,2]", "{\"other\":1}",
+                           "{\"traceEvents\":[{\"ph\":\"X\",\"name\":\"unterminated}]}"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(p, "w");
+        fputs(cases[i], f);
+        fclose(f);
+        struct timeline tl;
+        cr_expect_eq(timeline_load_json(&tl, p), -1, "case %zu was accepted", i);
+        cr_expect(strstr(err_get(), p), "case %zu: message does not name the file: %s", i, err_get());
+    }
+    struct timeline tl;
+    cr_expect_eq(timeline_load_json(&tl, path_in("missing.json")), -1);
+    /* extra keys and unknown events are skipped, escapes decoded */
+    FILE *f = fopen(p, "w");
+    fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[{\"ph\":\"B\",\"x\":[1,{\"y\":null}]},"
+          "{\"ph\":\"X\",\"tid\":3,\"ts\":1.5,\"dur\":2.25,\"name\":\"a\\u0041\\n\",\"cat\":\"c\",\"args\":{}},"
+          "{\"ph\":\"M\",\"tid\":3,\"name\":\"thread_name\",\"args\":{\"name\":\"w\"}}],\"otherData\":{\"k\":true}}",
+          f);
+    fclose(f);
+    cr_assert_eq(timeline_load_json(&tl, p), 0, "%s", err_get());
+    cr_expect_eq(tl.n_spans, 1);
+    cr_expect_eq(tl.spans[0].start_ns, 1500);
+    cr_expect_eq(tl.spans[0].dur_ns, 2250);
+    cr_expect_str_eq(tl.spans[0].name, "aA\n");
+    cr_expect_str_eq(tl.threads[0].name, "w");
+    timeline_free(&tl);
+}
+
+Test(lab, a_timeline_without_steps_draws_everything) {
+    struct timeline tl;
+    memset(&tl, 0, sizeof tl);
+    timeline_add_span(&tl, 4, "copy h2d", "copy", 1000, 5000000);
+    timeline_add_thread(&tl, 4, "copy stream");
+    const char *p = path_in("nosteps.svg");
+    cr_assert_eq(timeline_write_panels(p, 1, (const struct timeline *[]){&tl}, NULL, NULL), 0, "%s", err_get());
+    char *s = slurp(p);
+    cr_expect_null(xml_check(s));
+    cr_expect(strstr(s, ">copy stream<") && strstr(s, "#8e5ea2"), "the copy lane and its colour");
+    free(s);
+    timeline_free(&tl);
+}
