@@ -1,0 +1,1243 @@
+/* test_cuda.c — the CUDA tables against the CPU, and the copy stage.
+ *
+ *  - cuda_ops: one test per backend entry. Each runs every case of that entry
+ *    (odd sizes, stride 1/2, pad 0/1/2, kernel 1/3/5, batch 1 and 3, shapes of
+ *    resnet_small, misaligned pointers, ties) on the CPU loop table and on both
+ *    CUDA tables, from the same random inputs, and wants agreement to 1e-4
+ *    relative. Every buffer lives in the table's own memory with a guard zone
+ *    after it that must come back untouched; forward outputs start as NaN, so an
+ *    element a kernel forgets shows; gradients start at random values, so a
+ *    kernel that overwrites instead of accumulating disagrees with the CPU;
+ *    inputs must come back bit for bit; the workspace starts as NaN bytes and has
+ *    its own guard; and a second run of the same case must give the same bits.
+ *  - cuda: the tables are complete; the copy stage moves bytes unchanged from
+ *    pinned and pageable memory on either stream; events order the streams; a
+ *    ring of two slots with a slow consumer never overwrites a slot the device
+ *    still reads; out-of-memory and device faults are reported; TF32 switches;
+ *    a whole training step of resnet_small matches the CPU's.
+ *
+ * Without a usable GPU (no driver, no device, or a build without CUDA), every
+ * test reports itself skipped and says why; one test checks the error
+ * backend_get gives then. */
+#include <criterion/criterion.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd.h"
+#include "backend.h"
+#include "error.h"
+#include "math.h"
+#include "models.h"
+#include "nn.h"
+#include "ops.h"
+#include "optim.h"
+#include "testutil.h"
+
+#ifdef NS_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#else
+/* A build without CUDA: every test skips before it could call these. */
+static inline void cuda_set_tf32(bool on) { (void)on; }
+static inline const char *cuda_backend_error(void) { return NULL; }
+static inline int cuda_backend_check(void) { return 0; }
+static inline void cuda_spin_us(unsigned us) { (void)us; }
+static inline void cuda_checksum_u8(const uint8_t *d, size_t n, uint32_t *out) { (void)d, (void)n, (void)out; }
+static inline uint32_t cuda_checksum_host(const uint8_t *b, size_t n) { (void)b, (void)n; return 0; }
+static inline void cuda_set_conv_chunk_bytes(size_t bytes) { (void)bytes; }
+static inline bool cuda_has_cudnn(void) { return false; }
+#endif
+
+/* ---- the GPU, or a skip that says why ---- */
+
+static void need_gpu(void) {
+    char why[256] = "";
+    if (backend_gpu_count(why, sizeof why) == 0) cr_skip_test("no usable GPU: %s", why);
+}
+
+/* Criterion lists skipped tests only with --verbose; `make test` runs it without,
+ * so the reason is also said once here, after every test has run (this runs in
+ * the runner process, so it must not touch the GPU before the tests fork). */
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+    char why[256] = "";
+    if (stats->tests_skipped > 0 && backend_gpu_count(why, sizeof why) == 0)
+        printf("[SKIP] test_cuda: %zu GPU tests skipped: no usable GPU: %s\n", stats->tests_skipped,
+               why);
+}
+
+static const struct backend *cuda_table(enum kernel_flavour fl) {
+    const struct backend *be = backend_get(DEV_CUDA, fl);
+    cr_assert_not_null(be, "backend_get(cuda, %s) with a GPU present: %s", kernel_flavour_name(fl),
+                       err_get());
+    return be;
+}
+
+static void expect_no_cuda_error(const char *what) {
+    const char *e = cuda_backend_error();
+    cr_expect(e == NULL, "%s: the CUDA backend recorded an error: %s", what, e ? e : "");
+}
+
+/* ---- one case: an entry, its sizes, its scalars ---- */
+
+struct kcase;
+
+enum role {
+    IN,    /* random input; must come back unchanged */
+    OUT,   /* forward output: starts NaN, must be overwritten */
+    INOUT, /* random, updated in place (running stats, optimizer state, gemm's C) */
+    ACC,   /* gradient: starts random, must be accumulated into */
+};
+
+struct buf {
+    const char *name;
+    enum role role;
+    size_t n;   /* floats; 0: the entry gets NULL */
+    float lo, hi;
+    bool exact; /* integers stored as floats (max indices, counts): must match exactly */
+};
+
+enum { MAX_BUFS = 8 };
+
+struct op {
+    const char *name;
+    int (*layout)(const struct kcase *c, struct buf *b);
+    /* b: the buffers in be's memory, in layout order */
+    void (*call)(const struct backend *be, const struct kcase *c, float **b, void *ws);
+    bool conv_ws;
+};
+
+#define OPS(X)                                                                              \
+    X(gemm, false) X(axpy, false) X(conv2d_fwd, true) X(conv2d_bwd_data, true)              \
+    X(conv2d_bwd_filter, true) X(linear_fwd, false) X(linear_bwd, false)                    \
+    X(bn_fwd_train, false) X(bn_fwd_eval, false) X(bn_bwd, false) X(relu_fwd, false)        \
+    X(relu_bwd, false) X(add_fwd, false) X(maxpool_fwd, false) X(maxpool_bwd, false)        \
+    X(avgpool_fwd, false) X(avgpool_bwd, false) X(gap_fwd, false) X(gap_bwd, false)         \
+    X(softmax_xent_fwd, false) X(softmax_xent_bwd, false) X(argmax_correct, false)          \
+    X(normalize_u8, false) X(sgd_step, false)
+
+#define OP_ENUM(id, ws) OP_##id,
+enum op_id { OPS(OP_ENUM) };
+
+struct kcase {
+    enum op_id op;
+    int d[4];            /* sizes, meaning per op (see each layout) */
+    struct conv_geom cg; /* conv ops; oh, ow filled in by case_complete */
+    struct pool_geom pg; /* pool ops; oh, ow filled in by case_complete */
+    bool ta, tb;         /* gemm */
+    bool flag;           /* bias (conv, linear), nesterov (sgd), dx wanted (linear_bwd) */
+    float s[3];          /* scalars per op */
+    int shift;           /* buffers start this many floats into their block: misaligned */
+    bool integers;       /* random inputs rounded down to integers: ties for max, argmax */
+    float offset;        /* added to batch norm's x: a mean large against the spread */
+};
+
+static void case_complete(struct kcase *c) {
+    if (c->cg.n) {
+        c->cg.oh = conv_out_size(c->cg.h, c->cg.r, c->cg.stride, c->cg.pad);
+        c->cg.ow = conv_out_size(c->cg.w, c->cg.s, c->cg.stride, c->cg.pad);
+    }
+    if (c->pg.n) {
+        c->pg.oh = conv_out_size(c->pg.h, c->pg.size, c->pg.stride, c->pg.pad);
+        c->pg.ow = conv_out_size(c->pg.w, c->pg.size, c->pg.stride, c->pg.pad);
+    }
+}
+
+static const char *case_str(const char *op, const struct kcase *c, char *buf, size_t len) {
+    const struct conv_geom *g = &c->cg;
+    const struct pool_geom *p = &c->pg;
+    int at;
+    if (g->n)
+        at = snprintf(buf, len, "%s n%d c%d %dx%d k%d %dx%d stride %d pad %d%s", op, g->n, g->c,
+                      g->h, g->w, g->k, g->r, g->s, g->stride, g->pad, c->flag ? " +bias" : "");
+    else if (p->n)
+        at = snprintf(buf, len, "%s n%d c%d %dx%d size %d stride %d pad %d", op, p->n, p->c, p->h,
+                      p->w, p->size, p->stride, p->pad);
+    else
+        at = snprintf(buf, len, "%s [%d,%d,%d,%d] ta%d tb%d flag%d s=(%g,%g,%g)", op, c->d[0],
+                      c->d[1], c->d[2], c->d[3], c->ta, c->tb, c->flag, c->s[0], c->s[1], c->s[2]);
+    if (at > 0 && (size_t)at < len)
+        snprintf(buf + at, len - at, "%s%s%s", c->shift ? " misaligned" : "",
+                 c->integers ? " integers" : "", c->offset != 0.0f ? " offset" : "");
+    return buf;
+}
+
+#define BUF(name, role, n, lo, hi) ((struct buf){name, role, (size_t)(n), lo, hi, false})
+
+static size_t conv_x_n(const struct conv_geom *g) { return (size_t)g->n * g->c * g->h * g->w; }
+static size_t conv_y_n(const struct conv_geom *g) { return (size_t)g->n * g->k * g->oh * g->ow; }
+static size_t conv_w_n(const struct conv_geom *g) { return (size_t)g->k * g->c * g->r * g->s; }
+static size_t pool_x_n(const struct pool_geom *g) { return (size_t)g->n * g->c * g->h * g->w; }
+static size_t pool_y_n(const struct pool_geom *g) { return (size_t)g->n * g->c * g->oh * g->ow; }
+
+/* `bytes` of host data copied into a new buffer in be's memory; free with be->free. */
+static void *table_copy_of(const struct backend *be, const void *host, size_t bytes) {
+    void *d = be->alloc(bytes ? bytes : 1);
+    cr_assert_not_null(d, "%s: alloc of %zu bytes: %s", be->name, bytes, err_get());
+    be->copy(d, host, bytes, COPY_H2D);
+    return d;
+}
+
+/* int32 labels in [0,k), the same on every call, in be's memory */
+static int32_t *labels_in(const struct backend *be, int n, int k) {
+    int32_t *h = malloc(sizeof(int32_t) * (n ? n : 1));
+    uint64_t seed = 0x1abe15;
+    for (int i = 0; i < n; i++) h[i] = (int32_t)(tu_rand_u32(&seed) % (uint32_t)k);
+    int32_t *d = table_copy_of(be, h, sizeof(int32_t) * n);
+    free(h);
+    return d;
+}
+
+/* ---- the entries: layout + call ---- */
+
+/* gemm: d = (m, n, k), s = (alpha, beta); with beta == 0, C starts as NaN */
+static int gemm_layout(const struct kcase *c, struct buf *b) {
+    int m = c->d[0], n = c->d[1], k = c->d[2];
+    b[0] = BUF("a", IN, m * k, -1, 1);
+    b[1] = BUF("b", IN, k * n, -1, 1);
+    b[2] = BUF("c", c->s[1] == 0.0f ? OUT : INOUT, m * n, -1, 1);
+    return 3;
+}
+static void gemm_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->gemm(c->ta, c->tb, c->d[0], c->d[1], c->d[2], c->s[0], b[0], b[1], c->s[1], b[2]);
+}
+
+/* axpy: d = (n), s = (alpha) */
+static int axpy_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, c->d[0], -1, 1);
+    b[1] = BUF("y", ACC, c->d[0], -1, 1);
+    return 2;
+}
+static void axpy_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->axpy((size_t)c->d[0], c->s[0], b[0], b[1]);
+}
+
+/* conv: cg, flag = bias */
+static int conv2d_fwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, conv_x_n(&c->cg), -1, 1);
+    b[1] = BUF("w", IN, conv_w_n(&c->cg), -1, 1);
+    b[2] = BUF("bias", IN, c->flag ? c->cg.k : 0, -1, 1);
+    b[3] = BUF("y", OUT, conv_y_n(&c->cg), -1, 1);
+    return 4;
+}
+static void conv2d_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    be->conv2d_fwd(&c->cg, b[0], b[1], b[2], b[3], ws);
+}
+static int conv2d_bwd_data_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("dy", IN, conv_y_n(&c->cg), -1, 1);
+    b[1] = BUF("w", IN, conv_w_n(&c->cg), -1, 1);
+    b[2] = BUF("dx", ACC, conv_x_n(&c->cg), -1, 1);
+    return 3;
+}
+static void conv2d_bwd_data_call(const struct backend *be, const struct kcase *c, float **b,
+                                 void *ws) {
+    be->conv2d_bwd_data(&c->cg, b[0], b[1], b[2], ws);
+}
+static int conv2d_bwd_filter_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, conv_x_n(&c->cg), -1, 1);
+    b[1] = BUF("dy", IN, conv_y_n(&c->cg), -1, 1);
+    b[2] = BUF("dw", ACC, conv_w_n(&c->cg), -1, 1);
+    b[3] = BUF("dbias", ACC, c->flag ? c->cg.k : 0, -1, 1);
+    return 4;
+}
+static void conv2d_bwd_filter_call(const struct backend *be, const struct kcase *c, float **b,
+                                   void *ws) {
+    be->conv2d_bwd_filter(&c->cg, b[0], b[1], b[2], b[3], ws);
+}
+
+/* linear: d = (n, in, out), flag = bias (fwd) or dx wanted (bwd) */
+static int linear_fwd_layout(const struct kcase *c, struct buf *b) {
+    int n = c->d[0], in = c->d[1], out = c->d[2];
+    b[0] = BUF("x", IN, n * in, -1, 1);
+    b[1] = BUF("w", IN, out * in, -1, 1);
+    b[2] = BUF("bias", IN, c->flag ? out : 0, -1, 1);
+    b[3] = BUF("y", OUT, n * out, -1, 1);
+    return 4;
+}
+static void linear_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->linear_fwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3]);
+}
+static int linear_bwd_layout(const struct kcase *c, struct buf *b) {
+    int n = c->d[0], in = c->d[1], out = c->d[2];
+    b[0] = BUF("x", IN, n * in, -1, 1);
+    b[1] = BUF("w", IN, out * in, -1, 1);
+    b[2] = BUF("dy", IN, n * out, -1, 1);
+    b[3] = BUF("dx", ACC, c->flag ? n * in : 0, -1, 1);
+    b[4] = BUF("dw", ACC, out * in, -1, 1);
+    b[5] = BUF("dbias", ACC, out, -1, 1);
+    return 6;
+}
+static void linear_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->linear_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5]);
+}
+
+/* batch norm: d = (n, c, hw), s = (momentum, eps), offset shifts x */
+static int bn_fwd_train_layout(const struct kcase *c, struct buf *b) {
+    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
+    b[0] = BUF("x", IN, x, -2 + c->offset, 3 + c->offset);
+    b[1] = BUF("gamma", IN, ch, 0.5f, 1.5f);
+    b[2] = BUF("beta", IN, ch, -1, 1);
+    b[3] = BUF("y", OUT, x, 0, 0);
+    b[4] = BUF("mean", OUT, ch, 0, 0);
+    b[5] = BUF("invstd", OUT, ch, 0, 0);
+    b[6] = BUF("running_mean", INOUT, ch, -1, 1);
+    b[7] = BUF("running_var", INOUT, ch, 0.5f, 2);
+    return 8;
+}
+static void bn_fwd_train_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->bn_fwd_train(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                     c->s[0], c->s[1]);
+}
+static int bn_fwd_eval_layout(const struct kcase *c, struct buf *b) {
+    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
+    b[0] = BUF("x", IN, x, -2, 3);
+    b[1] = BUF("gamma", IN, ch, 0.5f, 1.5f);
+    b[2] = BUF("beta", IN, ch, -1, 1);
+    b[3] = BUF("running_mean", IN, ch, -1, 1);
+    b[4] = BUF("running_var", IN, ch, 0.1f, 2);
+    b[5] = BUF("y", OUT, x, 0, 0);
+    return 6;
+}
+static void bn_fwd_eval_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->bn_fwd_eval(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], c->s[1], b[5]);
+}
+static int bn_bwd_layout(const struct kcase *c, struct buf *b) {
+    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
+    b[0] = BUF("x", IN, x, -2, 3);
+    b[1] = BUF("dy", IN, x, -1, 1);
+    b[2] = BUF("gamma", IN, ch, 0.5f, 1.5f);
+    b[3] = BUF("mean", IN, ch, -0.5f, 0.5f);
+    b[4] = BUF("invstd", IN, ch, 0.5f, 2);
+    b[5] = BUF("dx", ACC, x, -1, 1);
+    b[6] = BUF("dgamma", ACC, ch, -1, 1);
+    b[7] = BUF("dbeta", ACC, ch, -1, 1);
+    return 8;
+}
+static void bn_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->bn_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+}
+
+/* elementwise: d = (n) */
+static int relu_fwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, c->d[0], -1, 1);
+    b[1] = BUF("y", OUT, c->d[0], 0, 0);
+    return 2;
+}
+static void relu_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->relu_fwd((size_t)c->d[0], b[0], b[1]);
+}
+static int relu_bwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("y", IN, c->d[0], -1, 1); /* negatives stand for zeros: both mean "off" */
+    b[1] = BUF("dy", IN, c->d[0], -1, 1);
+    b[2] = BUF("dx", ACC, c->d[0], -1, 1);
+    return 3;
+}
+static void relu_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->relu_bwd((size_t)c->d[0], b[0], b[1], b[2]);
+}
+static int add_fwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("a", IN, c->d[0], -1, 1);
+    b[1] = BUF("b", IN, c->d[0], -1, 1);
+    b[2] = BUF("y", OUT, c->d[0], 0, 0);
+    return 3;
+}
+static void add_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->add_fwd((size_t)c->d[0], b[0], b[1], b[2]);
+}
+
+/* pooling: pg. The int32 max indices come back as floats (NaN where unwritten). */
+static int maxpool_fwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, pool_x_n(&c->pg), -1, 1);
+    b[1] = BUF("y", OUT, pool_y_n(&c->pg), 0, 0);
+    b[2] = BUF("idx", OUT, pool_y_n(&c->pg), 0, 0);
+    b[2].exact = true;
+    return 3;
+}
+static void maxpool_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    size_t n = pool_y_n(&c->pg);
+    int32_t *h = calloc(n + 1, sizeof *h);
+    float *f = calloc(n + 1, sizeof *f);
+    for (size_t i = 0; i < n; i++) h[i] = INT32_MIN;
+    int32_t *idx = table_copy_of(be, h, n * sizeof *h);
+    be->maxpool_fwd(&c->pg, b[0], b[1], idx);
+    be->copy(h, idx, n * sizeof *h, COPY_D2H);
+    for (size_t i = 0; i < n; i++) f[i] = h[i] == INT32_MIN ? NAN : (float)h[i];
+    be->copy(b[2], f, n * sizeof *f, COPY_H2D);
+    be->free(idx);
+    free(h);
+    free(f);
+}
+static int maxpool_bwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, pool_x_n(&c->pg), -1, 1);
+    b[1] = BUF("dy", IN, pool_y_n(&c->pg), -1, 1);
+    b[2] = BUF("dx", ACC, pool_x_n(&c->pg), -1, 1);
+    return 3;
+}
+static void maxpool_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    size_t n = pool_y_n(&c->pg);
+    float *y = be->alloc(n * sizeof(float));
+    int32_t *idx = be->alloc(n * sizeof(int32_t));
+    cr_assert(y && idx, "%s", err_get());
+    be->maxpool_fwd(&c->pg, b[0], y, idx);
+    be->maxpool_bwd(&c->pg, idx, b[1], b[2]);
+    be->free(y);
+    be->free(idx);
+}
+static int avgpool_fwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, pool_x_n(&c->pg), -1, 1);
+    b[1] = BUF("y", OUT, pool_y_n(&c->pg), 0, 0);
+    return 2;
+}
+static void avgpool_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->avgpool_fwd(&c->pg, b[0], b[1]);
+}
+static int avgpool_bwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("dy", IN, pool_y_n(&c->pg), -1, 1);
+    b[1] = BUF("dx", ACC, pool_x_n(&c->pg), -1, 1);
+    return 2;
+}
+static void avgpool_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->avgpool_bwd(&c->pg, b[0], b[1]);
+}
+
+/* global average pool: d = (n, c, hw) */
+static int gap_fwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("x", IN, c->d[0] * c->d[1] * c->d[2], -1, 1);
+    b[1] = BUF("y", OUT, c->d[0] * c->d[1], 0, 0);
+    return 2;
+}
+static void gap_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->gap_fwd(c->d[0], c->d[1], c->d[2], b[0], b[1]);
+}
+static int gap_bwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("dy", IN, c->d[0] * c->d[1], -1, 1);
+    b[1] = BUF("dx", ACC, c->d[0] * c->d[1] * c->d[2], -1, 1);
+    return 2;
+}
+static void gap_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->gap_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1]);
+}
+
+/* loss: d = (n, k) */
+static int softmax_xent_fwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("logits", IN, c->d[0] * c->d[1], -5, 5);
+    b[1] = BUF("probs", OUT, c->d[0] * c->d[1], 0, 0);
+    b[2] = BUF("loss", OUT, 1, 0, 0);
+    return 3;
+}
+static void softmax_xent_fwd_call(const struct backend *be, const struct kcase *c, float **b,
+                                  void *ws) {
+    (void)ws;
+    int32_t *labels = labels_in(be, c->d[0], c->d[1]);
+    be->softmax_xent_fwd(c->d[0], c->d[1], b[0], labels, b[1], b[2]);
+    be->free(labels);
+}
+static int softmax_xent_bwd_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("probs", IN, c->d[0] * c->d[1], 0, 1);
+    b[1] = BUF("dloss", IN, 1, 0.5f, 2);
+    b[2] = BUF("dlogits", ACC, c->d[0] * c->d[1], -1, 1);
+    return 3;
+}
+static void softmax_xent_bwd_call(const struct backend *be, const struct kcase *c, float **b,
+                                  void *ws) {
+    (void)ws;
+    int32_t *labels = labels_in(be, c->d[0], c->d[1]);
+    be->softmax_xent_bwd(c->d[0], c->d[1], b[0], labels, b[1], b[2]);
+    be->free(labels);
+}
+static int argmax_correct_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("logits", IN, c->d[0] * c->d[1], -1, 1);
+    b[1] = BUF("correct", OUT, 1, 0, 0);
+    b[1].exact = true;
+    return 2;
+}
+static void argmax_correct_call(const struct backend *be, const struct kcase *c, float **b,
+                                void *ws) {
+    (void)ws;
+    int32_t *labels = labels_in(be, c->d[0], c->d[1]);
+    be->argmax_correct(c->d[0], c->d[1], b[0], labels, b[1]);
+    be->free(labels);
+}
+
+/* normalize_u8: d = (n, h, w, c). mean and std are host arrays (backend.h), so they
+ * are made here rather than being buffers of the table. */
+static int normalize_u8_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("dst", OUT, c->d[0] * c->d[1] * c->d[2] * c->d[3], 0, 0);
+    return 1;
+}
+static void normalize_u8_call(const struct backend *be, const struct kcase *c, float **b,
+                              void *ws) {
+    (void)ws;
+    size_t n = (size_t)c->d[0] * c->d[1] * c->d[2] * c->d[3];
+    int ch = c->d[3];
+    uint8_t *src = malloc(n ? n : 1);
+    float *mean = malloc(sizeof(float) * ch), *std = malloc(sizeof(float) * ch);
+    uint64_t seed = 0xb17e5;
+    for (size_t i = 0; i < n; i++) src[i] = (uint8_t)tu_rand_u32(&seed);
+    tu_fill(&seed, mean, ch, 0, 1);
+    tu_fill(&seed, std, ch, 0.2f, 1);
+    uint8_t *dsrc = table_copy_of(be, src, n);
+    be->normalize_u8(c->d[0], c->d[1], c->d[2], ch, dsrc, mean, std, b[0]);
+    be->free(dsrc);
+    free(src);
+    free(mean);
+    free(std);
+}
+
+/* sgd_step: d = (n), s = (lr, momentum, weight_decay), flag = nesterov */
+static int sgd_step_layout(const struct kcase *c, struct buf *b) {
+    b[0] = BUF("w", INOUT, c->d[0], -1, 1);
+    b[1] = BUF("g", IN, c->d[0], -1, 1);
+    b[2] = BUF("v", INOUT, c->d[0], -1, 1);
+    return 3;
+}
+static void sgd_step_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
+    (void)ws;
+    be->sgd_step((size_t)c->d[0], b[0], b[1], b[2], c->s[0], c->s[1], c->flag, c->s[2]);
+}
+
+#define OP_ENTRY(id, ws) [OP_##id] = {#id, id##_layout, id##_call, ws},
+static const struct op ops[] = {OPS(OP_ENTRY)};
+
+static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
+
+/* ---- the cases ---- */
+
+#define GEMM(m, n, k, ta_, tb_, alpha, beta) \
+    {.op = OP_gemm, .d = {m, n, k}, .ta = ta_, .tb = tb_, .s = {alpha, beta}}
+#define SIZED(op_, a, b, c_, d_) {.op = OP_##op_, .d = {a, b, c_, d_}}
+#define MISALIGNED(op_, n) {.op = OP_##op_, .d = {n}, .s = {0.5f}, .shift = 1}
+#define CONV(n, c, h, w, k, r, s, st, pad)                                                  \
+    {.op = OP_conv2d_fwd, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                        \
+    {.op = OP_conv2d_fwd, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .flag = true},          \
+    {.op = OP_conv2d_bwd_data, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                   \
+    {.op = OP_conv2d_bwd_filter, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                 \
+    {.op = OP_conv2d_bwd_filter, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .flag = true}
+#define LINEAR(n, in, out)                                                                   \
+    {.op = OP_linear_fwd, .d = {n, in, out}}, {.op = OP_linear_fwd, .d = {n, in, out}, .flag = true}, \
+    {.op = OP_linear_bwd, .d = {n, in, out}}, {.op = OP_linear_bwd, .d = {n, in, out}, .flag = true}
+#define BN(n, c, hw)                                                                         \
+    {.op = OP_bn_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},                              \
+    {.op = OP_bn_fwd_eval, .d = {n, c, hw}, .s = {0.1f, 1e-5f}}, {.op = OP_bn_bwd, .d = {n, c, hw}}
+#define POOL(n, c, h, w, size, st, pad)                                                      \
+    {.op = OP_maxpool_fwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
+    {.op = OP_maxpool_bwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
+    {.op = OP_avgpool_fwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
+    {.op = OP_avgpool_bwd, .pg = {n, c, h, w, size, st, pad, 0, 0}}
+#define LOSS(n, k) SIZED(softmax_xent_fwd, n, k, 0, 0), SIZED(softmax_xent_bwd, n, k, 0, 0), \
+                   SIZED(argmax_correct, n, k, 0, 0)
+#define SGD(n, lr, momentum, wd, nesterov) \
+    {.op = OP_sgd_step, .d = {n}, .s = {lr, momentum, wd}, .flag = nesterov}
+
+enum { BIG = (1 << 20) + 3 }; /* many blocks, and a tail after the last float4 */
+
+static struct kcase cases[] = {
+    GEMM(1, 1, 1, false, false, 1, 0),
+    GEMM(5, 7, 3, false, false, 1, 0),
+    GEMM(5, 7, 3, true, false, -1.5f, 0.5f),
+    GEMM(4, 9, 6, false, true, 1, 0),
+    GEMM(7, 3, 11, true, true, 0.7f, 1),
+    GEMM(33, 17, 65, false, false, 1, 0.3f),
+    GEMM(3, 4, 0, false, false, 1, 0),   /* k = 0: C = 0 */
+    GEMM(3, 4, 0, false, false, 1, 0.5f), /* k = 0: C = beta C */
+    GEMM(129, 257, 65, false, false, 1, 0),
+    GEMM(129, 257, 65, true, false, 1, 1),
+    GEMM(129, 257, 65, false, true, 2, 0),
+    GEMM(129, 257, 65, true, true, 1, -1),
+    GEMM(1, 1000, 3, false, false, 1, 0),
+    {.op = OP_axpy, .d = {1}, .s = {2}},
+    {.op = OP_axpy, .d = {1003}, .s = {-0.75f}},
+    {.op = OP_axpy, .d = {BIG}, .s = {0.25f}},
+    MISALIGNED(axpy, 1027),
+    /*   n  c   h   w  k  r  s st pad */
+    CONV(1, 1,  5,  5, 1, 3, 3, 1, 1),
+    CONV(3, 3,  7,  9, 4, 3, 3, 2, 1),
+    CONV(3, 2,  8,  6, 5, 1, 1, 1, 0), /* pointwise */
+    CONV(1, 5,  6,  6, 4, 1, 1, 1, 0), /* pointwise, batch 1 */
+    CONV(1, 4,  9,  7, 3, 1, 1, 2, 0), /* the resnet shortcut */
+    CONV(3, 3, 11, 10, 2, 5, 5, 1, 2),
+    CONV(3, 2,  6,  7, 3, 5, 3, 2, 2),
+    CONV(1, 2,  4,  5, 3, 3, 3, 2, 2), /* pad wider than half the kernel */
+    CONV(3, 3,  5,  5, 2, 3, 3, 1, 0),
+    CONV(3, 2,  7,  7, 4, 3, 3, 2, 0),
+    CONV(1, 3,  9,  9, 2, 5, 5, 2, 1),
+    CONV(3, 16, 13, 13, 8, 3, 3, 1, 1),
+    CONV(3, 16, 20, 20, 16, 1, 1, 1, 0),
+    CONV(3, 8, 15, 17, 8, 5, 5, 2, 2),
+    /* resnet_small's layers at batch 8 */
+    CONV(8, 1, 28, 28, 16, 3, 3, 1, 1),
+    CONV(8, 16, 28, 28, 32, 3, 3, 2, 1),
+    CONV(8, 32, 14, 14, 64, 1, 1, 2, 0),
+    CONV(8, 64, 7, 7, 64, 3, 3, 1, 1),
+    LINEAR(1, 1, 1),
+    LINEAR(3, 7, 5),
+    LINEAR(5, 33, 10),
+    LINEAR(64, 300, 10),
+    BN(1, 1, 7),
+    BN(2, 3, 1),
+    BN(3, 4, 5),
+    BN(3, 16, 49),
+    BN(8, 16, 784),
+    BN(3, 5, 10007), /* slices of a channel that don't divide evenly */
+    BN(128, 16, 784), /* resnet_small's stem at batch 128: 64 slices per channel */
+    {.op = OP_bn_fwd_train, .d = {3, 4, 999}, .s = {0.1f, 1e-5f}, .offset = 50},
+    SIZED(relu_fwd, 1, 0, 0, 0), SIZED(relu_fwd, 1001, 0, 0, 0), SIZED(relu_fwd, BIG, 0, 0, 0),
+    SIZED(relu_bwd, 1, 0, 0, 0), SIZED(relu_bwd, 1001, 0, 0, 0), SIZED(relu_bwd, BIG, 0, 0, 0),
+    SIZED(add_fwd, 1, 0, 0, 0), SIZED(add_fwd, 1001, 0, 0, 0), SIZED(add_fwd, BIG, 0, 0, 0),
+    MISALIGNED(relu_fwd, 1027), MISALIGNED(relu_bwd, 1027), MISALIGNED(add_fwd, 1027),
+    /*   n  c  h  w size st pad */
+    POOL(1, 1, 4, 4, 2, 2, 0),
+    POOL(3, 2, 7, 9, 3, 2, 1),
+    POOL(3, 3, 5, 5, 3, 1, 1),
+    POOL(1, 2, 6, 5, 2, 1, 0),
+    POOL(3, 2, 7, 7, 3, 3, 0), /* the last row and column fall outside every window */
+    POOL(1, 2, 6, 6, 5, 2, 2),
+    POOL(8, 16, 28, 28, 3, 2, 1),
+    POOL(2, 3, 28, 28, 2, 2, 0),
+    {.op = OP_maxpool_fwd, .pg = {3, 2, 9, 9, 3, 1, 1, 0, 0}, .integers = true}, /* ties */
+    {.op = OP_maxpool_bwd, .pg = {3, 2, 9, 9, 3, 1, 1, 0, 0}, .integers = true},
+    SIZED(gap_fwd, 1, 1, 1, 0), SIZED(gap_bwd, 1, 1, 1, 0),
+    SIZED(gap_fwd, 3, 5, 49, 0), SIZED(gap_bwd, 3, 5, 49, 0),
+    SIZED(gap_fwd, 2, 3, 7, 0), SIZED(gap_bwd, 2, 3, 7, 0),
+    SIZED(gap_fwd, 128, 64, 49, 0), SIZED(gap_bwd, 128, 64, 49, 0),
+    SIZED(gap_fwd, 3, 7, 1000, 0), SIZED(gap_bwd, 3, 7, 1000, 0),
+    LOSS(1, 1),
+    LOSS(1, 3),
+    LOSS(3, 10),
+    LOSS(5, 7),
+    LOSS(128, 10),
+    LOSS(5, 100),  /* more classes than a warp has lanes */
+    LOSS(3, 1000),
+    {.op = OP_argmax_correct, .d = {200, 6}, .integers = true}, /* ties: the first max wins */
+    SIZED(normalize_u8, 1, 2, 3, 1),
+    SIZED(normalize_u8, 3, 5, 7, 3),
+    SIZED(normalize_u8, 2, 28, 28, 1),
+    SIZED(normalize_u8, 32, 32, 32, 3),
+    SIZED(normalize_u8, 2, 5, 7, 70), /* more channels than one launch takes */
+    SIZED(normalize_u8, 128, 28, 28, 1),
+    SGD(1003, 0.1f, 0.9f, 5e-4f, true),
+    SGD(1003, 0.1f, 0.9f, 5e-4f, false),
+    SGD(7, 0.5f, 0, 0, false),
+    SGD(BIG, 0.1f, 0.9f, 5e-4f, true),
+    {.op = OP_sgd_step, .d = {1027}, .s = {0.1f, 0.9f, 5e-4f}, .flag = true, .shift = 1},
+};
+
+/* ---- running one case on one table, in the table's memory ---- */
+
+enum { GUARD = 64 };                    /* floats after every buffer that nothing may touch */
+static const uint32_t GUARD_BITS = 0x7fc0beefu; /* a NaN no kernel computes */
+
+struct run {
+    int nb;
+    struct buf spec[MAX_BUFS];
+    float *data[MAX_BUFS];  /* what the entry left, back on the host */
+    float *start[MAX_BUFS]; /* what it got */
+    bool guard_ok[MAX_BUFS];
+    bool ws_guard_ok;
+};
+
+static uint64_t case_seed(const struct kcase *c) {
+    char name[256];
+    uint64_t h = 1469598103934665603ull; /* FNV-1a of the description */
+    for (const char *p = case_str(op_of(c)->name, c, name, sizeof name); *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return h | 1;
+}
+
+static float *guard_pattern(void) {
+    static float g[GUARD];
+    for (int i = 0; i < GUARD; i++) memcpy(&g[i], &GUARD_BITS, sizeof(float));
+    return g;
+}
+
+static bool guard_intact(const float *after) {
+    return memcmp(after, guard_pattern(), sizeof(float) * GUARD) == 0;
+}
+
+/* Inputs are drawn in the same order on every table, so every run sees the same. */
+static void run_case(const struct kcase *c, const struct backend *be, struct run *r) {
+    uint64_t seed = case_seed(c);
+    r->nb = op_of(c)->layout(c, r->spec);
+    float *raw[MAX_BUFS] = {0}, *dev[MAX_BUFS] = {0};
+    for (int i = 0; i < r->nb; i++) {
+        const struct buf *s = &r->spec[i];
+        r->data[i] = r->start[i] = NULL;
+        r->guard_ok[i] = true;
+        if (s->n == 0) continue;
+        r->data[i] = malloc((s->n + GUARD) * sizeof(float));
+        r->start[i] = malloc(s->n * sizeof(float));
+        tu_fill(&seed, r->data[i], s->n, s->lo, s->hi);
+        if (c->integers) for (size_t j = 0; j < s->n; j++) r->data[i][j] = floorf(r->data[i][j]);
+        if (s->role == OUT) for (size_t j = 0; j < s->n; j++) r->data[i][j] = NAN;
+        memcpy(r->start[i], r->data[i], s->n * sizeof(float));
+        memcpy(r->data[i] + s->n, guard_pattern(), sizeof(float) * GUARD);
+        raw[i] = be->alloc((c->shift + s->n + GUARD) * sizeof(float));
+        cr_assert_not_null(raw[i], "%s: alloc: %s", be->name, err_get());
+        dev[i] = raw[i] + c->shift;
+        be->copy(dev[i], r->data[i], (s->n + GUARD) * sizeof(float), COPY_H2D);
+    }
+    size_t ws_bytes = op_of(c)->conv_ws ? be->conv2d_workspace(&c->cg) : 0;
+    size_t ws_total = ws_bytes + GUARD * sizeof(float);
+    unsigned char *ws_host = malloc(ws_total);
+    memset(ws_host, 0xff, ws_bytes); /* all-ones bytes are NaN floats: "undefined on entry" */
+    memcpy(ws_host + ws_bytes, guard_pattern(), sizeof(float) * GUARD);
+    void *ws = table_copy_of(be, ws_host, ws_total);
+
+    op_of(c)->call(be, c, dev, ws);
+
+    be->copy(ws_host, ws, ws_total, COPY_D2H);
+    r->ws_guard_ok = guard_intact((const float *)(ws_host + ws_bytes));
+    be->free(ws);
+    free(ws_host);
+    for (int i = 0; i < r->nb; i++) {
+        if (!raw[i]) continue;
+        be->copy(r->data[i], dev[i], (r->spec[i].n + GUARD) * sizeof(float), COPY_D2H);
+        r->guard_ok[i] = guard_intact(r->data[i] + r->spec[i].n);
+        be->free(raw[i]);
+    }
+}
+
+static void run_free(struct run *r) {
+    for (int i = 0; i < r->nb; i++) {
+        free(r->data[i]);
+        free(r->start[i]);
+    }
+}
+
+/* max |a-b| / max(1, |a|, |b|); infinite where either side is NaN or infinite */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+        double d = fabs((double)a[i] - (double)b[i]);
+        double m = fmax(1.0, fmax(fabs((double)a[i]), fabs((double)b[i])));
+        if (d / m > worst) worst = d / m;
+    }
+    return worst;
+}
+
+static size_t first_difference(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) return i;
+    return n;
+}
+
+static const double AGREE_TOL = 1e-4;
+
+/* Everything the CUDA run `got` must satisfy, against the CPU reference `ref`. */
+static void compare_runs(const char *name, const char *table, const struct run *ref,
+                         const struct run *got) {
+    cr_expect(got->ws_guard_ok, "%s on %s: wrote past the end of its workspace", name, table);
+    for (int i = 0; i < got->nb; i++) {
+        const struct buf *s = &got->spec[i];
+        if (s->n == 0) continue;
+        cr_expect(got->guard_ok[i], "%s on %s: wrote past the end of %s", name, table, s->name);
+        if (s->role == IN) {
+            size_t at = first_difference(got->data[i], got->start[i], s->n);
+            cr_expect(at == s->n, "%s on %s: input %s was modified (first at %zu)", name, table,
+                      s->name, at);
+            continue;
+        }
+        double err = rel_err(ref->data[i], got->data[i], s->n);
+        if (s->exact) {
+            size_t at = first_difference(ref->data[i], got->data[i], s->n);
+            cr_expect(at == s->n, "%s on %s: %s differs at %zu: cpu %g, cuda %g", name, table,
+                      s->name, at, at < s->n ? ref->data[i][at] : 0.0,
+                      at < s->n ? got->data[i][at] : 0.0);
+        } else {
+            cr_expect(err <= AGREE_TOL, "%s on %s: %s differs from the CPU, max rel err %g%s",
+                      name, table, s->name, err,
+                      isinf(err) ? " (NaN or inf: an element unwritten, or overflow)" : "");
+        }
+    }
+}
+
+/* Two runs of one case on one table give the same bits (no atomics, deterministic
+ * cuDNN algorithms): a seeded training run is reproducible. */
+static void compare_repeat(const char *name, const char *table, const struct run *a,
+                           const struct run *b) {
+    for (int i = 0; i < a->nb; i++) {
+        const struct buf *s = &a->spec[i];
+        if (s->n == 0 || s->role == IN) continue;
+        size_t at = first_difference(a->data[i], b->data[i], s->n);
+        cr_expect(at == s->n, "%s on %s: a second run gives different bits in %s (first at %zu)",
+                  name, table, s->name, at);
+    }
+}
+
+static void check_case_on(const struct kcase *c, const char *name, const struct backend *be,
+                          const struct run *ref) {
+    struct run got, again;
+    run_case(c, be, &got);
+    expect_no_cuda_error(name);
+    compare_runs(name, be->name, ref, &got);
+    run_case(c, be, &again);
+    compare_repeat(name, be->name, &got, &again);
+    run_free(&got);
+    run_free(&again);
+}
+
+/* im2col works on chunks of images; with cuDNN this changes nothing */
+static size_t conv_image_bytes(const struct conv_geom *g) {
+    return ((size_t)g->c * g->r * g->s + g->k) * g->oh * g->ow * sizeof(float);
+}
+
+static void check_op(enum op_id op) {
+    need_gpu();
+    const struct backend *tables[] = {cuda_table(KF_LOOP), cuda_table(KF_VECTORIZED)};
+    int ran = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        if (cases[k].op != op) continue;
+        struct kcase c = cases[k];
+        case_complete(&c);
+        char name[256];
+        case_str(op_of(&c)->name, &c, name, sizeof name);
+        struct run ref;
+        run_case(&c, &cpu_loop_backend, &ref);
+        for (int t = 0; t < 2; t++) check_case_on(&c, name, tables[t], &ref);
+        if (op_of(&c)->conv_ws && !cuda_has_cudnn()) {
+            /* one image per chunk, then two and a half images' worth: uneven chunks */
+            size_t sizes[] = {1, conv_image_bytes(&c.cg) * 5 / 2};
+            for (int s = 0; s < 2; s++) {
+                char chunked[300];
+                snprintf(chunked, sizeof chunked, "%s (chunks of %zu bytes)", name, sizes[s]);
+                cuda_set_conv_chunk_bytes(sizes[s]);
+                check_case_on(&c, chunked, tables[1], &ref);
+            }
+            cuda_set_conv_chunk_bytes((size_t)64 << 20);
+        }
+        run_free(&ref);
+        ran++;
+    }
+    cr_assert(ran > 0, "no cases for this entry");
+}
+
+#define OP_TEST(id, ws) Test(cuda_ops, id) { check_op(OP_##id); }
+OPS(OP_TEST)
+
+/* ---- the tables ---- */
+
+Test(cuda, tables_fill_every_entry) {
+    need_gpu();
+    for (int f = 0; f < 2; f++) {
+        const struct backend *be = cuda_table(f == 0 ? KF_LOOP : KF_VECTORIZED);
+        cr_expect_eq(be->dev, DEV_CUDA);
+        cr_expect_str_eq(be->name, f == 0 ? "cuda-loop" : "cuda-vectorized");
+        cr_expect_eq((int)be->flavour, f == 0 ? KF_LOOP : KF_VECTORIZED);
+#define ENTRY_SET(id, ws) cr_expect(be->id != NULL, "%s lacks " #id, be->name);
+        OPS(ENTRY_SET)
+        cr_expect(be->alloc && be->free && be->zero && be->copy && be->sync && be->conv2d_workspace,
+                  "%s lacks a memory entry", be->name);
+        const struct copy_stage *s = be->stage;
+        cr_assert_not_null(s, "%s has no copy stage", be->name);
+        cr_expect(s->pinned_alloc && s->pinned_free && s->copy_h2d_async && s->event_create &&
+                      s->event_destroy && s->event_record && s->stream_wait_event && s->event_done &&
+                      s->event_sync && s->event_elapsed_ms && s->range_push && s->range_pop,
+                  "%s: a copy-stage entry is missing", be->name);
+    }
+}
+
+/* On a machine without a GPU (this test's only job), device = cuda is a clear error. */
+Test(cuda, backend_get_without_gpu_is_a_clear_error) {
+    char why[256] = "";
+    if (backend_gpu_count(why, sizeof why) > 0) cr_skip_test("a GPU is present: nothing to check");
+    cr_assert(why[0] != '\0', "backend_gpu_count gives 0 GPUs and no reason");
+    err_clear();
+    cr_expect_null(backend_get(DEV_CUDA, KF_VECTORIZED));
+    const char *e = err_get();
+    cr_expect(e && strstr(e, "device = cuda") &&
+                  (strstr(e, "no usable GPU") || strstr(e, "no CUDA support")),
+              "unclear error: %s", e ? e : "(none)");
+}
+
+/* ---- memory entries ---- */
+
+Test(cuda, alloc_failure_names_the_size_and_free_memory) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_VECTORIZED);
+    err_clear();
+    size_t huge = (size_t)1 << 50;
+    cr_expect_null(be->alloc(huge));
+    const char *e = err_get();
+    char size[32];
+    snprintf(size, sizeof size, "%zu bytes", huge);
+    cr_expect(e && strstr(e, size) && strstr(e, "free"), "unhelpful message: %s", e ? e : "");
+    expect_no_cuda_error("a failed alloc"); /* it returned NULL; nothing is sticky */
+    float *ok = be->alloc(16);
+    cr_expect_not_null(ok, "alloc after an out-of-memory failure: %s", err_get());
+    be->free(ok);
+}
+
+Test(cuda, zero_and_copy_in_every_direction) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_LOOP);
+    enum { N = 100003 };
+    float *h = malloc(N * sizeof(float)), *back = malloc(N * sizeof(float));
+    uint64_t seed = 7;
+    tu_fill(&seed, h, N, -1, 1);
+    float *a = be->alloc(N * sizeof(float)), *b = be->alloc(N * sizeof(float));
+    cr_assert(a && b, "%s", err_get());
+    be->copy(a, h, N * sizeof(float), COPY_H2D);
+    be->copy(b, a, N * sizeof(float), COPY_D2D);
+    be->copy(back, b, N * sizeof(float), COPY_D2H);
+    cr_expect(memcmp(back, h, N * sizeof(float)) == 0, "H2D, D2D, D2H changed the bytes");
+    be->zero(b + 1, (N - 2) * sizeof(float));
+    be->copy(back, b, N * sizeof(float), COPY_D2H);
+    bool zeroed = back[0] == h[0] && back[N - 1] == h[N - 1];
+    for (size_t i = 1; i + 1 < N; i++) zeroed &= back[i] == 0.0f;
+    cr_expect(zeroed, "zero cleared the wrong range");
+
+    /* copy from page-locked memory returns when the source may be reused, like memcpy */
+    float *pinned = be->stage->pinned_alloc(N * sizeof(float));
+    cr_assert_not_null(pinned, "%s", err_get());
+    memcpy(pinned, h, N * sizeof(float));
+    cuda_spin_us(20000); /* the compute stream is busy: the copy queues behind */
+    be->copy(a, pinned, N * sizeof(float), COPY_H2D);
+    memset(pinned, 0, N * sizeof(float));
+    be->copy(back, a, N * sizeof(float), COPY_D2H);
+    cr_expect(memcmp(back, h, N * sizeof(float)) == 0,
+              "copy from pinned memory returned before it had read the source");
+    be->stage->pinned_free(pinned);
+    be->free(a);
+    be->free(b);
+    free(h);
+    free(back);
+    expect_no_cuda_error("memory entries");
+}
+
+/* ---- the copy stage ---- */
+
+/* Bytes copied from pinned or pageable memory, on either stream, arrive unchanged. */
+Test(cuda, copy_stage_delivers_identical_bytes) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_VECTORIZED);
+    const struct copy_stage *st = be->stage;
+    size_t bytes = (1 << 20) + 13;
+    uint8_t *expect = malloc(bytes), *back = malloc(bytes);
+    uint64_t seed = 42;
+    for (size_t i = 0; i < bytes; i++) expect[i] = (uint8_t)tu_rand_u32(&seed);
+    uint8_t *dev = be->alloc(bytes);
+    uint32_t *sum = be->alloc(sizeof *sum), got_sum = 0;
+    cr_assert(dev && sum, "%s", err_get());
+    struct device_event *start = st->event_create(), *end = st->event_create();
+    cr_assert(start && end, "%s", err_get());
+    for (int pinned = 0; pinned < 2; pinned++)
+        for (int s = STREAM_COMPUTE; s <= STREAM_COPY; s++) {
+            const char *what = pinned ? "pinned" : "pageable";
+            const char *stream = s == STREAM_COPY ? "copy stream" : "compute stream";
+            uint8_t *src = pinned ? st->pinned_alloc(bytes) : malloc(bytes);
+            cr_assert_not_null(src, "%s", err_get());
+            memcpy(src, expect, bytes);
+            be->zero(dev, bytes);
+            be->sync();
+            st->range_push("copy");
+            st->event_record(start, (enum stream_id)s);
+            st->copy_h2d_async(dev, src, bytes, (enum stream_id)s);
+            st->event_record(end, (enum stream_id)s);
+            st->range_pop();
+            st->stream_wait_event(STREAM_COMPUTE, end); /* what the trainer does */
+            cuda_checksum_u8(dev, bytes, sum);
+            be->copy(&got_sum, sum, sizeof got_sum, COPY_D2H);
+            be->copy(back, dev, bytes, COPY_D2H);
+            cr_expect(memcmp(back, expect, bytes) == 0, "%s memory on the %s: bytes differ", what,
+                      stream);
+            cr_expect_eq(got_sum, cuda_checksum_host(expect, bytes),
+                         "%s on the %s: the device saw checksum %u, the host %u", what, stream,
+                         got_sum, cuda_checksum_host(expect, bytes));
+            st->event_sync(end);
+            cr_expect(st->event_done(end), "event_done after event_sync");
+            float ms = st->event_elapsed_ms(start, end);
+            cr_expect(ms >= 0.0f && ms < 10000.0f, "%s on the %s: %g ms for 1 MiB", what, stream,
+                      (double)ms);
+            if (pinned) st->pinned_free(src);
+            else free(src);
+        }
+    st->event_destroy(start);
+    st->event_destroy(end);
+    be->free(dev);
+    be->free(sum);
+    free(expect);
+    free(back);
+    expect_no_cuda_error("copy stage");
+}
+
+/* A copy-stream copy that waits on a compute-stream event starts after it. */
+Test(cuda, events_order_the_streams) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_VECTORIZED);
+    const struct copy_stage *st = be->stage;
+    struct device_event *begin = st->event_create(), *busy = st->event_create(),
+                        *copied = st->event_create();
+    cr_assert(begin && busy && copied, "%s", err_get());
+    size_t bytes = 4096;
+    uint8_t *src = st->pinned_alloc(bytes), *dev = be->alloc(bytes);
+    cr_assert(src && dev, "%s", err_get());
+    memset(src, 1, bytes);
+
+    st->event_record(begin, STREAM_COMPUTE);
+    cuda_spin_us(50000);
+    st->event_record(busy, STREAM_COMPUTE);
+    cr_expect(!st->event_done(busy), "event_done is true while the compute stream still spins");
+    st->stream_wait_event(STREAM_COPY, busy);
+    st->copy_h2d_async(dev, src, bytes, STREAM_COPY);
+    st->event_record(copied, STREAM_COPY);
+    cr_expect(!st->event_done(copied), "the copy finished before the event it waits on");
+    st->event_sync(copied);
+    cr_expect(st->event_done(busy) && st->event_done(copied));
+    float spun = st->event_elapsed_ms(begin, busy), total = st->event_elapsed_ms(begin, copied);
+    cr_expect(spun >= 40.0f, "a 50 ms spin measured %g ms", (double)spun);
+    cr_expect(total >= spun, "the copy ended (%g ms) before the event it waited on (%g ms)",
+              (double)total, (double)spun);
+    st->pinned_free(src);
+    be->free(dev);
+    st->event_destroy(begin);
+    st->event_destroy(busy);
+    st->event_destroy(copied);
+    expect_no_cuda_error("events");
+}
+
+/* The ring protocol of DESIGN.md with two slots and a slow consumer: the host
+ * refills a slot only after the event recorded after its last use on the device
+ * has completed. The device checksums every batch it received; each must be the
+ * checksum of the batch the host wrote for that step. Run with pinned and
+ * pageable slots, copying on the copy stream (overlap) and on the compute stream.
+ * `careless` drops the waits: it then usually fails, which shows the test can see
+ * a race (logged, not asserted: a race is not certain to happen). */
+static int ring_mismatches(const struct backend *be, bool pinned, enum stream_id copy_on,
+                           bool careless) {
+    enum { SLOTS = 2, STEPS = 12 };
+    const struct copy_stage *st = be->stage;
+    size_t bytes = (256 << 10) + 7;
+    uint8_t *slot[SLOTS];
+    void *dev_in[SLOTS];
+    struct device_event *copied[SLOTS], *consumed[SLOTS];
+    bool pending[SLOTS] = {false, false};
+    uint32_t *sums = be->alloc(sizeof(uint32_t) * STEPS), got[STEPS], expect[STEPS];
+    cr_assert_not_null(sums, "%s", err_get());
+    for (int k = 0; k < SLOTS; k++) {
+        slot[k] = pinned ? st->pinned_alloc(bytes) : malloc(bytes);
+        dev_in[k] = be->alloc(bytes);
+        copied[k] = st->event_create();
+        consumed[k] = st->event_create();
+        cr_assert(slot[k] && dev_in[k] && copied[k] && consumed[k], "%s", err_get());
+    }
+    for (int s = 0; s < STEPS; s++) {
+        int k = s % SLOTS;
+        if (pending[k] && !careless) {
+            if (s % 4 < 2) st->event_sync(consumed[k]); /* both ways a waiter may wait */
+            else
+                while (!st->event_done(consumed[k])) sched_yield();
+        }
+        uint64_t seed = 0x5eed0000u + (uint64_t)s;
+        for (size_t i = 0; i < bytes; i++) slot[k][i] = (uint8_t)tu_rand_u32(&seed);
+        expect[s] = cuda_checksum_host(slot[k], bytes);
+        st->copy_h2d_async(dev_in[k], slot[k], bytes, copy_on);
+        st->event_record(copied[k], copy_on);
+        st->stream_wait_event(STREAM_COMPUTE, copied[k]);
+        cuda_spin_us(3000); /* the slow step that reads the batch */
+        cuda_checksum_u8(dev_in[k], bytes, sums + s);
+        st->event_record(consumed[k], STREAM_COMPUTE);
+        pending[k] = true;
+    }
+    be->copy(got, sums, sizeof got, COPY_D2H);
+    int bad = 0;
+    for (int s = 0; s < STEPS; s++) bad += got[s] != expect[s];
+    for (int k = 0; k < SLOTS; k++) {
+        if (pinned) st->pinned_free(slot[k]);
+        else free(slot[k]);
+        be->free(dev_in[k]);
+        st->event_destroy(copied[k]);
+        st->event_destroy(consumed[k]);
+    }
+    be->free(sums);
+    return bad;
+}
+
+Test(cuda, ring_slots_are_not_overwritten_while_the_device_reads_them) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_VECTORIZED);
+    for (int pinned = 0; pinned < 2; pinned++)
+        for (int s = STREAM_COMPUTE; s <= STREAM_COPY; s++) {
+            int bad = ring_mismatches(be, pinned, (enum stream_id)s, false);
+            cr_expect_eq(bad, 0, "%s slots, copies on the %s stream: %d of 12 batches arrived "
+                         "changed", pinned ? "pinned" : "pageable", s ? "copy" : "compute", bad);
+        }
+    int careless = ring_mismatches(be, true, STREAM_COPY, true);
+    cr_log_info("without the waits, %d of 12 batches arrived changed (the check can see a race "
+                "when this is > 0)", careless);
+    expect_no_cuda_error("ring");
+}
+
+/* ---- errors ---- */
+
+/* A kernel that faults can't return an error: the backend records the first one,
+ * with the call that saw it, for cuda_backend_error and cuda_backend_check. */
+Test(cuda, a_device_fault_is_recorded_and_reported) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_LOOP);
+    float *y = be->alloc(1024 * sizeof(float));
+    cr_assert_not_null(y, "%s", err_get());
+    cr_expect_null(cuda_backend_error(), "an error before the fault: %s", cuda_backend_error());
+    be->relu_fwd(1024, (const float *)(uintptr_t)0x1000, y); /* not a device address */
+    be->sync();
+    const char *e = cuda_backend_error();
+    cr_assert_not_null(e, "a kernel read address 0x1000 and nothing was recorded");
+    cr_expect(strstr(e, ".cu:") != NULL, "the error names no file:line: %s", e);
+    err_clear();
+    cr_expect_eq(cuda_backend_check(), -1);
+    cr_expect(strstr(err_get(), e) != NULL, "cuda_backend_check's error: %s", err_get());
+}
+
+/* ---- TF32 ---- */
+
+Test(cuda, tf32_is_off_by_default_and_switches) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_VECTORIZED);
+    struct kcase gemm = GEMM(256, 256, 512, false, false, 1, 0);
+    struct kcase conv = {.op = OP_conv2d_fwd, .cg = {8, 64, 14, 14, 64, 3, 3, 1, 1, 0, 0}};
+    case_complete(&conv);
+    const struct kcase *cs[] = {&gemm, &conv};
+    for (int i = 0; i < 2; i++) {
+        struct run ref, off, on, off_again;
+        run_case(cs[i], &cpu_vectorized_backend, &ref);
+        run_case(cs[i], be, &off);
+        cuda_set_tf32(true);
+        run_case(cs[i], be, &on);
+        cuda_set_tf32(false);
+        run_case(cs[i], be, &off_again);
+        int y = off.nb - 1;
+        double e_off = rel_err(ref.data[y], off.data[y], off.spec[y].n);
+        double e_on = rel_err(ref.data[y], on.data[y], on.spec[y].n);
+        double e_again = rel_err(ref.data[y], off_again.data[y], off.spec[y].n);
+        const char *what = i == 0 ? "gemm" : "conv";
+        cr_expect(e_off <= AGREE_TOL, "%s without TF32 (the default): rel err %g", what, e_off);
+        cr_expect(e_on <= 2e-2, "%s with TF32: rel err %g", what, e_on);
+        cr_expect(e_again <= AGREE_TOL, "%s after switching TF32 off again: rel err %g", what,
+                  e_again);
+        cr_log_info("%s: rel err against the CPU %g without TF32, %g with", what, e_off, e_on);
+        run_free(&ref);
+        run_free(&off);
+        run_free(&on);
+        run_free(&off_again);
+    }
+    expect_no_cuda_error("tf32");
+}
+
+/* ---- a whole training step ---- */
+
+struct step_result {
+    float loss[2];
+    float *w, *g, *v; /* flat, after the second step's backward (g) and update (w, v) */
+    float *buffers;   /* BN running statistics, concatenated */
+    size_t total, nbuf;
+    long allocs[2];   /* the arena's system allocations after steps 1 and 2 */
+};
+
+/* Two SGD steps of resnet_small (DESIGN.md) on a batch of 8 random images. */
+static void resnet_steps(const struct backend *be, struct step_result *out) {
+    enum { N = 8, H = 28, W = 28, CLASSES = 10 };
+    struct nn_model m;
+    nn_model_init(&m, 1, H, W, 0);
+    struct cfg_int_list widths = {3, {16, 32, 64}}, blocks = {3, {1, 1, 1}};
+    cr_assert_eq(model_resnet(&m, &widths, &blocks, CLASSES), 0, "%s", err_get());
+    cr_assert_eq(nn_model_finalize(&m, be), 0, "%s: %s", be->name, err_get());
+    struct ag_ctx c;
+    cr_assert_eq(ag_ctx_init(&c, be), 0, "%s", err_get());
+
+    uint8_t img[N * H * W];
+    uint64_t seed = 2024;
+    for (size_t i = 0; i < sizeof img; i++) img[i] = (uint8_t)tu_rand_u32(&seed);
+    uint8_t *dimg = table_copy_of(be, img, sizeof img);
+    int32_t *labels = labels_in(be, N, CLASSES);
+    const float mean = 0.2860f, std = 0.3530f;
+    struct sgd opt = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f, .nesterov = true};
+    for (int step = 0; step < 2; step++) {
+        struct tensor *x = op_normalize_u8(&c, dimg, N, H, W, 1, &mean, &std);
+        struct tensor *logits = x ? nn_forward(&m, &c, x) : NULL;
+        struct tensor *loss = logits ? op_softmax_xent(&c, logits, labels) : NULL;
+        cr_assert_not_null(loss, "%s: %s", be->name, err_get());
+        out->loss[step] = ag_item(&c, loss);
+        nn_zero_grad(&m);
+        cr_assert_eq(ag_backward(&c, loss), 0, "%s: %s", be->name, err_get());
+        if (step == 1) {
+            out->total = m.ps.total;
+            out->g = malloc(sizeof(float) * m.ps.total);
+            be->copy(out->g, m.ps.g, sizeof(float) * m.ps.total, COPY_D2H);
+        }
+        optim_sgd_step(&m, &opt, opt.lr);
+        ag_reset(&c);
+        out->allocs[step] = c.arena.n_system_allocs;
+    }
+    out->w = malloc(sizeof(float) * m.ps.total);
+    out->v = malloc(sizeof(float) * m.ps.total);
+    be->copy(out->w, m.ps.w, sizeof(float) * m.ps.total, COPY_D2H);
+    be->copy(out->v, m.ps.v, sizeof(float) * m.ps.total, COPY_D2H);
+    out->nbuf = 0;
+    for (int i = 0; i < m.ps.n_buffers; i++) out->nbuf += m.ps.buffers[i]->numel;
+    out->buffers = malloc(sizeof(float) * (out->nbuf ? out->nbuf : 1));
+    size_t at = 0;
+    for (int i = 0; i < m.ps.n_buffers; i++) {
+        const struct tensor *t = m.ps.buffers[i];
+        be->copy(out->buffers + at, t->data, sizeof(float) * t->numel, COPY_D2H);
+        at += t->numel;
+    }
+    be->free(dimg);
+    be->free(labels);
+    ag_ctx_free(&c);
+    nn_model_free(&m);
+}
+
+static void step_result_free(struct step_result *r) {
+    free(r->w);
+    free(r->g);
+    free(r->v);
+    free(r->buffers);
+}
+
+Test(cuda, a_resnet_small_training_step_matches_the_cpu) {
+    need_gpu();
+    struct step_result ref;
+    resnet_steps(&cpu_vectorized_backend, &ref);
+    for (int f = 0; f < 2; f++) {
+        const struct backend *be = cuda_table(f == 0 ? KF_LOOP : KF_VECTORIZED);
+        struct step_result got;
+        resnet_steps(be, &got);
+        expect_no_cuda_error(be->name);
+        cr_assert_eq(got.total, ref.total);
+        for (int s = 0; s < 2; s++)
+            cr_expect(fabsf(got.loss[s] - ref.loss[s]) <= 1e-4f * fmaxf(1.0f, fabsf(ref.loss[s])),
+                      "%s: step %d loss %.7f, cpu %.7f", be->name, s + 1, (double)got.loss[s],
+                      (double)ref.loss[s]);
+        double eg = rel_err(ref.g, got.g, ref.total), ew = rel_err(ref.w, got.w, ref.total);
+        double ev = rel_err(ref.v, got.v, ref.total), eb = rel_err(ref.buffers, got.buffers, ref.nbuf);
+        cr_expect(eg <= AGREE_TOL, "%s: gradients of step 2 differ, max rel err %g", be->name, eg);
+        cr_expect(ew <= AGREE_TOL, "%s: weights after step 2 differ, max rel err %g", be->name, ew);
+        cr_expect(ev <= AGREE_TOL, "%s: momentum after step 2 differs, max rel err %g", be->name, ev);
+        cr_expect(eb <= AGREE_TOL, "%s: BN running statistics differ, max rel err %g", be->name, eb);
+        cr_expect_eq(got.allocs[1], got.allocs[0],
+                     "%s: the arena allocated device memory in the second step (%ld -> %ld)",
+                     be->name, got.allocs[0], got.allocs[1]);
+        cr_log_info("%s: loss %.6f/%.6f (cpu %.6f/%.6f), rel err grads %g, weights %g", be->name,
+                    (double)got.loss[0], (double)got.loss[1], (double)ref.loss[0],
+                    (double)ref.loss[1], eg, ew);
+        step_result_free(&got);
+    }
+    step_result_free(&ref);
+}
