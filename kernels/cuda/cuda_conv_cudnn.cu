@@ -52,12 +52,27 @@ static void plan_release(struct conv_plan *p) {
     p->used = false;
 }
 
-// Heuristic candidates come best first: the first one that ran into no error, is
-// deterministic and uses the allowed math; failing that, the first that works.
+// Algorithms that add with atomics, whatever a heuristic reports about them.
+static bool adds_with_atomics(cudnnConvolutionFwdAlgo_t) { return false; }
+static bool adds_with_atomics(cudnnConvolutionBwdDataAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+}
+static bool adds_with_atomics(cudnnConvolutionBwdFilterAlgo_t a) {
+    return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+}
+
+// A workspace larger than this would crowd the activations out of the arena.
+static const size_t WS_LIMIT = (size_t)512 << 20;
+
+// Heuristic candidates come best first: the first one that works, is
+// deterministic, needs a sane workspace and uses the allowed math; failing that,
+// the first that works.
 template <class Perf> static int pick(const Perf *perf, int count, bool tf32) {
     for (int i = 0; i < count; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
-            (tf32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
+            !adds_with_atomics(perf[i].algo) && perf[i].memory <= WS_LIMIT &&
+            (tf32 || (perf[i].mathType != CUDNN_TENSOR_OP_MATH &&
+                      perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)))
             return i;
     for (int i = 0; i < count; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS) return i;
