@@ -134,11 +134,13 @@ static int run(const char *data, const char *args, struct child *c) {
     return finish(c, 90000);
 }
 
-/* ckpt_load of `path` into the smoke.cfg model, as --resume does; 0 or -1. */
-static int load_checkpoint(const char *path, struct ckpt_state *st) {
+/* ckpt_load of `path` into the model of smoke.cfg plus the NULL-terminated `sets`, as
+ * --resume does; 0 or -1. */
+static int load_checkpoint(const char *path, struct ckpt_state *st, const char *const *sets) {
     struct config cfg;
     struct nn_model m;
     cr_assert_eq(cfg_load(&cfg, "configs/smoke.cfg"), 0, "%s", err_get());
+    for (int i = 0; sets && sets[i]; i++) cr_assert_eq(cfg_set(&cfg, sets[i]), 0, "%s", err_get());
     cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_get());
     cr_assert_eq(nn_model_finalize(&m, &cpu_vectorized_backend), 0, "%s", err_get());
     int rc = ckpt_load(path, &m, st, cfg_fingerprint(&cfg));
@@ -172,14 +174,14 @@ static void signal_mid_run(int sig, const char *name) {
     cr_expect_null(strstr(c.out, "epoch 3/3 step 12/12"), "%s: the run went on to the end", name);
 
     struct ckpt_state st;
-    cr_assert_eq(load_checkpoint(ck, &st), 0, "%s: %s", name, err_get());
+    cr_assert_eq(load_checkpoint(ck, &st, NULL), 0, "%s: %s", name, err_get());
     cr_expect(st.step >= 1 && st.step < 36, "%s: checkpoint at step %lld", name, (long long)st.step);
 
     snprintf(args, sizeof args, "--set train.eval_every=0 --set train.checkpoint=%s --resume %s", ck, ck);
     rc = run("data", args, &c);
     cr_assert_eq(rc, 0, "%s: resume exit %d:\n%s", name, rc, c.out);
     cr_expect(strstr(c.out, "resumed from"), "%s: %s", name, c.out);
-    cr_assert_eq(load_checkpoint(ck, &st), 0, "%s: %s", name, err_get());
+    cr_assert_eq(load_checkpoint(ck, &st, NULL), 0, "%s: %s", name, err_get());
     cr_expect_eq(st.step, 36, "%s: resumed run ended at step %lld, not 36", name, (long long)st.step);
 }
 
@@ -259,15 +261,17 @@ Test(faults, a_failing_save_stops_the_run) {
 
 /* ---- SIGKILL while checkpointing ---- */
 
-/* One step per epoch (16 images, batch 16) and a checkpoint at every epoch's end, so
- * most of a run's time is saving; each round resumes from the last checkpoint and is
- * killed at a random moment. The checkpoint must load after every kill, never go
- * back in time, and carry a final --resume to the end. */
+/* One step per epoch (16 images, batch 16) and a checkpoint at every epoch's end; an MLP
+ * with a 4096-wide hidden layer makes each checkpoint 4.8 MB, so a good part of a run's
+ * time is saving. Each round resumes from the last checkpoint and is killed at a random
+ * moment. The checkpoint must load after every kill, never go back in time, and carry a
+ * final --resume to the end. */
 Test(faults, sigkill_at_random_moments_never_loses_the_checkpoint) {
     static struct child c;
     enum { ROUNDS = 40 };
     char ck[128], tmp[160], args[512];
     make_dataset("tiny", 4, 1);
+    static const char *const wide[] = {"model.arch=mlp", "model.hidden=4096", NULL};
     snprintf(ck, sizeof ck, "%s/kill.ckpt", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", ck);
     uint64_t seed = 0x5eed;
@@ -275,7 +279,8 @@ Test(faults, sigkill_at_random_moments_never_loses_the_checkpoint) {
     int mid_save = 0;
     for (int round = 0; round < ROUNDS; round++) {
         snprintf(args, sizeof args, "--set train.epochs=100000 --set train.eval_every=0 "
-                 "--set train.log_every=1000000 --set loader.workers=0 --set train.checkpoint=%s%s%s",
+                 "--set train.log_every=1000000 --set loader.workers=0 --set model.arch=mlp "
+                 "--set model.hidden=4096 --set train.checkpoint=%s%s%s",
                  ck, round ? " --resume " : "", round ? ck : "");
         start(&c, "tiny", args);
         if (round == 0) {
@@ -291,7 +296,7 @@ Test(faults, sigkill_at_random_moments_never_loses_the_checkpoint) {
         cr_assert_eq(finish(&c, 30000), 128 + SIGKILL);
         mid_save += exists(tmp);
         struct ckpt_state st;
-        cr_assert_eq(load_checkpoint(ck, &st), 0, "round %d: %s", round, err_get());
+        cr_assert_eq(load_checkpoint(ck, &st, wide), 0, "round %d: %s", round, err_get());
         cr_assert_geq(st.epoch, last_epoch, "round %d: the checkpoint went back from epoch %lld to %lld",
                       round, (long long)last_epoch, (long long)st.epoch);
         last_epoch = st.epoch;
@@ -300,10 +305,11 @@ Test(faults, sigkill_at_random_moments_never_loses_the_checkpoint) {
                 (long long)last_epoch);
     cr_expect_gt(last_epoch, 0, "no epoch was ever saved");
     snprintf(args, sizeof args, "--set train.epochs=%lld --set train.eval_every=0 --set loader.workers=0 "
-             "--set train.checkpoint=%s --resume %s", (long long)last_epoch + 2, ck, ck);
+             "--set model.arch=mlp --set model.hidden=4096 --set train.checkpoint=%s --resume %s",
+             (long long)last_epoch + 2, ck, ck);
     int rc = run("tiny", args, &c);
     cr_assert_eq(rc, 0, "final resume: exit %d:\n%s", rc, c.out);
     struct ckpt_state st;
-    cr_assert_eq(load_checkpoint(ck, &st), 0, "%s", err_get());
+    cr_assert_eq(load_checkpoint(ck, &st, wide), 0, "%s", err_get());
     cr_expect_eq(st.epoch, last_epoch + 2);
 }
