@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -27,6 +28,7 @@
 #include "testutil.h"
 
 static char dir[64];
+static long child_fsize_limit; /* > 0: RLIMIT_FSIZE of the next ./train, a disk that is full */
 
 /* DIR/NAME/{train,test}/c<k>/<id>.png */
 static void make_dataset(const char *name, int train_per_class, int test_per_class) {
@@ -83,6 +85,11 @@ static void start(struct child *c, const char *data, const char *args) {
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        if (child_fsize_limit > 0) {
+            struct rlimit r = {(rlim_t)child_fsize_limit, (rlim_t)child_fsize_limit};
+            signal(SIGXFSZ, SIG_IGN); /* writes past the limit fail with EFBIG instead */
+            setrlimit(RLIMIT_FSIZE, &r);
+        }
         dup2(p[1], 1);
         dup2(p[1], 2);
         close(p[0]);
@@ -239,6 +246,21 @@ Test(faults, an_unwritable_checkpoint_path_fails_before_training) {
         cr_expect(strstr(c.out, "cannot be written") && strstr(c.out, paths[i]), "%s:\n%s", paths[i], c.out);
         cr_expect_null(strstr(c.out, "step 1/"), "%s: training started:\n%s", paths[i], c.out);
     }
+}
+
+/* No room for one checkpoint (RLIMIT_FSIZE below its size, as a full disk): the space
+ * probe fails before the first step, naming the size. */
+Test(faults, a_full_disk_fails_before_training) {
+    static struct child c;
+    char args[256];
+    snprintf(args, sizeof args, "--set train.checkpoint=%s/full.ckpt", dir);
+    child_fsize_limit = 4096;
+    int rc = run("data", args, &c);
+    child_fsize_limit = 0;
+    cr_expect_eq(rc, 1, "exit %d:\n%s", rc, c.out);
+    cr_expect(strstr(c.out, "cannot be written") && strstr(c.out, "reserving") && strstr(c.out, "HINT"),
+              "%s", c.out);
+    cr_expect_null(strstr(c.out, "step 1/"), "training started:\n%s", c.out);
 }
 
 /* The checkpoint directory disappears mid-run: the save at the epoch's end fails and the
