@@ -10,6 +10,10 @@
  *    kernel that overwrites instead of accumulating disagrees with the CPU;
  *    inputs must come back bit for bit; the workspace starts as NaN bytes and has
  *    its own guard; and a second run of the same case must give the same bits.
+ *  - cuda_bodies: no GPU needed. The per-element bodies the CUDA kernels call
+ *    (kernels/cuda/cuda_kernels.h: gemm, direct and im2col convolution, pooling)
+ *    run here over every element, as a CPU table, through the same cases and
+ *    checks against the CPU loop table; and the window arithmetic against brute force.
  *  - cuda: the tables are complete; the copy stage moves bytes unchanged from
  *    pinned and pageable memory on either stream; events order the streams; a
  *    ring of two slots with a slow consumer never overwrites a slot the device
@@ -17,8 +21,8 @@
  *    a whole training step of resnet_small matches the CPU's.
  *
  * Without a usable GPU (no driver, no device, or a build without CUDA), every
- * test reports itself skipped and says why; one test checks the error
- * backend_get gives then. */
+ * test that needs one reports itself skipped and says why; one test checks the
+ * error backend_get gives then. */
 #include <criterion/criterion.h>
 #include <sched.h>
 #include <stdint.h>
@@ -36,6 +40,7 @@
 #include "optim.h"
 #include "testutil.h"
 
+#include "cuda/cuda_kernels.h"
 #ifdef NS_HAVE_CUDA
 #include "cuda/cuda_backend.h"
 #else
@@ -63,7 +68,7 @@ static void need_gpu(void) {
 ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
     char why[256] = "";
     if (stats->tests_skipped > 0 && backend_gpu_count(why, sizeof why) == 0)
-        printf("[SKIP] test_cuda: %zu GPU tests skipped: no usable GPU: %s\n", stats->tests_skipped,
+        printf("[SKIP] test_cuda: %zu tests skipped: no usable GPU: %s\n", stats->tests_skipped,
                why);
 }
 
@@ -831,6 +836,178 @@ static void check_op(enum op_id op) {
 
 #define OP_TEST(id, ws) Test(cuda_ops, id) { check_op(OP_##id); }
 OPS(OP_TEST)
+
+/* ---- the kernels' bodies, run on the CPU ----
+ * A CPU table whose gemm, convolution and pooling entries loop over every output
+ * element calling the same cuda_kernels.h function a CUDA thread calls for it. */
+
+static void body_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
+                      const float *b, float beta, float *c) {
+    for (size_t o = 0; o < (size_t)m * n; o++) c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, o);
+}
+static size_t body_no_workspace(const struct conv_geom *g) { (void)g; return 0; }
+static void body_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
+                            const float *bias, float *y, void *ws) {
+    (void)ws;
+    for (size_t o = 0; o < conv_y_n(g); o++) y[o] = ns_conv_fwd_at(g, x, w, bias, o);
+}
+static void body_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
+                                 float *dx, void *ws) {
+    (void)ws;
+    for (size_t o = 0; o < conv_x_n(g); o++) dx[o] += ns_conv_bwd_data_at(g, dy, w, o);
+}
+static void body_bias_grad(const struct conv_geom *g, const float *dy, float *dbias) {
+    size_t ohow = (size_t)g->oh * g->ow;
+    for (int ko = 0; ko < g->k; ko++) {
+        float sum = 0.0f;
+        for (int b = 0; b < g->n; b++)
+            for (size_t p = 0; p < ohow; p++) sum += dy[((size_t)b * g->k + ko) * ohow + p];
+        dbias[ko] += sum;
+    }
+}
+static void body_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
+                                   float *dw, float *dbias, void *ws) {
+    (void)ws;
+    for (size_t o = 0; o < conv_w_n(g); o++) dw[o] += ns_conv_bwd_filter_at(g, x, dy, o);
+    if (dbias) body_bias_grad(g, dy, dbias);
+}
+
+/* The im2col path of cuda_conv_im2col.cu, two images per chunk (so a batch of 3
+ * ends in a short chunk), its gemms by the CPU loop table. */
+enum { BODY_CHUNK = 2 };
+static size_t body_crs(const struct conv_geom *g) { return (size_t)g->c * g->r * g->s; }
+static size_t body_im2col_workspace(const struct conv_geom *g) {
+    return BODY_CHUNK * (body_crs(g) + g->k) * g->oh * g->ow * sizeof(float);
+}
+static void body_im2col_fwd(const struct conv_geom *g, const float *x, const float *w,
+                            const float *bias, float *y, void *ws) {
+    size_t ohow = (size_t)g->oh * g->ow, image = g->k * ohow;
+    float *col = ws, *yp = col + body_crs(g) * BODY_CHUNK * ohow;
+    for (int b0 = 0; b0 < g->n; b0 += BODY_CHUNK) {
+        int nb = g->n - b0 < BODY_CHUNK ? g->n - b0 : BODY_CHUNK, cols = (int)(nb * ohow);
+        for (size_t o = 0; o < body_crs(g) * cols; o++) col[o] = ns_im2col_at(g, b0, nb, x, o);
+        cpu_loop_backend.gemm(false, false, g->k, cols, (int)body_crs(g), 1.0f, w, col, 0.0f, yp);
+        for (size_t o = 0; o < nb * image; o++)
+            y[b0 * image + o] = yp[ns_chunk_kp_index(g, nb, o)] + (bias ? bias[o / ohow % g->k] : 0.0f);
+    }
+}
+static void body_im2col_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
+                                 float *dx, void *ws) {
+    size_t ohow = (size_t)g->oh * g->ow, image = g->k * ohow, ximage = (size_t)g->c * g->h * g->w;
+    float *col = ws, *yp = col + body_crs(g) * BODY_CHUNK * ohow;
+    for (int b0 = 0; b0 < g->n; b0 += BODY_CHUNK) {
+        int nb = g->n - b0 < BODY_CHUNK ? g->n - b0 : BODY_CHUNK, cols = (int)(nb * ohow);
+        for (size_t o = 0; o < nb * image; o++) yp[ns_chunk_kp_index(g, nb, o)] = dy[b0 * image + o];
+        cpu_loop_backend.gemm(true, false, (int)body_crs(g), cols, g->k, 1.0f, w, yp, 0.0f, col);
+        for (size_t o = 0; o < nb * ximage; o++) dx[b0 * ximage + o] += ns_col2im_at(g, nb, col, o);
+    }
+}
+static void body_im2col_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
+                                   float *dw, float *dbias, void *ws) {
+    size_t ohow = (size_t)g->oh * g->ow, image = g->k * ohow;
+    float *col = ws, *yp = col + body_crs(g) * BODY_CHUNK * ohow;
+    for (int b0 = 0; b0 < g->n; b0 += BODY_CHUNK) {
+        int nb = g->n - b0 < BODY_CHUNK ? g->n - b0 : BODY_CHUNK, cols = (int)(nb * ohow);
+        for (size_t o = 0; o < body_crs(g) * cols; o++) col[o] = ns_im2col_at(g, b0, nb, x, o);
+        for (size_t o = 0; o < nb * image; o++) yp[ns_chunk_kp_index(g, nb, o)] = dy[b0 * image + o];
+        cpu_loop_backend.gemm(false, true, g->k, (int)body_crs(g), cols, 1.0f, yp, col, 1.0f, dw);
+    }
+    if (dbias) body_bias_grad(g, dy, dbias);
+}
+
+static void body_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
+    for (size_t o = 0; o < pool_y_n(g); o++) y[o] = ns_maxpool_fwd_at(g, x, o, &idx[o]);
+}
+static void body_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy,
+                             float *dx) {
+    for (size_t i = 0; i < pool_x_n(g); i++) dx[i] = ns_maxpool_bwd_at(g, idx, dy, dx[i], i);
+}
+static void body_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
+    for (size_t o = 0; o < pool_y_n(g); o++) y[o] = ns_avgpool_fwd_at(g, x, o);
+}
+static void body_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
+    for (size_t i = 0; i < pool_x_n(g); i++) dx[i] = ns_avgpool_bwd_at(g, dy, dx[i], i);
+}
+
+/* the CPU loop table with the bodies' entries; im2col: its convolutions instead */
+static struct backend bodies_table(bool im2col) {
+    struct backend b = cpu_loop_backend;
+    b.name = im2col ? "cuda-im2col-bodies-on-cpu" : "cuda-bodies-on-cpu";
+    b.gemm = body_gemm;
+    b.conv2d_workspace = im2col ? body_im2col_workspace : body_no_workspace;
+    b.conv2d_fwd = im2col ? body_im2col_fwd : body_conv2d_fwd;
+    b.conv2d_bwd_data = im2col ? body_im2col_bwd_data : body_conv2d_bwd_data;
+    b.conv2d_bwd_filter = im2col ? body_im2col_bwd_filter : body_conv2d_bwd_filter;
+    b.maxpool_fwd = body_maxpool_fwd;
+    b.maxpool_bwd = body_maxpool_bwd;
+    b.avgpool_fwd = body_avgpool_fwd;
+    b.avgpool_bwd = body_avgpool_bwd;
+    return b;
+}
+
+static void check_bodies(enum op_id op) {
+    struct backend direct = bodies_table(false), im2col = bodies_table(true);
+    int ran = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        if (cases[k].op != op) continue;
+        struct kcase c = cases[k];
+        case_complete(&c);
+        char name[256];
+        case_str(op_of(&c)->name, &c, name, sizeof name);
+        struct run ref, got;
+        run_case(&c, &cpu_loop_backend, &ref);
+        run_case(&c, &direct, &got);
+        compare_runs(name, direct.name, &ref, &got);
+        run_free(&got);
+        if (op_of(&c)->conv_ws) {
+            run_case(&c, &im2col, &got);
+            compare_runs(name, im2col.name, &ref, &got);
+            run_free(&got);
+        }
+        run_free(&ref);
+        ran++;
+    }
+    cr_assert(ran > 0, "no cases for this entry");
+}
+
+#define BODY_OPS(X) X(gemm) X(conv2d_fwd) X(conv2d_bwd_data) X(conv2d_bwd_filter) \
+    X(maxpool_fwd) X(maxpool_bwd) X(avgpool_fwd) X(avgpool_bwd)
+#define BODY_TEST(id) Test(cuda_bodies, id) { check_bodies(OP_##id); }
+BODY_OPS(BODY_TEST)
+
+/* ns_conv_out_pos and ns_window_cover against their definitions, by brute force */
+Test(cuda_bodies, window_arithmetic) {
+    for (int in = 1; in <= 9; in++)
+        for (int size = 1; size <= 5; size++)
+            for (int stride = 1; stride <= 3; stride++)
+                for (int pad = 0; pad <= 2; pad++) {
+                    if (in + 2 * pad < size) continue;
+                    int out = conv_out_size(in, size, stride, pad);
+                    for (int i = 0; i < in; i++) {
+                        for (int t = 0; t < size; t++) {
+                            int want = -1;
+                            for (int o = 0; o < out; o++)
+                                if (ns_conv_in_pos(o, t, stride, pad) == i) want = o;
+                            cr_expect_eq(ns_conv_out_pos(i, t, stride, pad, out), want,
+                                         "conv_out_pos(i %d, t %d, stride %d, pad %d, out %d)", i,
+                                         t, stride, pad, out);
+                        }
+                        int lo, hi, first = -1, last = -1;
+                        ns_window_cover(i, size, stride, pad, out, &lo, &hi);
+                        for (int o = 0; o < out; o++) {
+                            int start = ns_conv_in_pos(o, 0, stride, pad);
+                            if (start <= i && i < start + size) {
+                                if (first < 0) first = o;
+                                last = o;
+                            }
+                        }
+                        bool ok = first < 0 ? lo == hi : lo == first && hi == last + 1;
+                        cr_expect(ok, "window_cover(i %d, size %d, stride %d, pad %d, out %d) = "
+                                  "[%d,%d), want [%d,%d]", i, size, stride, pad, out, lo, hi,
+                                  first, last);
+                    }
+                }
+}
 
 /* ---- the tables ---- */
 

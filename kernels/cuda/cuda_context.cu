@@ -291,8 +291,8 @@ static std::mutex init_lock;
 static int init_state;  // 0 not tried, 1 ready, -1 failed (init_error says why)
 static char init_error[1024];
 
-static int init_fail(const char *what, const char *detail) {
-    snprintf(init_error, sizeof init_error, "CUDA backend: %s failed: %s", what, detail);
+static int init_fail(const char *what, const char *detail, const char *hint) {
+    snprintf(init_error, sizeof init_error, "CUDA backend: %s failed: %s%s", what, detail, hint);
     return -1;
 }
 #define INIT_CUDA(call)                                                                      \
@@ -300,18 +300,22 @@ static int init_fail(const char *what, const char *detail) {
         cudaError_t e_ = (call);                                                             \
         if (e_ != cudaSuccess) {                                                             \
             cudaGetLastError();                                                              \
-            return init_fail(#call, cudaGetErrorString(e_));                                 \
+            return init_fail(#call, cudaGetErrorString(e_), "");                             \
         }                                                                                    \
     } while (0)
 #define INIT_CUBLAS(call)                                                                    \
     do {                                                                                     \
         cublasStatus_t s_ = (call);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS) return init_fail(#call, cublasGetStatusString(s_)); \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
+            return init_fail(#call, cublasGetStatusString(s_), "");                          \
     } while (0)
 #define INIT_CUDNN(call)                                                                     \
     do {                                                                                     \
         cudnnStatus_t s_ = (call);                                                           \
-        if (s_ != CUDNN_STATUS_SUCCESS) return init_fail(#call, cudnnGetErrorString(s_));   \
+        if (s_ != CUDNN_STATUS_SUCCESS)                                                      \
+            return init_fail(#call, cudnnGetErrorString(s_),                                 \
+                             ". HINT: cuDNN 9 loads libcudnn_ops, libcudnn_cnn... from beside " \
+                             "libcudnn.so.9; put that folder on LD_LIBRARY_PATH");           \
     } while (0)
 
 static int context_init(void) {

@@ -64,18 +64,22 @@ static bool adds_with_atomics(cudnnConvolutionBwdFilterAlgo_t a) {
 // A workspace larger than this would crowd the activations out of the arena.
 static const size_t WS_LIMIT = (size_t)512 << 20;
 
-// Heuristic candidates come best first: the first one that works, is
-// deterministic, needs a sane workspace and uses the allowed math; failing that,
-// the first that works.
+// Heuristic candidates come best first. Take the first that works, is reported
+// deterministic, adds without atomics, needs a sane workspace and uses the allowed
+// math; failing that, drop the report (some cuDNN versions leave it unset); failing
+// that, the first that works at all.
 template <class Perf> static int pick(const Perf *perf, int count, bool tf32) {
-    for (int i = 0; i < count; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
-            !adds_with_atomics(perf[i].algo) && perf[i].memory <= WS_LIMIT &&
-            (tf32 || (perf[i].mathType != CUDNN_TENSOR_OP_MATH &&
-                      perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)))
-            return i;
-    for (int i = 0; i < count; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS) return i;
+    for (int strict = 2; strict >= 0; strict--)
+        for (int i = 0; i < count; i++) {
+            const Perf *p = &perf[i];
+            bool math_ok = tf32 || (p->mathType != CUDNN_TENSOR_OP_MATH &&
+                                    p->mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
+            bool careful = !adds_with_atomics(p->algo) && p->memory <= WS_LIMIT && math_ok;
+            if (p->status != CUDNN_STATUS_SUCCESS) continue;
+            if (strict == 2 && careful && p->determinism == CUDNN_DETERMINISTIC) return i;
+            if (strict == 1 && careful) return i;
+            if (strict == 0) return i;
+        }
     return -1;
 }
 

@@ -43,58 +43,34 @@ size_t cu_conv2d_workspace(const struct conv_geom *g) {
 // x (n,c,h,w), images [b0, b0+nb) -> col (c*r*s, nb*oh*ow); a thread per col element
 __global__ static void im2col_kernel(struct conv_geom g, int b0, int nb, const float *x,
                                      float *col) {
-    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
     size_t o = cu_tid();
-    if (o >= (size_t)g.c * g.r * g.s * cols) return;
-    size_t j = o % cols, row = o / cols;
-    int b = b0 + (int)(j / ohow), oy = (int)(j % ohow / g.ow), ox = (int)(j % g.ow);
-    int kx = (int)(row % g.s), ky = (int)(row / g.s % g.r), ci = (int)(row / ((size_t)g.s * g.r));
-    int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad), ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
-    col[o] = ns_in_range(iy, g.h) && ns_in_range(ix, g.w) ? x[ns_idx4(b, ci, iy, ix, g.c, g.h, g.w)]
-                                                          : 0.0f;
+    if (o < (size_t)g.c * g.r * g.s * nb * g.oh * g.ow) col[o] = ns_im2col_at(&g, b0, nb, x, o);
 }
 
 // col (c*r*s, nb*oh*ow) -> dx (n,c,h,w) +=, images [b0, b0+nb): the adjoint of
 // im2col; a thread per dx element gathers every col entry that copied it
 __global__ static void col2im_kernel(struct conv_geom g, int b0, int nb, const float *col,
                                      float *dx) {
-    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
     size_t o = cu_tid();
-    if (o >= (size_t)nb * g.c * g.h * g.w) return;
-    int ix = (int)(o % g.w), iy = (int)(o / g.w % g.h);
-    int ci = (int)(o / ((size_t)g.w * g.h) % g.c), bl = (int)(o / ((size_t)g.w * g.h * g.c));
-    float acc = 0.0f;
-    for (int ky = 0; ky < g.r; ky++) {
-        int oy = ns_conv_out_pos(iy, ky, g.stride, g.pad, g.oh);
-        if (oy < 0) continue;
-        for (int kx = 0; kx < g.s; kx++) {
-            int ox = ns_conv_out_pos(ix, kx, g.stride, g.pad, g.ow);
-            if (ox < 0) continue;
-            size_t row = ((size_t)ci * g.r + ky) * g.s + kx;
-            acc += col[row * cols + bl * ohow + (size_t)oy * g.ow + ox];
-        }
-    }
-    dx[ns_idx4(b0 + bl, ci, iy, ix, g.c, g.h, g.w)] += acc;
+    size_t image = (size_t)g.c * g.h * g.w;
+    if (o < nb * image) dx[b0 * image + o] += ns_col2im_at(&g, nb, col, o);
 }
 
-// dy (n,k,oh,ow), images [b0, b0+nb) -> yp (k, nb*oh*ow)
+// dy (n,k,oh,ow), images [b0, b0+nb) -> yp (k, nb*oh*ow); a thread per dy element
 __global__ static void gather_dy_kernel(struct conv_geom g, int b0, int nb, const float *dy,
                                         float *yp) {
-    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
     size_t o = cu_tid();
-    if (o >= (size_t)g.k * cols) return;
-    size_t j = o % cols, ko = o / cols, b = b0 + j / ohow;
-    yp[o] = dy[(b * g.k + ko) * ohow + j % ohow];
+    size_t image = (size_t)g.k * g.oh * g.ow;
+    if (o < nb * image) yp[ns_chunk_kp_index(&g, nb, o)] = dy[b0 * image + o];
 }
 
-// yp (k, nb*oh*ow), bias (k) or NULL -> y (n,k,oh,ow), images [b0, b0+nb)
+// yp (k, nb*oh*ow), bias (k) or NULL -> y (n,k,oh,ow), images [b0, b0+nb); a thread per y element
 __global__ static void scatter_y_kernel(struct conv_geom g, int b0, int nb, const float *yp,
                                         const float *bias, float *y) {
-    size_t ohow = (size_t)g.oh * g.ow, cols = nb * ohow;
     size_t o = cu_tid();
-    if (o >= (size_t)nb * g.k * ohow) return;
-    size_t p = o % ohow, ko = o / ohow % g.k, bl = o / (ohow * g.k);
-    y[((b0 + bl) * g.k + ko) * ohow + p] = yp[ko * cols + bl * ohow + p] + (bias ? bias[ko] : 0.0f);
+    size_t ohow = (size_t)g.oh * g.ow, image = g.k * ohow;
+    if (o < nb * image)
+        y[b0 * image + o] = yp[ns_chunk_kp_index(&g, nb, o)] + (bias ? bias[o / ohow % g.k] : 0.0f);
 }
 
 #define LAUNCH_OVER(kernel, n, ...)                                                          \

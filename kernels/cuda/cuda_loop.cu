@@ -5,8 +5,9 @@
 // what kernels/cpu/loop.c would be with its outer loops turned into threads, and
 // the baseline the vectorized table is measured against.
 //
-// Every kernel starts from its flat output index `o` and splits it into
-// coordinates, innermost (fastest-varying) first. Entries return at once when there
+// Every kernel starts from its flat output index `o`; the bodies of the big ones
+// (gemm, convolution, pooling) are in cuda_kernels.h, where the CPU tests run them
+// too, and split `o` into coordinates, innermost (fastest-varying) first. Entries return at once when there
 // is nothing to compute; pooling, the loss gradient and accuracy are shared with the
 // vectorized table (cuda_shared.cu).
 #include "cuda_common.h"
@@ -28,12 +29,7 @@
 __global__ static void gemm_kernel(bool ta, bool tb, int m, int n, int k, float alpha,
                                    const float *a, const float *b, float beta, float *c) {
     size_t o = cu_tid();
-    if (o >= (size_t)m * n) return;
-    int i = (int)(o / n), j = (int)(o % n);
-    float acc = 0.0f;
-    for (int p = 0; p < k; p++) acc += a[ns_idx_op(ta, i, p, m, k)] * b[ns_idx_op(tb, p, j, k, n)];
-    // beta == 0 ignores c entirely, as BLAS does: it may hold garbage or NaN
-    c[o] = beta == 0.0f ? alpha * acc : alpha * acc + beta * c[o];
+    if (o < (size_t)m * n) c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, o);
 }
 
 static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
@@ -62,20 +58,7 @@ static size_t loop_conv2d_workspace(const struct conv_geom *g) {
 __global__ static void conv_fwd_kernel(struct conv_geom g, const float *x, const float *w,
                                        const float *bias, float *y) {
     size_t o = cu_tid();
-    if (o >= (size_t)g.n * g.k * g.oh * g.ow) return;
-    int ox = (int)(o % g.ow), oy = (int)(o / g.ow % g.oh);
-    int ko = (int)(o / ((size_t)g.ow * g.oh) % g.k), b = (int)(o / ((size_t)g.ow * g.oh * g.k));
-    float acc = bias ? bias[ko] : 0.0f;
-    for (int ci = 0; ci < g.c; ci++)
-        for (int ky = 0; ky < g.r; ky++)
-            for (int kx = 0; kx < g.s; kx++) {
-                int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
-                int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
-                if (!ns_in_range(iy, g.h) || !ns_in_range(ix, g.w)) continue;
-                acc += x[ns_idx4(b, ci, iy, ix, g.c, g.h, g.w)] *
-                       w[ns_idx4(ko, ci, ky, kx, g.c, g.r, g.s)];
-            }
-    y[o] = acc;
+    if (o < (size_t)g.n * g.k * g.oh * g.ow) y[o] = ns_conv_fwd_at(&g, x, w, bias, o);
 }
 
 static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
@@ -89,22 +72,7 @@ static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
 __global__ static void conv_bwd_data_kernel(struct conv_geom g, const float *dy, const float *w,
                                             float *dx) {
     size_t o = cu_tid();
-    if (o >= (size_t)g.n * g.c * g.h * g.w) return;
-    int ix = (int)(o % g.w), iy = (int)(o / g.w % g.h);
-    int ci = (int)(o / ((size_t)g.w * g.h) % g.c), b = (int)(o / ((size_t)g.w * g.h * g.c));
-    float acc = 0.0f;
-    for (int ko = 0; ko < g.k; ko++)
-        for (int ky = 0; ky < g.r; ky++) {
-            int oy = ns_conv_out_pos(iy, ky, g.stride, g.pad, g.oh);
-            if (oy < 0) continue;
-            for (int kx = 0; kx < g.s; kx++) {
-                int ox = ns_conv_out_pos(ix, kx, g.stride, g.pad, g.ow);
-                if (ox < 0) continue;
-                acc += dy[ns_idx4(b, ko, oy, ox, g.k, g.oh, g.ow)] *
-                       w[ns_idx4(ko, ci, ky, kx, g.c, g.r, g.s)];
-            }
-        }
-    dx[o] += acc;
+    if (o < (size_t)g.n * g.c * g.h * g.w) dx[o] += ns_conv_bwd_data_at(&g, dy, w, o);
 }
 
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
@@ -118,20 +86,7 @@ static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, con
 __global__ static void conv_bwd_filter_kernel(struct conv_geom g, const float *x,
                                               const float *dy, float *dw) {
     size_t o = cu_tid();
-    if (o >= (size_t)g.k * g.c * g.r * g.s) return;
-    int kx = (int)(o % g.s), ky = (int)(o / g.s % g.r);
-    int ci = (int)(o / ((size_t)g.s * g.r) % g.c), ko = (int)(o / ((size_t)g.s * g.r * g.c));
-    float acc = 0.0f;
-    for (int b = 0; b < g.n; b++)
-        for (int oy = 0; oy < g.oh; oy++)
-            for (int ox = 0; ox < g.ow; ox++) {
-                int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
-                int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
-                if (!ns_in_range(iy, g.h) || !ns_in_range(ix, g.w)) continue;
-                acc += dy[ns_idx4(b, ko, oy, ox, g.k, g.oh, g.ow)] *
-                       x[ns_idx4(b, ci, iy, ix, g.c, g.h, g.w)];
-            }
-    dw[o] += acc;
+    if (o < (size_t)g.k * g.c * g.r * g.s) dw[o] += ns_conv_bwd_filter_at(&g, x, dy, o);
 }
 
 // dy (n,k,hw) -> dbias (k) +=; a thread per channel

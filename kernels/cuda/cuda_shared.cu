@@ -13,24 +13,7 @@
 __global__ static void maxpool_fwd_kernel(struct pool_geom g, const float *x, float *y,
                                           int32_t *idx) {
     size_t o = cu_tid();
-    if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
-    int ox = (int)(o % g.ow), oy = (int)(o / g.ow % g.oh);
-    const float *plane = x + o / ((size_t)g.oh * g.ow) * g.h * g.w;
-    float best = 0.0f;
-    int32_t at = -1;
-    for (int ky = 0; ky < g.size; ky++)
-        for (int kx = 0; kx < g.size; kx++) {
-            int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
-            int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
-            if (!ns_in_range(iy, g.h) || !ns_in_range(ix, g.w)) continue;
-            int32_t here = iy * g.w + ix;
-            if (at < 0 || plane[here] > best) {
-                best = plane[here];
-                at = here;
-            }
-        }
-    y[o] = best;
-    idx[o] = at;
+    if (o < (size_t)g.n * g.c * g.oh * g.ow) y[o] = ns_maxpool_fwd_at(&g, x, o, &idx[o]);
 }
 
 void cu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
@@ -46,20 +29,7 @@ void cu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t
 __global__ static void maxpool_bwd_kernel(struct pool_geom g, const int32_t *idx, const float *dy,
                                           float *dx) {
     size_t i = cu_tid();
-    if (i >= (size_t)g.n * g.c * g.h * g.w) return;
-    int ix = (int)(i % g.w), iy = (int)(i / g.w % g.h);
-    size_t plane = i / ((size_t)g.h * g.w), out0 = plane * g.oh * g.ow;
-    int32_t self = iy * g.w + ix;
-    int oy_lo, oy_hi, ox_lo, ox_hi;
-    ns_window_cover(iy, g.size, g.stride, g.pad, g.oh, &oy_lo, &oy_hi);
-    ns_window_cover(ix, g.size, g.stride, g.pad, g.ow, &ox_lo, &ox_hi);
-    float acc = dx[i];
-    for (int oy = oy_lo; oy < oy_hi; oy++)
-        for (int ox = ox_lo; ox < ox_hi; ox++) {
-            size_t o = out0 + (size_t)oy * g.ow + ox;
-            if (idx[o] == self) acc += dy[o];
-        }
-    dx[i] = acc;
+    if (i < (size_t)g.n * g.c * g.h * g.w) dx[i] = ns_maxpool_bwd_at(&g, idx, dy, dx[i], i);
 }
 
 void cu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy, float *dx) {
@@ -73,17 +43,7 @@ void cu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *
 // x (n,c,h,w) -> y (n,c,oh,ow); padded taps count as zeros in the size*size divisor
 __global__ static void avgpool_fwd_kernel(struct pool_geom g, const float *x, float *y) {
     size_t o = cu_tid();
-    if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
-    int ox = (int)(o % g.ow), oy = (int)(o / g.ow % g.oh);
-    const float *plane = x + o / ((size_t)g.oh * g.ow) * g.h * g.w;
-    float sum = 0.0f;
-    for (int ky = 0; ky < g.size; ky++)
-        for (int kx = 0; kx < g.size; kx++) {
-            int iy = ns_conv_in_pos(oy, ky, g.stride, g.pad);
-            int ix = ns_conv_in_pos(ox, kx, g.stride, g.pad);
-            if (ns_in_range(iy, g.h) && ns_in_range(ix, g.w)) sum += plane[iy * g.w + ix];
-        }
-    y[o] = sum / (float)(g.size * g.size);
+    if (o < (size_t)g.n * g.c * g.oh * g.ow) y[o] = ns_avgpool_fwd_at(&g, x, o);
 }
 
 void cu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
@@ -97,17 +57,7 @@ void cu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
 // dy (n,c,oh,ow) -> dx (n,c,h,w) +=; one thread per input element
 __global__ static void avgpool_bwd_kernel(struct pool_geom g, const float *dy, float *dx) {
     size_t i = cu_tid();
-    if (i >= (size_t)g.n * g.c * g.h * g.w) return;
-    int ix = (int)(i % g.w), iy = (int)(i / g.w % g.h);
-    const float *dplane = dy + i / ((size_t)g.h * g.w) * g.oh * g.ow;
-    int oy_lo, oy_hi, ox_lo, ox_hi;
-    ns_window_cover(iy, g.size, g.stride, g.pad, g.oh, &oy_lo, &oy_hi);
-    ns_window_cover(ix, g.size, g.stride, g.pad, g.ow, &ox_lo, &ox_hi);
-    float acc = dx[i];
-    for (int oy = oy_lo; oy < oy_hi; oy++)
-        for (int ox = ox_lo; ox < ox_hi; ox++)
-            acc += dplane[oy * g.ow + ox] / (float)(g.size * g.size);
-    dx[i] = acc;
+    if (i < (size_t)g.n * g.c * g.h * g.w) dx[i] = ns_avgpool_bwd_at(&g, dy, dx[i], i);
 }
 
 void cu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {

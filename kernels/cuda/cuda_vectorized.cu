@@ -190,11 +190,6 @@ static int bn_chunks(long m) {
     return want < 1 ? 1 : want > BN_MAX_CHUNKS ? BN_MAX_CHUNKS : (int)want;
 }
 
-// Element e of channel ch's m values, in (n,c,hw) layout.
-__device__ static inline size_t bn_at(size_t e, int ch, int c, int hw) {
-    return (e / hw * c + ch) * hw + e % hw;
-}
-
 // x (n,c,hw) -> part (c,chunks,2) = per slice (sum d, sum d^2), d = x - x[0,ch,0].
 // Sums about the channel's first value rather than 0 don't cancel catastrophically
 // when the mean is large against the spread.
@@ -204,7 +199,7 @@ __global__ static void bn_stats_partial_kernel(int n, int c, int hw, const float
     float shift = x[ns_idx3(0, ch, 0, c, hw)];
     float s = 0.0f, ss = 0.0f;
     for (size_t e = (size_t)chunk * blockDim.x + threadIdx.x; e < m; e += (size_t)chunks * blockDim.x) {
-        float d = x[bn_at(e, ch, c, hw)] - shift;
+        float d = x[ns_bn_at(e, ch, c, hw)] - shift;
         s += d;
         ss += d * d;
     }
@@ -298,7 +293,7 @@ __global__ static void bn_bwd_partial_kernel(int n, int c, int hw, const float *
     float mu = mean[ch], is = invstd[ch];
     float s = 0.0f, sx = 0.0f;
     for (size_t e = (size_t)chunk * blockDim.x + threadIdx.x; e < m; e += (size_t)chunks * blockDim.x) {
-        size_t at = bn_at(e, ch, c, hw);
+        size_t at = ns_bn_at(e, ch, c, hw);
         s += dy[at];
         sx += dy[at] * ((x[at] - mu) * is);
     }
