@@ -11,11 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "backend.h"
 
 /* The table of flavour `fl` ("cuda-loop", "cuda-vectorized"), after making the
  * context on device 0 (streams, cuBLAS, cuDNN) on the first call. NULL with err_set
