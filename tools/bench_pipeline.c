@@ -1,0 +1,583 @@
+/* bench_pipeline.c — `./bench pipeline`: the pipeline-stall lab, and
+ * `./bench timeline`: any --trace file drawn as a timeline.
+ *
+ *   int bench_pipeline(int argc, char **argv);   (bench.h; argv[0] = "pipeline")
+ *   int bench_timeline(int argc, char **argv);   (bench.h; argv[0] = "timeline")
+ *
+ * The lab trains resnet_small in this process (train_run, quiet) once per setting of
+ * the loader's knobs: workers {0, 1, 2} x prefetch {1, 4} x cache {none, memory,
+ * packed} x io_delay_us {0, 200, 1000}, leaving out the combinations that can't
+ * differ (prefetch without workers: nothing loads ahead; io_delay_us with the packed
+ * cache: there are no file reads to delay). On a GPU it adds pinned x overlap.
+ *
+ * Each run is two epochs over a subset of Fashion-MNIST's training split of exactly
+ * --epoch-steps batches (links to the prepared PNGs, and its packed file, under
+ * build/lab-data). The first epoch warms everything up, the memory cache included;
+ * the second is measured from its second step on, so an epoch's start (the ring
+ * empty) is left out too. Each run's trace gives the per-step numbers: images/s of
+ * the median step, and the share of step time spent waiting for input. Then the
+ * loop and vectorized kernels, back to back on the best pipeline setting.
+ *
+ * Writes docs/stall-lab.md, docs/img/stall-lab.svg (bar chart) and
+ * docs/img/stall-timeline.svg (a stalled and a fixed run on one time scale). */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "bench.h"
+#include "config.h"
+#include "data.h"
+#include "error.h"
+#include "report.h"
+#include "svg.h"
+#include "timeline.h"
+#include "train.h"
+
+#define LAB_DIR "build/lab-data"
+#define MAX_ROWS 64
+
+struct setting {
+    int workers, prefetch;
+    enum cfg_cache cache;
+    int io_delay_us;
+    bool pinned, overlap;        /* GPU rows */
+    enum cfg_kernels kernels;
+};
+
+struct row {
+    struct setting s;
+    const char *part;            /* "pipeline", "kernels", "gpu" */
+    struct timeline_step_stats st;
+    struct run_totals tot;
+    double images_per_s;         /* batch / median step */
+    char verdict[32];
+    char advice[512];
+    char trace[PATH_MAX];
+};
+
+struct lab {
+    struct config base;
+    const char *device;          /* "cpu" or "cuda" */
+    int epoch_steps;
+    bool quick;
+    char subset[PATH_MAX];
+    struct row rows[MAX_ROWS];
+    int n;
+};
+
+static const char *const cache_names[] = {"none", "memory", "packed"};
+static const char *const bound_words[] = {"not input-bound", "moderately input-bound", "highly input-bound"};
+
+/* ---- the subset of the training split ---- */
+
+static int mkdir_p(const char *path) {
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/') continue;
+        *c = 0;
+        if (mkdir(p, 0755) && errno != EEXIST) return err_set("creating %s: %s", p, strerror(errno));
+        *c = '/';
+    }
+    if (mkdir(p, 0755) && errno != EEXIST) return err_set("creating %s: %s", p, strerror(errno));
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Sorted names in dir (subfolders when dirs, else files); *n of them, malloc'd. */
+static char **list_dir(const char *dir, bool dirs, int *n) {
+    DIR *d = opendir(dir);
+    *n = 0;
+    if (!d) {
+        err_set("%s cannot be read: %s. HINT: run `make data` to prepare Fashion-MNIST", dir, strerror(errno));
+        return NULL;
+    }
+    int cap = 64;
+    char **v = malloc((size_t)cap * sizeof *v);
+    struct dirent *e;
+    while (v && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[PATH_MAX];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &sb) || (bool)S_ISDIR(sb.st_mode) != dirs) continue;
+        if (*n == cap) {
+            char **more = realloc(v, (size_t)(cap *= 2) * sizeof *v);
+            if (!more) break;
+            v = more;
+        }
+        v[(*n)++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (!v) { err_set("out of host memory listing %s", dir); return NULL; }
+    qsort(v, (size_t)*n, sizeof *v, cmp_str);
+    return v;
+}
+
+static void free_list(char **v, int n) {
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* dst/<class>/ gets links to `total` files of src/<class>/, spread evenly over classes. */
+static int link_split(const char *src, const char *dst, int total) {
+    int nc;
+    char **classes = list_dir(src, true, &nc);
+    if (!classes) return -1;
+    int rc = nc ? 0 : err_set("%s has no class folders. HINT: run `make data`", src);
+    for (int k = 0; k < nc && !rc; k++) {
+        char sdir[PATH_MAX], ddir[PATH_MAX];
+        snprintf(sdir, sizeof sdir, "%s/%s", src, classes[k]);
+        snprintf(ddir, sizeof ddir, "%s/%s", dst, classes[k]);
+        int nf, want = total / nc + (k < total % nc);
+        char **files = list_dir(sdir, false, &nf);
+        if (!files) { rc = -1; break; }
+        if (nf < want) rc = err_set("%s has %d images, the lab needs %d", sdir, nf, want);
+        if (!rc) rc = mkdir_p(ddir);
+        for (int i = 0; i < want && !rc; i++) {
+            char from[PATH_MAX * 2], to[PATH_MAX * 2], abs[PATH_MAX];
+            snprintf(from, sizeof from, "%s/%s", sdir, files[i]);
+            snprintf(to, sizeof to, "%s/%s", ddir, files[i]);
+            if (!realpath(from, abs)) rc = err_set("%s: %s", from, strerror(errno));
+            else if (symlink(abs, to) && errno != EEXIST) rc = err_set("linking %s: %s", to, strerror(errno));
+        }
+        free_list(files, nf);
+    }
+    free_list(classes, nc);
+    return rc;
+}
+
+/* Packs a linked folder into FOLDER.packed, for cache = packed. */
+static int pack_split(const struct cfg_data *d, const char *folder) {
+    char packed[PATH_MAX + 16];
+    snprintf(packed, sizeof packed, "%s.packed", folder);
+    struct data_folder_options fo = {d->height, d->width, d->channels, d->on_size_mismatch == CFG_SIZE_RESIZE};
+    struct dataset *ds;
+    if (data_open_folder(folder, &fo, &ds)) return -1;
+    int rc = data_pack(ds, packed, NULL);
+    data_close(ds);
+    return rc;
+}
+
+static int prepare_subset(struct lab *lab) {
+    const struct cfg_data *d = &lab->base.data;
+    int total = lab->epoch_steps * lab->base.loader.batch, total_test = 10 * d->classes;
+    snprintf(lab->subset, sizeof lab->subset, LAB_DIR "/subset-%d", total);
+    char train[PATH_MAX + 16], test[PATH_MAX + 16], src[PATH_MAX * 2], packed[PATH_MAX + 32];
+    snprintf(train, sizeof train, "%s/train", lab->subset);
+    snprintf(test, sizeof test, "%s/test", lab->subset);
+    struct data_packed_info a, b;
+    snprintf(packed, sizeof packed, "%s.packed", train);
+    bool have = data_packed_verify(packed, &a) == 0 && a.count == total;
+    snprintf(packed, sizeof packed, "%s.packed", test);
+    if (have && data_packed_verify(packed, &b) == 0 && b.count == total_test) return 0;  /* an earlier run's */
+    snprintf(src, sizeof src, "%s/%s", d->path, d->train_dir);
+    if (mkdir_p(train) || link_split(src, train, total)) return -1;
+    snprintf(src, sizeof src, "%s/%s", d->path, d->test_dir);
+    if (mkdir_p(test) || link_split(src, test, total_test)) return -1;
+    return pack_split(d, train) || pack_split(d, test) ? -1 : 0;
+}
+
+/* ---- one run ---- */
+
+static int set(struct config *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int set(struct config *cfg, const char *fmt, ...) {
+    char a[PATH_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a, sizeof a, fmt, ap);
+    va_end(ap);
+    return cfg_set(cfg, a);
+}
+
+static int run_setting(struct lab *lab, const struct setting *s, const char *part, int steps, int first, int count) {
+    if (lab->n == MAX_ROWS) return err_set("too many lab rows");
+    struct row *r = &lab->rows[lab->n];
+    memset(r, 0, sizeof *r);
+    r->s = *s;
+    r->part = part;
+    mkdir_p(LAB_DIR "/traces");
+    snprintf(r->trace, sizeof r->trace, LAB_DIR "/traces/run-%02d.json", lab->n);
+    struct config cfg = lab->base;
+    int rc = set(&cfg, "data.path=%s", lab->subset) || set(&cfg, "data.dataset=folder") ||
+             set(&cfg, "train.epochs=2") || set(&cfg, "train.max_steps=%d", steps) ||
+             set(&cfg, "train.eval_every=0") || set(&cfg, "train.checkpoint=\"\"") ||
+             set(&cfg, "train.trace=%s", r->trace) || set(&cfg, "train.device=%s", lab->device) ||
+             set(&cfg, "train.kernels=%s", s->kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized") ||
+             set(&cfg, "loader.workers=%d", s->workers) || set(&cfg, "loader.prefetch=%d", s->prefetch) ||
+             set(&cfg, "loader.cache=%s", cache_names[s->cache]) ||
+             set(&cfg, "loader.io_delay_us=%d", s->io_delay_us) ||
+             set(&cfg, "loader.pinned=%s", s->pinned ? "yes" : "no") ||
+             set(&cfg, "loader.overlap=%s", s->overlap ? "yes" : "no") || cfg_validate(&cfg, "bench pipeline");
+    if (rc) return -1;
+    struct train_options opt = {.quiet = true, .totals = &r->tot};
+    if (train_run(&cfg, &opt) != TRAIN_OK) return err_set("the training run failed (see above)");
+    struct timeline tl;
+    if (timeline_load_json(&tl, r->trace)) return -1;
+    int have = timeline_step_count(&tl);
+    rc = have < steps ? err_set("the run's trace has %d steps, expected %d", have, steps)
+                      : timeline_step_stats(&tl, first, count, &r->st);
+    timeline_free(&tl);
+    if (rc) return -1;
+    r->images_per_s = r->st.median_step_s > 0 ? cfg.loader.batch / r->st.median_step_s : 0;
+    snprintf(r->verdict, sizeof r->verdict, "%s", bound_words[report_classify(r->st.wait_share)]);
+    /* the report's advice, given the measured window's numbers */
+    struct run_totals t = r->tot;
+    t.wall_ns = (int64_t)(r->st.total_s * 1e9);
+    t.wait_ns = (int64_t)(r->st.wait_share * r->st.total_s * 1e9);
+    t.h2d_ns = 0;
+    report_advice(&t, &cfg, r->advice, sizeof r->advice);
+    lab->n++;
+    return 0;
+}
+
+static void setting_words(const struct setting *s, char *buf, size_t len) {
+    if (s->workers) snprintf(buf, len, "workers %d, prefetch %d", s->workers, s->prefetch);
+    else snprintf(buf, len, "workers 0 (inline)");
+}
+
+static void print_row(const struct row *r) {
+    char w[64];
+    setting_words(&r->s, w, sizeof w);
+    char io[16];
+    snprintf(io, sizeof io, r->s.cache == CFG_CACHE_PACKED ? "-" : "%d", r->s.io_delay_us);
+    printf("%-10s %-7s %-24s %6s %9.0f %9.1f %9.1f %8.1f%% %8.1f%%  %s\n",
+           r->s.kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized", cache_names[r->s.cache], w, io,
+           r->images_per_s, r->st.median_step_s * 1e3, r->st.median_compute_s * 1e3, 100 * r->st.wait_share,
+           100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict);
+    fflush(stdout);
+}
+
+/* ---- the settings ---- */
+
+static int pipeline_rows(struct lab *lab) {
+    int e = lab->epoch_steps, steps = 2 * e, first = e + 1, count = e - 1;
+    static const int pairs[][2] = {{0, 1}, {1, 1}, {1, 4}, {2, 1}, {2, 4}};
+    static const int delays[] = {0, 200, 1000};
+    for (int c = 0; c < 3; c++)
+        for (int d = 0; d < 3; d++)
+            for (int p = 0; p < 5; p++) {
+                /* packed reads no files: no delay to add; a warm memory cache reads none either,
+                 * so it gets the fast and the slowest storage only */
+                if ((c == CFG_CACHE_PACKED && d > 0) || (c == CFG_CACHE_MEMORY && d == 1)) continue;
+                struct setting s = {pairs[p][0], pairs[p][1], (enum cfg_cache)c, delays[d], true, true,
+                                    CFG_KERNELS_VECTORIZED};
+                if (lab->quick) {
+                    /* the teaching pairs: naive and fixed, on slow storage, and each cache */
+                    bool naive = s.workers == 0, fixed = s.workers == 2 && s.prefetch == 4;
+                    if (!(naive || fixed) || (c != CFG_CACHE_PACKED && s.io_delay_us == 200) ||
+                        (c == CFG_CACHE_MEMORY && s.io_delay_us == 0))
+                        continue;
+                }
+                if (run_setting(lab, &s, "pipeline", steps, first, count)) return -1;
+                print_row(&lab->rows[lab->n - 1]);
+            }
+    return 0;
+}
+
+static int gpu_rows(struct lab *lab) {
+    int e = lab->epoch_steps;
+    for (int pinned = 1; pinned >= 0; pinned--)
+        for (int overlap = 1; overlap >= 0; overlap--) {
+            struct setting s = {2, 4, CFG_CACHE_PACKED, 0, pinned, overlap, CFG_KERNELS_VECTORIZED};
+            if (run_setting(lab, &s, "gpu", 2 * e, e + 1, e - 1)) return -1;
+            print_row(&lab->rows[lab->n - 1]);
+        }
+    return 0;
+}
+
+/* Both kernel flavours on the same (fast) pipeline: one warm-up step, then three. */
+static int kernel_rows(struct lab *lab) {
+    for (int k = 0; k < 2; k++) {
+        struct setting s = {2, 4, CFG_CACHE_PACKED, 0, true, true, k ? CFG_KERNELS_VECTORIZED : CFG_KERNELS_LOOP};
+        if (run_setting(lab, &s, "kernels", 4, 1, 3)) return -1;
+        print_row(&lab->rows[lab->n - 1]);
+    }
+    return 0;
+}
+
+/* ---- what it writes ---- */
+
+static const struct row *find_row(const struct lab *lab, int workers, int prefetch, enum cfg_cache cache, int io) {
+    for (int i = 0; i < lab->n; i++) {
+        const struct setting *s = &lab->rows[i].s;
+        if (!strcmp(lab->rows[i].part, "pipeline") && s->workers == workers && s->prefetch == prefetch &&
+            s->cache == cache && s->io_delay_us == io)
+            return &lab->rows[i];
+    }
+    return NULL;
+}
+
+static void cpu_model(char *buf, size_t len) {
+    snprintf(buf, len, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        char *c = strchr(line, ':');
+        if (!strncmp(line, "model name", 10) && c) {
+            c += 2;
+            c[strcspn(c, "\n")] = 0;
+            snprintf(buf, len, "%s", c);
+            break;
+        }
+    }
+    if (f) fclose(f);
+}
+
+static int write_pictures(const struct lab *lab, const char *img_dir, const char *machine) {
+    struct svg_bar bars[MAX_ROWS];
+    char labels[MAX_ROWS][64], groups[MAX_ROWS][64];
+    int n = 0;
+    for (int i = 0; i < lab->n; i++) {
+        const struct row *r = &lab->rows[i];
+        if (strcmp(r->part, "pipeline")) continue;
+        setting_words(&r->s, labels[n], sizeof labels[n]);
+        if (r->s.cache == CFG_CACHE_PACKED) snprintf(groups[n], sizeof groups[n], "cache = packed (no file reads)");
+        else snprintf(groups[n], sizeof groups[n], "cache = %s, io_delay_us = %d", cache_names[r->s.cache],
+                      r->s.io_delay_us);
+        bars[n] = (struct svg_bar){groups[n], labels[n], r->images_per_s, r->st.wait_share};
+        n++;
+    }
+    char path[PATH_MAX + 32], title[128];
+    snprintf(title, sizeof title, "pipeline-stall lab: resnet_small, batch %d, %s", lab->base.loader.batch,
+             lab->device);
+    struct svg_bar_chart chart = {title, machine, "images/s", "waiting for input", bars, n};
+    snprintf(path, sizeof path, "%s/stall-lab.svg", img_dir);
+    if (svg_write_bar_chart(path, &chart)) return -1;
+
+    const struct row *stalled = find_row(lab, 0, 1, CFG_CACHE_NONE, 1000), *fixed = find_row(lab, 2, 4, CFG_CACHE_NONE, 1000);
+    if (!stalled || !fixed) return 0;
+    struct timeline a, b;
+    if (timeline_load_json(&a, stalled->trace)) return -1;
+    if (timeline_load_json(&b, fixed->trace)) { timeline_free(&a); return -1; }
+    /* without workers the batch is loaded on the training thread; the trainer books
+     * that span under id 1, which has no thread name of its own */
+    timeline_add_thread(&a, 1, "loading, on the training thread");
+    const struct timeline *tls[] = {&a, &b};
+    const char *titles[] = {"stalled: workers 0 (loads inline), cache none, io_delay_us 1000",
+                            "fixed: workers 2, prefetch 4, same storage"};
+    struct timeline_options o = {lab->epoch_steps + 1, 3, "the same slow storage, loaded inline and by two workers",
+                                 machine};
+    snprintf(path, sizeof path, "%s/stall-timeline.svg", img_dir);
+    int rc = timeline_write_panels(path, 2, tls, titles, &o);
+    timeline_free(&a);
+    timeline_free(&b);
+    return rc;
+}
+
+static void md_row(FILE *f, const struct row *r) {
+    char w[64], io[16];
+    setting_words(&r->s, w, sizeof w);
+    snprintf(io, sizeof io, r->s.cache == CFG_CACHE_PACKED ? "-" : "%d", r->s.io_delay_us);
+    fprintf(f, "| %s | %s | %s | %s |", r->s.kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized",
+            cache_names[r->s.cache], w, io);
+    if (!strcmp(r->part, "gpu")) fprintf(f, " %s / %s |", r->s.pinned ? "yes" : "no", r->s.overlap ? "yes" : "no");
+    fprintf(f, " %.0f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n", r->images_per_s, r->st.median_step_s * 1e3,
+            r->st.median_compute_s * 1e3, 100 * r->st.wait_share,
+            100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict, r->advice);
+}
+
+static void md_table(FILE *f, const struct lab *lab, const char *part) {
+    bool gpu = !strcmp(part, "gpu");
+    fprintf(f, "| kernels | cache | loader | io_delay_us |%s images/s | median step ms | median compute ms | "
+               "waiting | loader CPU | verdict | next |\n",
+            gpu ? " pinned / overlap |" : "");
+    fprintf(f, "|---|---|---|---:|%s---:|---:|---:|---:|---:|---|---|\n", gpu ? "---|" : "");
+    for (int i = 0; i < lab->n; i++)
+        if (!strcmp(lab->rows[i].part, part)) md_row(f, &lab->rows[i]);
+}
+
+static int write_markdown(const struct lab *lab, const char *path, const char *machine, const char *load0,
+                          const char *load1, double seconds, const char *gpu_note) {
+    FILE *f = fopen(path, "w");
+    if (!f) return err_set("%s cannot be written: %s", path, strerror(errno));
+    time_t now = time(NULL);
+    char when[64];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M %Z", localtime(&now));
+    int e = lab->epoch_steps;
+    fprintf(f, "# The pipeline-stall lab: measured\n\n"
+               "Written by `./bench pipeline%s` (or `make stall-lab`) on %s; do not edit by hand, run it "
+               "again. The\nexplanations are in [the guide](guide.md).\n\n",
+            lab->quick ? " --quick" : "", when);
+    fprintf(f, "- machine: %s\n- load average (1, 5, 15 min) before: %s; after: %s. The machine is shared: "
+               "other jobs' load slows every row alike as long as it stays steady, and a row taken during "
+               "a burst comes out slow.\n",
+            machine, load0, load1);
+    fprintf(f, "- each row: resnet_small (batch %d) trained for %d steps on a %d-image subset of Fashion-MNIST "
+               "(`%s`), two epochs of %d steps; the first epoch warms up (thread pools, arena, the memory "
+               "cache), and steps %d-%d of the second are measured, from each run's trace.\n",
+            lab->base.loader.batch, 2 * e, e * lab->base.loader.batch, lab->subset, e, e + 2, 2 * e);
+    fprintf(f, "- images/s: the batch over the median step; waiting: time blocked on the loader over the "
+               "measured steps' wall time (the verdict uses TF Profiler's 5%% and 20%%); loader CPU: the "
+               "loader's CPU time over the process's, whole run. `next` is the advice `./train` prints "
+               "for those numbers.\n- the lab took %.0f s.\n\n",
+            seconds);
+    fprintf(f, "## The input pipeline (vectorized kernels, %s)\n\n", lab->device);
+    md_table(f, lab, "pipeline");
+    const struct row *slow = NULL, *fast = NULL;
+    for (int i = 0; i < lab->n; i++) {
+        const struct row *r = &lab->rows[i];
+        if (strcmp(r->part, "pipeline")) continue;
+        if (!slow || r->images_per_s < slow->images_per_s) slow = r;
+        if (!fast || r->images_per_s > fast->images_per_s) fast = r;
+    }
+    if (slow && fast) {
+        char ws[64], wf[64];
+        setting_words(&slow->s, ws, sizeof ws);
+        setting_words(&fast->s, wf, sizeof wf);
+        fprintf(f, "\nSlowest: cache %s, io_delay_us %d, %s: %.0f images/s, %.0f%% waiting. Fastest: cache %s, "
+                   "io_delay_us %d, %s: %.0f images/s (%.1fx).\n",
+                cache_names[slow->s.cache], slow->s.io_delay_us, ws, slow->images_per_s, 100 * slow->st.wait_share,
+                cache_names[fast->s.cache], fast->s.io_delay_us, wf, fast->images_per_s,
+                slow->images_per_s > 0 ? fast->images_per_s / slow->images_per_s : 0.0);
+    }
+    fprintf(f, "\n![images/s per setting, the waiting share in orange](img/stall-lab.svg)\n\n"
+               "![a stalled and a fixed run, steps %d-%d](img/stall-timeline.svg)\n\n",
+            e + 2, e + 4);
+    fprintf(f, "## Loop against vectorized kernels, end to end\n\nThe same pipeline (workers 2, prefetch 4, "
+               "packed), back to back: one warm-up step, then three measured.\n\n");
+    md_table(f, lab, "kernels");
+    fprintf(f, "\n## GPU: pinned memory and copy overlap\n\n");
+    if (gpu_note) fprintf(f, "Not measured: %s.\n", gpu_note);
+    else md_table(f, lab, "gpu");
+    fprintf(f, "\n## Run it yourself\n\n    make stall-lab              # ./bench pipeline, then the PNGs\n"
+               "    ./bench pipeline --quick    # the teaching rows only\n"
+               "    ./bench pipeline --help\n");
+    bool bad = ferror(f);
+    if (fclose(f) || bad) return err_set("writing %s failed", path);
+    return 0;
+}
+
+/* ---- the commands ---- */
+
+static void pipeline_usage(FILE *f) {
+    fprintf(f, "usage: ./bench pipeline [--config FILE] [--epoch-steps N] [--quick] [--device auto|cpu|cuda]\n"
+               "                        [--out DIR | --no-docs]\n"
+               "  short resnet_small runs over workers x prefetch x cache x io_delay_us (and on a GPU,\n"
+               "  pinned x overlap), then loop vs vectorized kernels; one table, plus DIR/stall-lab.md,\n"
+               "  DIR/img/stall-lab.svg and DIR/img/stall-timeline.svg (DIR defaults to docs)\n"
+               "  --epoch-steps N   steps per epoch of the subset (default 6): runs are 2N steps, N-1 measured\n"
+               "  --quick           only the teaching rows (naive and fixed loaders, each cache)\n");
+}
+
+int bench_pipeline(int argc, char **argv) {
+    const char *config = "configs/resnet_small.cfg", *out = "docs", *device = "auto";
+    struct lab *lab = calloc(1, sizeof *lab);
+    if (!lab) return 1;
+    lab->epoch_steps = 6;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { pipeline_usage(stdout); free(lab); return 0; }
+        else if (!strcmp(a, "--quick")) lab->quick = true;
+        else if (!strcmp(a, "--no-docs")) out = NULL;
+        else if (!strcmp(a, "--config") && v) config = argv[++i];
+        else if (!strcmp(a, "--out") && v) out = argv[++i];
+        else if (!strcmp(a, "--device") && v) device = argv[++i];
+        else if (!strcmp(a, "--epoch-steps") && v) lab->epoch_steps = atoi(argv[++i]);
+        else { pipeline_usage(stderr); free(lab); return 2; }
+    }
+    if (lab->epoch_steps < 2 || lab->epoch_steps > 1000) {
+        fprintf(stderr, "bench pipeline: --epoch-steps must be in 2..1000\n");
+        free(lab);
+        return 2;
+    }
+    char why[256] = "";
+    bool gpu = backend_gpu_count(why, sizeof why) > 0 && backend_get(DEV_CUDA, KF_VECTORIZED) != NULL;
+    if (!gpu && why[0] == 0) snprintf(why, sizeof why, "%s", err_get());
+    if (!strcmp(device, "cuda") && !gpu) {
+        fprintf(stderr, "bench pipeline: --device cuda is not available in this build/machine: %s\n", why);
+        free(lab);
+        return 1;
+    }
+    if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        fprintf(stderr, "bench pipeline: --device must be auto, cpu or cuda\n");
+        free(lab);
+        return 2;
+    }
+    if (!strcmp(device, "cpu")) gpu = false;
+    lab->device = gpu ? "cuda" : "cpu";
+    if (cfg_load(&lab->base, config) || prepare_subset(lab)) {
+        fprintf(stderr, "bench pipeline: %s\n", err_get());
+        free(lab);
+        return 1;
+    }
+    char machine[256], model[160], load0[64], load1[64];
+    cpu_model(model, sizeof model);
+    snprintf(machine, sizeof machine, "%s, %ld CPUs%s", model, sysconf(_SC_NPROCESSORS_ONLN), gpu ? ", GPU" : "");
+    kb_load_string(load0, sizeof load0);
+    double t0 = bench_now_s();
+    printf("nostall bench pipeline: resnet_small on %s; %s; load average %s\n", lab->device, machine, load0);
+    printf("each row: %d steps (2 epochs of a %d-image subset), steps %d-%d measured\n", 2 * lab->epoch_steps,
+           lab->epoch_steps * lab->base.loader.batch, lab->epoch_steps + 2, 2 * lab->epoch_steps);
+    printf("%-10s %-7s %-24s %6s %9s %9s %9s %9s %9s  %s\n", "kernels", "cache", "loader", "io us", "images/s",
+           "step ms", "compute", "waiting", "ldr CPU", "verdict");
+    int rc = pipeline_rows(lab);
+    if (!rc && gpu) rc = gpu_rows(lab);
+    if (!rc) rc = kernel_rows(lab);
+    const char *gpu_note = NULL;
+    char note[400];
+    if (!gpu) {
+        snprintf(note, sizeof note, "no GPU in this session (%s)", why);
+        gpu_note = note;
+        printf("GPU rows (pinned x overlap): not measured: %s\n", note);
+    }
+    kb_load_string(load1, sizeof load1);
+    double seconds = bench_now_s() - t0;
+    printf("load average after: %s; %.0f s\n", load1, seconds);
+    if (!rc && out) {
+        char img[PATH_MAX], md[PATH_MAX + 16];
+        snprintf(img, sizeof img, "%s/img", out);
+        snprintf(md, sizeof md, "%s/stall-lab.md", out);
+        rc = mkdir_p(img) || write_pictures(lab, img, machine) ||
+             write_markdown(lab, md, machine, load0, load1, seconds, gpu_note);
+        if (!rc) printf("wrote %s, %s/stall-lab.svg, %s/stall-timeline.svg\n", md, img, img);
+    }
+    if (rc) fprintf(stderr, "bench pipeline: %s\n", err_get());
+    free(lab);
+    return rc ? 1 : 0;
+}
+
+int bench_timeline(int argc, char **argv) {
+    const char *out = NULL, *title = NULL, *files[8];
+    struct timeline_options o = {-1, 0, NULL, NULL};
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-o") && v) out = argv[++i];
+        else if (!strcmp(a, "--first-step") && v) o.first_step = atoi(argv[++i]) - 1;
+        else if (!strcmp(a, "--steps") && v) o.steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--title") && v) title = argv[++i];
+        else if (a[0] != '-' && n < 8) files[n++] = a;
+        else n = -1000;
+    }
+    if (n < 1 || !out) {
+        fprintf(stderr, "usage: ./bench timeline TRACE.json [TRACE2.json ...] -o OUT.svg [--first-step N] "
+                        "[--steps N] [--title TEXT]\n"
+                        "  draws --trace files as timelines, one panel each, on one time scale; steps count "
+                        "from 1 (default: 4 steps from step 3)\n");
+        return 2;
+    }
+    o.title = title;
+    struct timeline tls[8];
+    const struct timeline *ptr[8];
+    int rc = 0, loaded = 0;
+    for (; loaded < n && !rc; loaded++) {
+        rc = timeline_load_json(&tls[loaded], files[loaded]);
+        ptr[loaded] = &tls[loaded];
+    }
+    if (rc) loaded--;
+    if (!rc) rc = timeline_write_panels(out, n, ptr, files, &o);
+    for (int i = 0; i < loaded; i++) timeline_free(&tls[i]);
+    if (rc) { fprintf(stderr, "bench timeline: %s\n", err_get()); return 1; }
+    printf("wrote %s\n", out);
+    return 0;
+}
