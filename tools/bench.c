@@ -32,7 +32,10 @@ double bench_median_s(void (*fn)(void *), void *arg, int reps) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: ./bench ops [--device cpu] [--batch N]   loop vs vectorized kernels\n"
+    fprintf(f, "usage: ./bench ops [--device cpu|cuda] [--batch N]       loop vs vectorized kernels, short table\n"
+               "       ./bench kernels [--device cpu|cuda] [--batch N]   the same with %% of measured peaks, dispatch cost\n"
+               "       ./bench pipeline [options]            the pipeline-stall lab (see ./bench pipeline --help)\n"
+               "       ./bench timeline TRACE.json... -o OUT.svg   draw --trace files as timelines\n"
                "       ./bench loader [options]              the input pipeline alone (see ./bench loader --help)\n"
                "       ./bench train [options]               resnet_small training speed (see ./bench train --help)\n");
 }
@@ -41,6 +44,9 @@ int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "ops")) return bench_ops(argc - 1, argv + 1);
     if (!strcmp(argv[1], "loader")) return bench_loader(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "kernels")) return bench_kernels(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "pipeline")) return bench_pipeline(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "timeline")) return bench_timeline(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train")) return bench_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
     fprintf(stderr, "bench: unknown subcommand '%s'\n", argv[1]);
