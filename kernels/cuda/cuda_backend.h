@@ -38,8 +38,9 @@ bool cuda_tf32(void);
  * err_get(). NULL when nothing failed since the start or the last clear. */
 const char *cuda_backend_error(void);
 void cuda_backend_clear_error(void);
-/* Waits for both streams, then 0, or -1 with err_set naming the first recorded
- * error: a trainer calls it once per step (or per epoch) to stop on a device fault. */
+/* Waits for the compute stream (not the copy stream, whose copy in flight is the
+ * next batch), then 0, or -1 with err_set naming the first recorded error: a
+ * trainer calls it once per step to stop on a device fault. */
 int cuda_backend_check(void);
 
 /* ---- for tests and benchmarks ---- */

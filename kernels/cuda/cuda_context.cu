@@ -95,8 +95,14 @@ extern "C" void cuda_backend_clear_error(void) {
     first_error[0] = '\0';
 }
 
+// Waits for the compute stream only: a copy in flight on the copy stream is the
+// next batch, and waiting for it would undo the overlap. A device fault breaks the
+// whole context, so it shows on either stream.
 extern "C" int cuda_backend_check(void) {
-    cu_sync();
+    CU_OK(cudaStreamSynchronize(cu_compute()));
+    cudaError_t copy = cudaStreamQuery(cu.stream[STREAM_COPY]);
+    if (copy == cudaErrorNotReady) cudaGetLastError();
+    else CU_OK(copy);
     CU_OK(cudaGetLastError());
     const char *e = cuda_backend_error();
     return e ? err_set("%s", e) : 0;
