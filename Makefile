@@ -129,3 +129,18 @@ $(BUILD)/fuzz-seeds: tests/fuzz/seeds.c $(wildcard tests/fuzz/*.h) $(LIB)
 .PHONY: gpu-test
 gpu-test: $(BUILD)/tests/test_cuda
 	$(BUILD)/tests/test_cuda --jobs 1 --verbose
+
+# ---- teaching lab (issue 6) ----------------------------------------------------------
+# stall-lab: the pipeline-stall lab (a few minutes on 2 cores), which writes
+# docs/stall-lab.md and its SVGs, then their PNG renderings. docs-images renders every
+# docs/img/*.svg to a PNG beside it with rsvg-convert (Debian's librsvg2-bin).
+.PHONY: stall-lab docs-images
+stall-lab: all
+	./bench pipeline
+	@$(MAKE) --no-print-directory docs-images
+
+docs-images:
+	@command -v rsvg-convert >/dev/null 2>&1 || sh scripts/setup.sh librsvg2-bin
+	@for f in docs/img/*.svg; do \
+	  rsvg-convert "$$f" -o "$${f%.svg}.png" && echo "rendered $${f%.svg}.png" || exit 1; \
+	done

@@ -50,11 +50,12 @@ struct setting {
     int io_delay_us;
     bool pinned, overlap;        /* GPU rows */
     enum cfg_kernels kernels;
+    const char *widths;          /* model.widths, or NULL for the config's */
 };
 
 struct row {
     struct setting s;
-    const char *part;            /* "pipeline", "kernels", "gpu" */
+    const char *part;            /* "pipeline", "kernels", "model", "gpu" */
     struct timeline_step_stats st;
     struct run_totals tot;
     double images_per_s;         /* batch / median step */
@@ -217,7 +218,8 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
              set(&cfg, "loader.cache=%s", cache_names[s->cache]) ||
              set(&cfg, "loader.io_delay_us=%d", s->io_delay_us) ||
              set(&cfg, "loader.pinned=%s", s->pinned ? "yes" : "no") ||
-             set(&cfg, "loader.overlap=%s", s->overlap ? "yes" : "no") || cfg_validate(&cfg, "bench pipeline");
+             set(&cfg, "loader.overlap=%s", s->overlap ? "yes" : "no") ||
+             (s->widths && set(&cfg, "model.widths=%s", s->widths)) || cfg_validate(&cfg, "bench pipeline");
     if (rc) return -1;
     struct train_options opt = {.quiet = true, .totals = &r->tot};
     if (train_run(&cfg, &opt) != TRAIN_OK) return err_set("the training run failed (see above)");
@@ -250,10 +252,10 @@ static void print_row(const struct row *r) {
     setting_words(&r->s, w, sizeof w);
     char io[16];
     snprintf(io, sizeof io, r->s.cache == CFG_CACHE_PACKED ? "-" : "%d", r->s.io_delay_us);
-    printf("%-10s %-7s %-24s %6s %9.0f %9.1f %9.1f %8.1f%% %8.1f%%  %s\n",
+    printf("%-10s %-7s %-22s %6s %9.0f %9.1f %9.1f %9.1f %8.1f%% %8.1f%%  %s\n",
            r->s.kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized", cache_names[r->s.cache], w, io,
-           r->images_per_s, r->st.median_step_s * 1e3, r->st.median_compute_s * 1e3, 100 * r->st.wait_share,
-           100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict);
+           r->images_per_s, r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3, r->st.median_compute_s * 1e3,
+           100 * r->st.wait_share, 100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict);
     fflush(stdout);
 }
 
@@ -270,7 +272,7 @@ static int pipeline_rows(struct lab *lab) {
                  * so it gets the fast and the slowest storage only */
                 if ((c == CFG_CACHE_PACKED && d > 0) || (c == CFG_CACHE_MEMORY && d == 1)) continue;
                 struct setting s = {pairs[p][0], pairs[p][1], (enum cfg_cache)c, delays[d], true, true,
-                                    CFG_KERNELS_VECTORIZED};
+                                    CFG_KERNELS_VECTORIZED, NULL};
                 if (lab->quick) {
                     /* the teaching pairs: naive and fixed, on slow storage, and each cache */
                     bool naive = s.workers == 0, fixed = s.workers == 2 && s.prefetch == 4;
@@ -288,7 +290,7 @@ static int gpu_rows(struct lab *lab) {
     int e = lab->epoch_steps;
     for (int pinned = 1; pinned >= 0; pinned--)
         for (int overlap = 1; overlap >= 0; overlap--) {
-            struct setting s = {2, 4, CFG_CACHE_PACKED, 0, pinned, overlap, CFG_KERNELS_VECTORIZED};
+            struct setting s = {2, 4, CFG_CACHE_PACKED, 0, pinned, overlap, CFG_KERNELS_VECTORIZED, NULL};
             if (run_setting(lab, &s, "gpu", 2 * e, e + 1, e - 1)) return -1;
             print_row(&lab->rows[lab->n - 1]);
         }
@@ -298,8 +300,22 @@ static int gpu_rows(struct lab *lab) {
 /* Both kernel flavours on the same (fast) pipeline: one warm-up step, then three. */
 static int kernel_rows(struct lab *lab) {
     for (int k = 0; k < 2; k++) {
-        struct setting s = {2, 4, CFG_CACHE_PACKED, 0, true, true, k ? CFG_KERNELS_VECTORIZED : CFG_KERNELS_LOOP};
+        struct setting s = {2, 4, CFG_CACHE_PACKED, 0, true, true, k ? CFG_KERNELS_VECTORIZED : CFG_KERNELS_LOOP,
+                            NULL};
         if (run_setting(lab, &s, "kernels", 4, 1, 3)) return -1;
+        print_row(&lab->rows[lab->n - 1]);
+    }
+    return 0;
+}
+
+/* The model the article lists last: resnet_small, and the same net twice as wide (about
+ * four times the FLOPs), on the same pipeline. */
+static int model_rows(struct lab *lab) {
+    static const char *const widths[] = {"16,32,64", "32,64,128"};
+    for (int k = 0; k < 2; k++) {
+        struct setting s = {2, 4, CFG_CACHE_PACKED, 0, true, true, CFG_KERNELS_VECTORIZED, widths[k]};
+        if (run_setting(lab, &s, "model", 4, 1, 3)) return -1;
+        printf("model.widths=%-9s ", widths[k]);
         print_row(&lab->rows[lab->n - 1]);
     }
     return 0;
@@ -381,17 +397,18 @@ static void md_row(FILE *f, const struct row *r) {
     fprintf(f, "| %s | %s | %s | %s |", r->s.kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized",
             cache_names[r->s.cache], w, io);
     if (!strcmp(r->part, "gpu")) fprintf(f, " %s / %s |", r->s.pinned ? "yes" : "no", r->s.overlap ? "yes" : "no");
-    fprintf(f, " %.0f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n", r->images_per_s, r->st.median_step_s * 1e3,
-            r->st.median_compute_s * 1e3, 100 * r->st.wait_share,
+    if (!strcmp(r->part, "model")) fprintf(f, " %s |", r->s.widths);
+    fprintf(f, " %.0f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n", r->images_per_s,
+            r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3, r->st.median_compute_s * 1e3, 100 * r->st.wait_share,
             100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict, r->advice);
 }
 
 static void md_table(FILE *f, const struct lab *lab, const char *part) {
-    bool gpu = !strcmp(part, "gpu");
-    fprintf(f, "| kernels | cache | loader | io_delay_us |%s images/s | median step ms | median compute ms | "
+    bool gpu = !strcmp(part, "gpu"), model = !strcmp(part, "model");
+    fprintf(f, "| kernels | cache | loader | io_delay_us |%s images/s | step ms | wait ms | compute ms | "
                "waiting | loader CPU | verdict | next |\n",
-            gpu ? " pinned / overlap |" : "");
-    fprintf(f, "|---|---|---|---:|%s---:|---:|---:|---:|---:|---|---|\n", gpu ? "---|" : "");
+            gpu ? " pinned / overlap |" : model ? " model.widths |" : "");
+    fprintf(f, "|---|---|---|---:|%s---:|---:|---:|---:|---:|---:|---|---|\n", gpu || model ? "---|" : "");
     for (int i = 0; i < lab->n; i++)
         if (!strcmp(lab->rows[i].part, part)) md_row(f, &lab->rows[i]);
 }
@@ -416,8 +433,8 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
                "(`%s`), two epochs of %d steps; the first epoch warms up (thread pools, arena, the memory "
                "cache), and steps %d-%d of the second are measured, from each run's trace.\n",
             lab->base.loader.batch, 2 * e, e * lab->base.loader.batch, lab->subset, e, e + 2, 2 * e);
-    fprintf(f, "- images/s: the batch over the median step; waiting: time blocked on the loader over the "
-               "measured steps' wall time (the verdict uses TF Profiler's 5%% and 20%%); loader CPU: the "
+    fprintf(f, "- images/s: the batch over the median step; step, wait and compute ms: medians per step; "
+               "waiting: time blocked on the loader over the measured steps' wall time (the verdict uses TF Profiler's 5%% and 20%%); loader CPU: the "
                "loader's CPU time over the process's, whole run. `next` is the advice `./train` prints "
                "for those numbers.\n- the lab took %.0f s.\n\n",
             seconds);
@@ -446,6 +463,9 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
     fprintf(f, "## Loop against vectorized kernels, end to end\n\nThe same pipeline (workers 2, prefetch 4, "
                "packed), back to back: one warm-up step, then three measured.\n\n");
     md_table(f, lab, "kernels");
+    fprintf(f, "\n## Model size\n\nresnet_small and the same network twice as wide (about four times the "
+               "FLOPs per image), same pipeline, one warm-up step, then three measured.\n\n");
+    md_table(f, lab, "model");
     fprintf(f, "\n## GPU: pinned memory and copy overlap\n\n");
     if (gpu_note) fprintf(f, "Not measured: %s.\n", gpu_note);
     else md_table(f, lab, "gpu");
@@ -465,7 +485,7 @@ static void pipeline_usage(FILE *f) {
                "  short resnet_small runs over workers x prefetch x cache x io_delay_us (and on a GPU,\n"
                "  pinned x overlap), then loop vs vectorized kernels; one table, plus DIR/stall-lab.md,\n"
                "  DIR/img/stall-lab.svg and DIR/img/stall-timeline.svg (DIR defaults to docs)\n"
-               "  --epoch-steps N   steps per epoch of the subset (default 6): runs are 2N steps, N-1 measured\n"
+               "  --epoch-steps N   steps per epoch of the subset (default 5): runs are 2N steps, N-1 measured\n"
                "  --quick           only the teaching rows (naive and fixed loaders, each cache)\n");
 }
 
@@ -473,7 +493,7 @@ int bench_pipeline(int argc, char **argv) {
     const char *config = "configs/resnet_small.cfg", *out = "docs", *device = "auto";
     struct lab *lab = calloc(1, sizeof *lab);
     if (!lab) return 1;
-    lab->epoch_steps = 6;
+    lab->epoch_steps = 5;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { pipeline_usage(stdout); free(lab); return 0; }
@@ -518,11 +538,14 @@ int bench_pipeline(int argc, char **argv) {
     printf("nostall bench pipeline: resnet_small on %s; %s; load average %s\n", lab->device, machine, load0);
     printf("each row: %d steps (2 epochs of a %d-image subset), steps %d-%d measured\n", 2 * lab->epoch_steps,
            lab->epoch_steps * lab->base.loader.batch, lab->epoch_steps + 2, 2 * lab->epoch_steps);
-    printf("%-10s %-7s %-24s %6s %9s %9s %9s %9s %9s  %s\n", "kernels", "cache", "loader", "io us", "images/s",
-           "step ms", "compute", "waiting", "ldr CPU", "verdict");
+    printf("%-10s %-7s %-22s %6s %9s %9s %9s %9s %9s %9s  %s\n", "kernels", "cache", "loader", "io us",
+           "images/s", "step ms", "wait ms", "compute", "waiting", "ldr CPU", "verdict");
+    printf("(per step, medians over the measured steps; waiting = share of their time; ldr CPU = the loader's share "
+           "of the process's CPU time)\n");
     int rc = pipeline_rows(lab);
     if (!rc && gpu) rc = gpu_rows(lab);
     if (!rc) rc = kernel_rows(lab);
+    if (!rc) rc = model_rows(lab);
     const char *gpu_note = NULL;
     char note[400];
     if (!gpu) {

@@ -167,7 +167,8 @@ int svg_write_bar_chart(const char *path, const struct svg_bar_chart *c) {
     svg_rect(s, 12, 52, 12, 12, BAR_VALUE_FILL, NULL);
     svg_text(s, 30, 62, 11, SVG_START, "#222", false, "%s", c->value_unit);
     svg_rect(s, 170, 52, 12, 12, BAR_SHARE_FILL, NULL);
-    svg_text(s, 188, 62, 11, SVG_START, "#222", false, "the bar's share %s (of step time)", c->share_name);
+    svg_text(s, 188, 62, 11, SVG_START, "#222", false, "%s: the same share of the bar as of the step time",
+             c->share_name);
 
     double y = BAR_TOP, top = y;
     for (double v = 0; v <= axis_max * (1 + 1e-9); v += step) {
