@@ -1,7 +1,11 @@
 /* cpu_common.c — the CPU kernels both tables share (see cpu_common.h). */
+#include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cpu_common.h"
 #include "error.h"
@@ -37,6 +41,127 @@ void cpu_copy(void *dst, const void *src, size_t bytes, enum copy_kind kind) {
 }
 
 void cpu_sync(void) {}
+
+/* ---- threads: a pool that spins briefly, then sleeps ----
+ * Why not OpenMP's own threads: libgomp's idle threads spin for up to milliseconds
+ * waiting for the next parallel region (OMP_WAIT_POLICY=active is its default, and
+ * only the environment of a starting program can change it). On two cores shared
+ * with the loader's workers, or another job, that spinning takes the core from
+ * whoever needs it; on this machine, under load, resnet_small trained 3x faster
+ * with OMP_WAIT_POLICY=passive (docs/benchmarks.md). These threads spin
+ * POOL_SPIN_NS, enough to bridge the short gaps between the kernels of a step,
+ * then sleep on a condition variable. The team size stays OpenMP's
+ * omp_get_max_threads(), so OMP_NUM_THREADS and train.threads still apply. */
+
+enum { POOL_MAX = 64 };
+#define POOL_SPIN_NS 50000
+
+static struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t start, finish;
+    int workers;                     /* threads started: threads 1..workers of a team */
+    _Atomic unsigned long gen;       /* bumped for each job */
+    unsigned long born_gen;          /* gen when the newest workers were started */
+    void (*fn)(void *ctx, int task, int thread);
+    void *ctx;
+    int tasks, team;
+    atomic_int next;                 /* the next task to hand out */
+    atomic_int busy;                 /* workers that haven't checked out of the job */
+    atomic_flag in_use;              /* a job is running: a nested call runs inline */
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .finish = PTHREAD_COND_INITIALIZER};
+
+static int64_t pool_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void pool_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void pool_run_tasks(int thread) {
+    int t;
+    while ((t = atomic_fetch_add(&pool.next, 1)) < pool.tasks) pool.fn(pool.ctx, t, thread);
+}
+
+static void *pool_worker(void *arg) {
+    int thread = (int)(intptr_t)arg;
+    pthread_mutex_lock(&pool.mu);
+    unsigned long seen = pool.born_gen; /* the job it was started for is yet to be seen */
+    pthread_mutex_unlock(&pool.mu);
+    for (;;) {
+        int64_t until = pool_now_ns() + POOL_SPIN_NS;
+        while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen && pool_now_ns() < until)
+            pool_pause();
+        pthread_mutex_lock(&pool.mu);
+        while (atomic_load(&pool.gen) == seen) pthread_cond_wait(&pool.start, &pool.mu);
+        pthread_mutex_unlock(&pool.mu);
+        seen++; /* the job can't change before every worker has checked out of it */
+        if (thread < pool.team) pool_run_tasks(thread);
+        if (atomic_fetch_sub(&pool.busy, 1) == 1) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.finish);
+            pthread_mutex_unlock(&pool.mu);
+        }
+    }
+    return NULL;
+}
+
+/* A forked child has none of the parent's threads: it starts a pool of its own. */
+static void pool_after_fork(void) {
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.start, NULL);
+    pthread_cond_init(&pool.finish, NULL);
+    pool.workers = 0;
+    atomic_flag_clear(&pool.in_use);
+}
+
+static void pool_register_fork(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+int cpu_threads(void) {
+    int n = omp_get_max_threads();
+    return n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : n;
+}
+
+void cpu_parallel(int tasks, int threads, void (*fn)(void *ctx, int task, int thread), void *ctx) {
+    if (threads > cpu_threads()) threads = cpu_threads();
+    if (threads > tasks) threads = tasks;
+    if (threads <= 1 || atomic_flag_test_and_set(&pool.in_use)) {
+        for (int t = 0; t < tasks; t++) fn(ctx, t, 0);
+        return;
+    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, pool_register_fork);
+    pthread_mutex_lock(&pool.mu);
+    pool.born_gen = atomic_load(&pool.gen);
+    while (pool.workers < threads - 1) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, pool_worker, (void *)(intptr_t)(pool.workers + 1)) != 0) break;
+        pthread_detach(th);
+        pool.workers++;
+    }
+    if (threads > pool.workers + 1) threads = pool.workers + 1; /* no more threads to be had */
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.tasks = tasks;
+    pool.team = threads;
+    atomic_store(&pool.next, 0);
+    atomic_store(&pool.busy, pool.workers); /* every worker checks in, in the team or not */
+    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.mu);
+
+    pool_run_tasks(0);
+    int64_t until = pool_now_ns() + POOL_SPIN_NS;
+    while (atomic_load(&pool.busy) > 0 && pool_now_ns() < until) pool_pause();
+    pthread_mutex_lock(&pool.mu);
+    while (atomic_load(&pool.busy) > 0) pthread_cond_wait(&pool.finish, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+    atomic_flag_clear(&pool.in_use);
+}
 
 /* ---- elementwise ---- */
 
@@ -196,40 +321,56 @@ static void avgpool_plane_bwd(const struct pool_geom *g, const float *dy, float 
         }
 }
 
-/* ---- pooling: every (n,c) plane, spread over OpenMP threads if `threaded` ---- */
+/* ---- pooling: every (n,c) plane, spread over the threads if `threaded` ---- */
+
+enum { POOL_PLANES = 16 }; /* planes per task */
+
+struct pool_job {
+    const struct pool_geom *g;
+    const float *x, *dy;
+    const int32_t *idx_in;
+    float *y, *dx;
+    int32_t *idx;
+    int kind; /* 0 max fwd, 1 max bwd, 2 avg fwd, 3 avg bwd */
+};
+
+static void pool_planes(void *ctx, int task, int thread) {
+    (void)thread;
+    const struct pool_job *j = ctx;
+    const struct pool_geom *g = j->g;
+    size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
+    long end = (long)g->n * g->c, p = (long)task * POOL_PLANES;
+    for (long stop = p + POOL_PLANES < end ? p + POOL_PLANES : end; p < stop; p++) {
+        if (j->kind == 0) maxpool_plane_fwd(g, j->x + p * in_plane, j->y + p * out_plane, j->idx + p * out_plane);
+        else if (j->kind == 1) maxpool_plane_bwd(g, j->idx_in + p * out_plane, j->dy + p * out_plane, j->dx + p * in_plane);
+        else if (j->kind == 2) avgpool_plane_fwd(g, j->x + p * in_plane, j->y + p * out_plane);
+        else avgpool_plane_bwd(g, j->dy + p * out_plane, j->dx + p * in_plane);
+    }
+}
+
+static void pool_run(struct pool_job *j, bool threaded) {
+    long planes = (long)j->g->n * j->g->c;
+    cpu_parallel((int)((planes + POOL_PLANES - 1) / POOL_PLANES), threaded ? cpu_threads() : 1, pool_planes, j);
+}
 
 // x (n,c,h,w) -> y (n,c,oh,ow), idx (n,c,oh,ow)
 void cpu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx,
                      bool threaded) {
-    long planes = (long)g->n * g->c;
-    size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
-#pragma omp parallel for if (threaded) schedule(static)
-    for (long p = 0; p < planes; p++)
-        maxpool_plane_fwd(g, x + p * in_plane, y + p * out_plane, idx + p * out_plane);
+    pool_run(&(struct pool_job){.g = g, .x = x, .y = y, .idx = idx, .kind = 0}, threaded);
 }
 
 // idx (n,c,oh,ow), dy (n,c,oh,ow) -> dx (n,c,h,w) +=
 void cpu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy, float *dx,
                      bool threaded) {
-    long planes = (long)g->n * g->c;
-    size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
-#pragma omp parallel for if (threaded) schedule(static)
-    for (long p = 0; p < planes; p++)
-        maxpool_plane_bwd(g, idx + p * out_plane, dy + p * out_plane, dx + p * in_plane);
+    pool_run(&(struct pool_job){.g = g, .idx_in = idx, .dy = dy, .dx = dx, .kind = 1}, threaded);
 }
 
 // x (n,c,h,w) -> y (n,c,oh,ow)
 void cpu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y, bool threaded) {
-    long planes = (long)g->n * g->c;
-    size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
-#pragma omp parallel for if (threaded) schedule(static)
-    for (long p = 0; p < planes; p++) avgpool_plane_fwd(g, x + p * in_plane, y + p * out_plane);
+    pool_run(&(struct pool_job){.g = g, .x = x, .y = y, .kind = 2}, threaded);
 }
 
 // dy (n,c,oh,ow) -> dx (n,c,h,w) +=
 void cpu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx, bool threaded) {
-    long planes = (long)g->n * g->c;
-    size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
-#pragma omp parallel for if (threaded) schedule(static)
-    for (long p = 0; p < planes; p++) avgpool_plane_bwd(g, dy + p * out_plane, dx + p * in_plane);
+    pool_run(&(struct pool_job){.g = g, .dy = dy, .dx = dx, .kind = 3}, threaded);
 }

@@ -14,6 +14,14 @@ void cpu_zero(void *p, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes, enum copy_kind kind);
 void cpu_sync(void);
 
+/* ---- threads ----
+ * cpu_parallel runs fn(ctx, task, thread) for every task in 0..tasks-1 on up to
+ * `threads` threads (capped at cpu_threads()), handing tasks out one at a time to
+ * whichever thread is free; it returns when all are done. The caller is thread 0;
+ * `thread` < cpu_threads() indexes per-thread scratch. threads <= 1 runs inline. */
+int cpu_threads(void); /* omp_get_max_threads(): OMP_NUM_THREADS and train.threads apply */
+void cpu_parallel(int tasks, int threads, void (*fn)(void *ctx, int task, int thread), void *ctx);
+
 /* ---- elementwise, n floats ---- */
 void cpu_axpy(size_t n, float alpha, const float *x, float *y);
 void cpu_relu_fwd(size_t n, const float *x, float *y);
@@ -34,7 +42,7 @@ void cpu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *label
 void cpu_argmax_correct(int n, int k, const float *logits, const int32_t *labels,
                         float *correct);
 
-/* ---- pooling over (n,c) planes; `threaded` spreads the planes over OpenMP threads ---- */
+/* ---- pooling over (n,c) planes; `threaded` spreads the planes over cpu_parallel's threads ---- */
 void cpu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx,
                      bool threaded);
 void cpu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy, float *dx,
@@ -47,9 +55,13 @@ void cpu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx, bool
     .alloc = cpu_alloc, .free = cpu_free, .zero = cpu_zero, .copy = cpu_copy, .sync = cpu_sync
 
 #define CPU_COMMON_SHARED_ENTRIES                                                        \
-    .axpy = cpu_axpy, .relu_fwd = cpu_relu_fwd, .relu_bwd = cpu_relu_bwd,                \
-    .add_fwd = cpu_add_fwd, .gap_fwd = cpu_gap_fwd, .gap_bwd = cpu_gap_bwd,              \
+    .gap_fwd = cpu_gap_fwd, .gap_bwd = cpu_gap_bwd,                                      \
     .softmax_xent_fwd = cpu_softmax_xent_fwd, .softmax_xent_bwd = cpu_softmax_xent_bwd, \
     .argmax_correct = cpu_argmax_correct, .sgd_step = cpu_sgd_step
+
+/* The plain loops of the elementwise entries (the vectorized table has its own). */
+#define CPU_COMMON_ELEMENTWISE_ENTRIES                                                   \
+    .axpy = cpu_axpy, .relu_fwd = cpu_relu_fwd, .relu_bwd = cpu_relu_bwd,                \
+    .add_fwd = cpu_add_fwd
 
 #endif

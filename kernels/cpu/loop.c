@@ -250,6 +250,7 @@ const struct backend cpu_loop_backend = {
     .flavour = KF_LOOP,
     CPU_COMMON_MEMORY_ENTRIES,
     CPU_COMMON_SHARED_ENTRIES,
+    CPU_COMMON_ELEMENTWISE_ENTRIES,
     .gemm = loop_gemm,
     .conv2d_workspace = loop_conv2d_workspace,
     .conv2d_fwd = loop_conv2d_fwd,

@@ -1,45 +1,24 @@
-/* vectorized.c — the fast CPU backend: convolutions as im2col + OpenBLAS sgemm,
- * OpenMP across the images of a batch and the channels of batch norm, inner
- * loops over contiguous memory that the compiler turns into SIMD.
+/* vectorized.c — the fast CPU backend: convolutions as shifted GEMMs on a grid
+ * (no im2col) in explicit SIMD, batch norm and the elementwise ops in SIMD, all of
+ * it spread over cpu_parallel's threads (chunks of the batch, channels, blocks);
+ * OpenBLAS for the plain gemm and linear entries.
  * It computes what loop.c computes, to float32 tolerance (tests/test_kernels.c).
  *
- * OpenBLAS threads vs OpenMP threads. The convolutions of a small network are
- * many small gemms (resnet_small: 16x144 times 144x784 per image), which split
- * poorly inside one gemm but perfectly across images. So the conv kernels run one
- * image per OpenMP thread and call sgemm from inside that parallel region, with
- * OpenBLAS switched to one thread for the region (blas_serial_begin/end). Without
- * that, our OpenBLAS (the pthread build, blind to OpenMP) would fan every one of
- * those concurrent calls out onto its own pool and oversubscribe the cores. When
- * the batch is smaller than the team or the work too small to split, and for the
- * plain gemm and linear entries, sgemm is called from outside any parallel region
- * and OpenBLAS threads it as it sees fit.
- * The switch is process-wide: only the thread that runs the kernels may call BLAS. */
+ * OpenBLAS is called only from the caller's thread, outside any cpu_parallel job,
+ * and threads itself as it sees fit; the convolutions don't use it (see
+ * "convolution" below for why). */
 #include <cblas.h>
-#include <omp.h>
 #include <string.h>
 
 #include "cpu_common.h"
 #include "math.h"
 
 /* ---- threads ----
- * A parallel region costs microseconds to open, and far more when its threads
- * share the cores with another busy process: on small problems it loses. */
+ * Waking the pool's threads costs microseconds, and far more when they share the
+ * cores with another busy process: on small problems one thread wins. */
 enum { PAR_MIN_WORK = 1 << 16 }; /* multiply-adds, or elements touched */
 
-static bool worth_threads(double work) {
-    return work >= PAR_MIN_WORK && omp_get_max_threads() > 1;
-}
-
-/* Returns OpenBLAS's thread count before the call, for blas_serial_end. */
-static int blas_serial_begin(bool parallel_region) {
-    int before = openblas_get_num_threads();
-    if (parallel_region && before != 1) openblas_set_num_threads(1);
-    return before;
-}
-
-static void blas_serial_end(bool parallel_region, int before) {
-    if (parallel_region && before != 1) openblas_set_num_threads(before);
-}
+static int threads_for(double work) { return work >= PAR_MIN_WORK ? cpu_threads() : 1; }
 
 /* ---- dense ---- */
 
@@ -54,200 +33,466 @@ static void vec_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const f
                 m, n, k, alpha, a, lda, b, ldb, beta, c, n);
 }
 
-/* ---- convolution ----
- * Per image, with col (c*r*s, oh*ow) the im2col of x:
- *   fwd:         y (k, oh*ow)     = w (k, c*r*s) . col
- *   bwd_data:    dcol             = w^T . dy (k, oh*ow), then col2im adds dcol into dx
- *   bwd_filter:  dw (k, c*r*s)   += dy . col^T
- * A 1x1 stride-1 unpadded conv has col == x, so it skips im2col. */
+/* ---- SIMD ----
+ * The build targets plain x86-64 (SSE2). The hot loops are compiled three times,
+ * for AVX-512, for AVX2+FMA and for the baseline, and the dynamic loader picks the
+ * best one this CPU runs (GCC's target_clones). They are written with GCC's vector
+ * type of 16 floats: one AVX-512 register, two AVX ones or four SSE ones. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SIMD_CLONES
+#endif
 
-static bool conv_is_pointwise(const struct conv_geom *g) {
-    return g->r == 1 && g->s == 1 && g->stride == 1 && g->pad == 0;
+typedef float vec __attribute__((vector_size(64)));
+/* the same, at any float's address: loads and stores through it are unaligned */
+typedef float vec_at __attribute__((vector_size(64), aligned(4), may_alias));
+#define VEC_AT(p) (*(vec_at *)(p))
+enum { VL = 16 }; /* floats in a vec */
+
+static inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+static inline int max_int(int a, int b) { return a > b ? a : b; }
+
+/* Division rounding down, and its remainder: -1 = 2*(-1) + 1. */
+static inline int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline int floor_mod(int a, int b) { return a - floor_div(a, b) * b; }
+
+/* ---- convolution: shifted GEMMs on a grid, no im2col ----
+ *
+ * im2col copies every input pixel r*s times into a column matrix, and OpenBLAS
+ * copies that again to pack it; on resnet_small's small planes those copies cost
+ * more than the multiply-adds. Here no column matrix is built.
+ *
+ * The grid: each image gets gy x gx cells, its oh x ow outputs plus a margin of
+ * zeros, and the images of a chunk of the batch follow each other, so one flat
+ * index q runs over them all. The input is split into its stride phases (stride 1:
+ * the input itself; stride 2: even/odd rows times even/odd columns), and each
+ * phase of each channel is laid on the same grid. Tap (ky,kx) of output cell q
+ * then reads one phase plane at q + off, one fixed offset off = dy*gx + dx per
+ * tap, and the reads that fall into the padding land on the margin's zeros:
+ *
+ *   fwd         y[k][q]       = sum over (c,tap)          w[k][c][tap] * plane(c,tap)[q + off(tap)]
+ *   bwd_data    dx_ph[c][q]  += sum over (k, taps of ph)  w[k][c][tap] * dy[k][q - off(tap)]
+ *   bwd_filter  dw[k][c][tap] += sum over q               dy[k][q] * plane(c,tap)[q + off(tap)]
+ *
+ * The first two are GEMMs whose right-hand rows are shifted views of the planes
+ * (gemm_tile); the third is dot products of such rows (dot_tile). The margin is
+ * wide enough that every read that must see a zero does: gx >= ow + dx_max for
+ * reads past the right edge, and gx >= (columns of a phase holding data) - dx_min
+ * so a negative offset into the row before lands on zeros too; gy alike. A chunk
+ * is sized so its planes stay in L2 while the tiles sweep over them. */
+
+enum { MR = 8, QV = 3, QT = VL * QV }; /* gemm_tile: MR output rows x QT cells */
+enum { DM = 4, DJ = 6 };              /* dot_tile: DM x DJ dot products */
+enum { CHUNK_FLOATS = 1 << 17 };      /* a chunk's planes, both sides of bwd_filter */
+
+struct conv_plan {
+    int gy, gx;        /* grid cells per image */
+    int npy, npx;      /* stride phases in use along y and x */
+    int a0;            /* the first phase's residue; phase index = (residue - a0) mod stride */
+    int chunk;         /* images per chunk */
+    size_t img;        /* gy*gx */
+    size_t guard;      /* zeros around a chunk's cells in each plane, for shifted reads */
+    size_t plane;      /* floats per plane of a chunk buffer: guard, cells, guard */
+};
+
+/* Pixels along one axis of a phase holding data: stride*i + residue < in. */
+static int phase_len(int in, int stride, int residue) {
+    return in > residue ? (in - residue + stride - 1) / stride : 0;
 }
 
-static size_t conv_col_floats(const struct conv_geom *g) {
-    return conv_is_pointwise(g) ? 0 : (size_t)g->c * g->r * g->s * g->oh * g->ow;
+/* Grid cells along one axis; *reach = the largest |shift| of a tap. */
+static int grid_len(int in, int out, int taps, int stride, int pad, int *reach) {
+    int lo = floor_div(-pad, stride), hi = floor_div(taps - 1 - pad, stride);
+    int data = 0;
+    for (int t = 0; t < taps && t < stride; t++)
+        data = max_int(data, phase_len(in, stride, floor_mod(t - pad, stride)));
+    *reach = max_int(hi, -lo);
+    return max_int(out + max_int(hi, 0), data + max_int(-lo, 0));
 }
 
-/* Each thread's slot of the workspace: its col buffer, then its private dw partial
- * (bwd_filter); rounded to 64 bytes so neighbouring slots don't share a cache line. */
-static size_t conv_slot_floats(const struct conv_geom *g) {
-    size_t floats = conv_col_floats(g) + (size_t)g->k * g->c * g->r * g->s;
-    return (floats + 15) / 16 * 16;
+static void conv_plan(const struct conv_geom *g, struct conv_plan *p) {
+    int reach_y, reach_x;
+    p->gy = grid_len(g->h, g->oh, g->r, g->stride, g->pad, &reach_y);
+    p->gx = grid_len(g->w, g->ow, g->s, g->stride, g->pad, &reach_x);
+    p->npy = min_int(g->r, g->stride);
+    p->npx = min_int(g->s, g->stride);
+    p->a0 = floor_mod(-g->pad, g->stride);
+    p->img = (size_t)p->gy * p->gx;
+    p->guard = round_up(QT + (size_t)max_int(reach_y, reach_x) * (p->gx + 1), VL);
+    /* bwd_filter holds both sides; two chunks per thread at least, to balance */
+    size_t per_image = ((size_t)g->c * p->npy * p->npx + g->k) * p->img;
+    size_t fit = CHUNK_FLOATS / per_image, spread = (size_t)g->n / (2 * (size_t)cpu_threads());
+    p->chunk = (int)(fit < spread ? fit : spread);
+    if (p->chunk < 1) p->chunk = 1;
+    p->plane = 2 * p->guard + round_up((size_t)p->chunk * p->img, VL);
 }
 
-static float *conv_thread_slot(const struct conv_geom *g, void *ws) {
-    return (float *)ws + (size_t)omp_get_thread_num() * conv_slot_floats(g);
+static int conv_chunks(const struct conv_geom *g, const struct conv_plan *p) {
+    return (g->n + p->chunk - 1) / p->chunk;
 }
 
-/* One image per thread pays only when every thread gets an image, and enough work. */
-static bool conv_batch_parallel(const struct conv_geom *g) {
-    double macs = (double)g->n * g->k * g->c * g->r * g->s * g->oh * g->ow;
-    return g->n >= omp_get_max_threads() && worth_threads(macs);
+static int conv_threads(const struct conv_geom *g) {
+    return threads_for((double)g->n * g->k * g->c * g->r * g->s * g->oh * g->ow);
 }
 
-/* Sized for omp_get_max_threads(): the thread count must not grow between this
- * call and the kernels that use the workspace. */
+/* The phase plane tap (ky,kx) reads, and its offset on the grid. */
+static int tap_phase(const struct conv_geom *g, const struct conv_plan *p, int ky, int kx,
+                     ptrdiff_t *off) {
+    int ty = ky - g->pad, tx = kx - g->pad, st = g->stride;
+    *off = (ptrdiff_t)floor_div(ty, st) * p->gx + floor_div(tx, st);
+    return floor_mod(floor_mod(ty, st) - p->a0, st) * p->npx + floor_mod(floor_mod(tx, st) - p->a0, st);
+}
+
+/* The residues (row, column) of phase plane ph. */
+static void phase_residues(const struct conv_geom *g, const struct conv_plan *p, int ph, int *ry,
+                           int *rx) {
+    *ry = (p->a0 + ph / p->npx) % g->stride;
+    *rx = (p->a0 + ph % p->npx) % g->stride;
+}
+
+/* The workspace: weights packed for gemm_tile, row offsets, and bwd_filter's dw
+ * partials, shared; then one slot per thread for a chunk's input and dy planes. */
+struct conv_ws {
+    float *packed;
+    ptrdiff_t *off;
+    float *partials;
+    float *slots;
+    size_t slot;
+};
+
+static size_t conv_ws_layout(const struct conv_geom *g, const struct conv_plan *p, void *ws,
+                             struct conv_ws *cw) {
+    size_t taps = (size_t)g->r * g->s, in_planes = (size_t)g->c * p->npy * p->npx;
+    size_t rows = (size_t)max_int(g->c, g->k) * taps; /* J of fwd or of bwd_data */
+    size_t packed = round_up(round_up((size_t)max_int(g->c, g->k), MR) * rows, VL);
+    size_t offs = round_up(rows * sizeof(ptrdiff_t), 64) / sizeof(float);
+    size_t partials = round_up((size_t)g->k * g->c * taps * cpu_threads(), VL);
+    size_t slot = round_up((in_planes + g->k) * p->plane, VL);
+    if (cw) {
+        cw->packed = ws;
+        cw->off = (ptrdiff_t *)(cw->packed + packed);
+        cw->partials = cw->packed + packed + offs;
+        cw->slots = cw->partials + partials;
+        cw->slot = slot;
+    }
+    return (packed + offs + partials + slot * cpu_threads()) * sizeof(float);
+}
+
 static size_t vec_conv2d_workspace(const struct conv_geom *g) {
-    return (size_t)omp_get_max_threads() * conv_slot_floats(g) * sizeof(float);
+    struct conv_plan p;
+    conv_plan(g, &p);
+    return conv_ws_layout(g, &p, NULL, NULL);
 }
 
-/* Output positions ox whose tap kx lands inside the input row: [*lo, *hi). */
-static void conv_valid_range(int tap, int in, int out, int stride, int pad, int *lo, int *hi) {
-    int first = pad - tap;            /* ox*stride >= pad - tap */
-    int last = in - 1 + pad - tap;    /* ox*stride <= in - 1 + pad - tap */
-    *lo = first <= 0 ? 0 : (first + stride - 1) / stride;
-    *hi = last < 0 ? 0 : last / stride + 1;
-    if (*hi > out) *hi = out;
-    if (*lo > *hi) *lo = *hi;
+// src (h,w) one plane -> dst (gy,gx): dst(i,j) = src(stride*i + ry, stride*j + rx), 0 outside
+static void to_grid(const float *src, int h, int w, int stride, int ry, int rx,
+                    const struct conv_plan *p, float *dst) {
+    int cols = min_int(phase_len(w, stride, rx), p->gx);
+    for (int i = 0; i < p->gy; i++, dst += p->gx) {
+        int y = stride * i + ry, n = y < h ? cols : 0;
+        if (n > 0) {
+            const float *row = src + (size_t)y * w + rx;
+            if (stride == 1) memcpy(dst, row, sizeof(float) * n);
+            else
+                for (int j = 0; j < n; j++) dst[j] = row[(size_t)j * stride];
+        }
+        memset(dst + n, 0, sizeof(float) * (p->gx - n));
+    }
 }
 
-// x (c,h,w) one image -> col (c*r*s, oh*ow): row (ci,ky,kx) holds the input pixel
-// under that tap for every output position, 0 where it falls in the padding.
-static void im2col(const struct conv_geom *g, const float *x, float *col) {
-    size_t ohow = (size_t)g->oh * g->ow;
-    for (int ci = 0; ci < g->c; ci++)
+// planes (n, count, h, w), images b0..b0+nb -> buf (count, plane): each on the grid
+// through to_grid's phase (stride, ry, rx), zeros in the guards
+static void chunk_planes(const float *planes, int count, int h, int w, int stride, int ry, int rx,
+                         int b0, int nb, const struct conv_plan *p, float *buf, size_t buf_stride) {
+    for (int c = 0; c < count; c++) {
+        float *plane = buf + (size_t)c * buf_stride;
+        memset(plane, 0, sizeof(float) * p->guard);
+        for (int b = 0; b < nb; b++)
+            to_grid(planes + ((size_t)(b0 + b) * count + c) * h * w, h, w, stride, ry, rx, p,
+                    plane + p->guard + b * p->img);
+        size_t used = p->guard + (size_t)nb * p->img;
+        memset(plane + used, 0, sizeof(float) * (p->plane - used));
+    }
+}
+
+// x (n,c,h,w), images b0.. -> buf (c, phases, plane): every phase plane of every channel
+static void chunk_input(const struct conv_geom *g, const struct conv_plan *p, const float *x,
+                        int b0, int nb, float *buf) {
+    int phases = p->npy * p->npx;
+    for (int ph = 0; ph < phases; ph++) {
+        int ry, rx;
+        phase_residues(g, p, ph, &ry, &rx);
+        /* channel c's plane of phase ph sits at (c*phases + ph) * plane */
+        chunk_planes(x, g->c, g->h, g->w, g->stride, ry, rx, b0, nb, p, buf + ph * p->plane,
+                     phases * p->plane);
+    }
+}
+
+/* Where a tile's cells go: cell (image b, i, j) with i < ni, j < nj is pixel
+ * (stride*i + ry, stride*j + rx) of an (h,w) plane. */
+struct cell_map { int stride, ry, rx, ni, nj, h, w; };
+
+// t (rows, QT): cells q0.. of a chunk of `cells` cells -> dense (images, channels, h, w),
+// starting at the chunk's first image and the tile's first row: = t + bias, or += t
+static void tile_out(const float *t, int rows, size_t q0, size_t cells, const struct conv_plan *p,
+                     const struct cell_map *m, float *dense, int channels, const float *bias,
+                     bool add) {
+    size_t stop = q0 + QT < cells ? q0 + QT : cells, hw = (size_t)m->h * m->w;
+    for (size_t q = q0; q < stop;) {
+        size_t b = q / p->img, r = q % p->img;
+        int i = (int)(r / p->gx), j = (int)(r % p->gx);
+        int seg = (int)(stop - q < (size_t)(p->gx - j) ? stop - q : (size_t)(p->gx - j));
+        if (i < m->ni && j < m->nj) {
+            int n = min_int(seg, m->nj - j), st = m->stride;
+            for (int row = 0; row < rows; row++) {
+                const float *from = t + (size_t)row * QT + (q - q0);
+                float *to = dense + (b * channels + row) * hw + (size_t)(st * i + m->ry) * m->w +
+                            st * j + m->rx;
+                float shift = bias ? bias[row] : 0.0f;
+                if (add)
+                    for (int u = 0; u < n; u++) to[u * st] += from[u];
+                else
+                    for (int u = 0; u < n; u++) to[u * st] = from[u] + shift;
+            }
+        }
+        q += seg;
+    }
+}
+
+// t (MR, QT) = sum over j < J of a[j] (MR weights, one per row) times the QT cells
+// of row j, which starts at base + off[j]
+SIMD_CLONES
+static void gemm_tile(int J, const float *a, const float *base, const ptrdiff_t *off, float *t) {
+    vec acc[MR][QV];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < QV; v++) acc[i][v] = (vec){0};
+    for (int j = 0; j < J; j++, a += MR) {
+        const float *row = base + off[j];
+        vec x[QV];
+#pragma GCC unroll 4
+        for (int v = 0; v < QV; v++) x[v] = VEC_AT(row + v * VL);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < QV; v++) acc[i][v] += x[v] * a[i];
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < QV; v++) VEC_AT(t + i * QT + v * VL) = acc[i][v];
+}
+
+// s (DM, DJ) = d rows (DM) . r rows (DJ) over len cells, len a multiple of VL
+SIMD_CLONES
+static void dot_tile(size_t len, const float *const *d, const float *const *r, float *s) {
+    vec acc[DM][DJ];
+#pragma GCC unroll 4
+    for (int i = 0; i < DM; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < DJ; j++) acc[i][j] = (vec){0};
+    for (size_t q = 0; q < len; q += VL) {
+        vec dv[DM];
+#pragma GCC unroll 4
+        for (int i = 0; i < DM; i++) dv[i] = VEC_AT(d[i] + q);
+#pragma GCC unroll 8
+        for (int j = 0; j < DJ; j++) {
+            vec rv = VEC_AT(r[j] + q);
+#pragma GCC unroll 4
+            for (int i = 0; i < DM; i++) acc[i][j] += dv[i] * rv;
+        }
+    }
+    for (int i = 0; i < DM; i++)
+        for (int j = 0; j < DJ; j++) {
+            float sum = 0.0f;
+            for (int l = 0; l < VL; l++) sum += acc[i][j][l];
+            s[i * DJ + j] = sum;
+        }
+}
+
+// w (m, J) row-major -> packed (ceil(m/MR), J, MR), zero rows past m
+static void pack_rows(const float *w, int m, int J, float *packed) {
+    for (int i = 0; i < (int)round_up(m, MR); i++)
+        for (int j = 0; j < J; j++)
+            packed[((size_t)(i / MR) * J + j) * MR + i % MR] = i < m ? w[(size_t)i * J + j] : 0.0f;
+}
+
+/* One convolution call, as the tasks of cpu_parallel see it: a task is a chunk of
+ * the batch (bwd_filter: a fixed share of the chunks). */
+struct conv_job {
+    const struct conv_geom *g;
+    struct conv_plan p;
+    struct conv_ws cw;
+    const float *x, *dy, *bias;
+    float *y, *dx, *dw;
+    int J;            /* gemm/dot rows: c*r*s (fwd, bwd_filter) */
+    int *first;       /* bwd_data: each phase's first row, phases + 1 entries */
+};
+
+static void conv_job_init(struct conv_job *j, const struct conv_geom *g, void *ws) {
+    memset(j, 0, sizeof *j);
+    j->g = g;
+    conv_plan(g, &j->p);
+    conv_ws_layout(g, &j->p, ws, &j->cw);
+    j->J = g->c * g->r * g->s;
+}
+
+/* Row j = (c, ky, kx) of fwd and bwd_filter: tap (ky,kx) of channel c's phase plane. */
+static void conv_input_rows(struct conv_job *j) {
+    const struct conv_geom *g = j->g;
+    int phases = j->p.npy * j->p.npx;
+    for (int c = 0, r = 0; c < g->c; c++)
         for (int ky = 0; ky < g->r; ky++)
-            for (int kx = 0; kx < g->s; kx++) {
-                float *row = col + ns_idx3(ci, ky, kx, g->r, g->s) * ohow;
-                int lo, hi;
-                conv_valid_range(kx, g->w, g->ow, g->stride, g->pad, &lo, &hi);
-                for (int oy = 0; oy < g->oh; oy++) {
-                    float *out = row + (size_t)oy * g->ow;
-                    int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                    if (!ns_in_range(iy, g->h)) {
-                        memset(out, 0, sizeof(float) * g->ow);
-                        continue;
-                    }
-                    const float *in = x + ns_idx3(ci, iy, 0, g->h, g->w);
-                    int shift = kx - g->pad; /* ix = ox*stride + shift */
-                    for (int ox = 0; ox < lo; ox++) out[ox] = 0.0f;
-                    if (g->stride == 1)
-                        for (int ox = lo; ox < hi; ox++) out[ox] = in[ox + shift];
-                    else
-                        for (int ox = lo; ox < hi; ox++) out[ox] = in[ox * g->stride + shift];
-                    for (int ox = hi; ox < g->ow; ox++) out[ox] = 0.0f;
-                }
+            for (int kx = 0; kx < g->s; kx++, r++) {
+                ptrdiff_t off;
+                int ph = tap_phase(g, &j->p, ky, kx, &off);
+                j->cw.off[r] = (ptrdiff_t)((size_t)c * phases + ph) * j->p.plane + j->p.guard + off;
             }
 }
 
-// col (c*r*s, oh*ow) -> x (c,h,w) +=: the adjoint of im2col, padding taps dropped
-static void col2im_add(const struct conv_geom *g, const float *col, float *x) {
-    size_t ohow = (size_t)g->oh * g->ow;
-    for (int ci = 0; ci < g->c; ci++)
-        for (int ky = 0; ky < g->r; ky++)
-            for (int kx = 0; kx < g->s; kx++) {
-                const float *row = col + ns_idx3(ci, ky, kx, g->r, g->s) * ohow;
-                int lo, hi;
-                conv_valid_range(kx, g->w, g->ow, g->stride, g->pad, &lo, &hi);
-                for (int oy = 0; oy < g->oh; oy++) {
-                    int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                    if (!ns_in_range(iy, g->h)) continue;
-                    const float *from = row + (size_t)oy * g->ow;
-                    float *in = x + ns_idx3(ci, iy, 0, g->h, g->w);
-                    int shift = kx - g->pad;
-                    if (g->stride == 1)
-                        for (int ox = lo; ox < hi; ox++) in[ox + shift] += from[ox];
-                    else
-                        for (int ox = lo; ox < hi; ox++) in[ox * g->stride + shift] += from[ox];
-                }
-            }
+static void conv_fwd_chunk(void *ctx, int ch, int thread) {
+    struct conv_job *j = ctx;
+    const struct conv_geom *g = j->g;
+    const struct conv_plan *p = &j->p;
+    float *buf = j->cw.slots + thread * j->cw.slot, t[MR * QT];
+    int b0 = ch * p->chunk, nb = min_int(p->chunk, g->n - b0);
+    size_t cells = (size_t)nb * p->img;
+    struct cell_map out = {1, 0, 0, g->oh, g->ow, g->oh, g->ow};
+    chunk_input(g, p, j->x, b0, nb, buf);
+    for (size_t q = 0; q < cells; q += QT)
+        for (int k0 = 0; k0 < g->k; k0 += MR) {
+            gemm_tile(j->J, j->cw.packed + (size_t)k0 * j->J, buf + q, j->cw.off, t);
+            tile_out(t, min_int(MR, g->k - k0), q, cells, p, &out,
+                     j->y + ((size_t)b0 * g->k + k0) * g->oh * g->ow, g->k,
+                     j->bias ? j->bias + k0 : NULL, false);
+        }
 }
 
 // x (n,c,h,w), w (k,c,r,s), bias (k) or NULL -> y (n,k,oh,ow)
-// Images are handed out dynamically: when loader workers take a core for a
-// while, the other threads pick up its share instead of waiting for it.
 static void vec_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
                            const float *bias, float *y, void *ws) {
-    int crs = g->c * g->r * g->s, ohow = g->oh * g->ow;
-    bool par = conv_batch_parallel(g);
-    int blas_threads = blas_serial_begin(par);
-#pragma omp parallel for if (par) schedule(dynamic)
-    for (int i = 0; i < g->n; i++) {
-        const float *xi = x + (size_t)i * g->c * g->h * g->w;
-        float *yi = y + (size_t)i * g->k * ohow;
-        const float *cols = xi;
-        if (!conv_is_pointwise(g)) {
-            float *col = conv_thread_slot(g, ws);
-            im2col(g, xi, col);
-            cols = col;
+    struct conv_job j;
+    conv_job_init(&j, g, ws);
+    j.x = x, j.bias = bias, j.y = y;
+    pack_rows(w, g->k, j.J, j.cw.packed);
+    conv_input_rows(&j);
+    cpu_parallel(conv_chunks(g, &j.p), conv_threads(g), conv_fwd_chunk, &j);
+}
+
+/* bwd_data's rows for phase ph: (k, each tap of ph), from row `first` on. The packed
+ * weights are w^T by blocks of MR input channels: (ceil(c/MR), k*r*s, MR), every
+ * phase's rows one after the other; returns how many rows phase ph has. */
+static int bwd_data_rows(struct conv_job *j, const float *w, int ph, int first) {
+    const struct conv_geom *g = j->g;
+    int taps = g->r * g->s, rows = g->k * taps, J = 0;
+    for (int k = 0; k < g->k; k++)
+        for (int t = 0; t < taps; t++) {
+            ptrdiff_t off;
+            if (tap_phase(g, &j->p, t / g->s, t % g->s, &off) != ph) continue;
+            for (int c = 0; c < (int)round_up(g->c, MR); c++)
+                j->cw.packed[((size_t)(c / MR) * rows + first + J) * MR + c % MR] =
+                    c < g->c ? w[((size_t)k * g->c + c) * taps + t] : 0.0f;
+            j->cw.off[first + J++] = (ptrdiff_t)k * j->p.plane + j->p.guard - off;
         }
-        if (bias)
-            for (int ko = 0; ko < g->k; ko++)
-                for (int j = 0; j < ohow; j++) yi[(size_t)ko * ohow + j] = bias[ko];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->k, ohow, crs, 1.0f, w, crs,
-                    cols, ohow, bias ? 1.0f : 0.0f, yi, ohow);
+    return J;
+}
+
+static void conv_bwd_data_chunk(void *ctx, int ch, int thread) {
+    struct conv_job *j = ctx;
+    const struct conv_geom *g = j->g;
+    const struct conv_plan *p = &j->p;
+    float *buf = j->cw.slots + thread * j->cw.slot, t[MR * QT];
+    int b0 = ch * p->chunk, nb = min_int(p->chunk, g->n - b0), rows = g->k * g->r * g->s;
+    size_t cells = (size_t)nb * p->img;
+    chunk_planes(j->dy, g->k, g->oh, g->ow, 1, 0, 0, b0, nb, p, buf, p->plane);
+    for (int ph = 0; ph < p->npy * p->npx; ph++) {
+        struct cell_map m = {g->stride, 0, 0, 0, 0, g->h, g->w};
+        phase_residues(g, p, ph, &m.ry, &m.rx);
+        m.ni = phase_len(g->h, g->stride, m.ry);
+        m.nj = phase_len(g->w, g->stride, m.rx);
+        int first = j->first[ph], J = j->first[ph + 1] - first;
+        for (size_t q = 0; q < cells; q += QT)
+            for (int c0 = 0; c0 < g->c; c0 += MR) {
+                const float *a = j->cw.packed + ((size_t)(c0 / MR) * rows + first) * MR;
+                gemm_tile(J, a, buf + q, j->cw.off + first, t);
+                tile_out(t, min_int(MR, g->c - c0), q, cells, p, &m,
+                         j->dx + ((size_t)b0 * g->c + c0) * g->h * g->w, g->c, NULL, true);
+            }
     }
-    blas_serial_end(par, blas_threads);
 }
 
 // dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=
 static void vec_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
                                 float *dx, void *ws) {
-    int crs = g->c * g->r * g->s, ohow = g->oh * g->ow;
-    bool par = conv_batch_parallel(g);
-    int blas_threads = blas_serial_begin(par);
-#pragma omp parallel for if (par) schedule(dynamic)
-    for (int i = 0; i < g->n; i++) {
-        const float *dyi = dy + (size_t)i * g->k * ohow;
-        float *dxi = dx + (size_t)i * g->c * g->h * g->w;
-        if (conv_is_pointwise(g)) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, ohow, g->k, 1.0f, w, crs,
-                        dyi, ohow, 1.0f, dxi, ohow);
-        } else {
-            float *dcol = conv_thread_slot(g, ws);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, ohow, g->k, 1.0f, w, crs,
-                        dyi, ohow, 0.0f, dcol, ohow);
-            col2im_add(g, dcol, dxi);
-        }
+    struct conv_job j;
+    conv_job_init(&j, g, ws);
+    j.dy = dy, j.dx = dx;
+    int phases = j.p.npy * j.p.npx, first[phases + 1];
+    first[0] = 0;
+    for (int ph = 0; ph < phases; ph++) first[ph + 1] = first[ph] + bwd_data_rows(&j, w, ph, first[ph]);
+    j.first = first;
+    cpu_parallel(conv_chunks(g, &j.p), conv_threads(g), conv_bwd_data_chunk, &j);
+}
+
+/* bwd_filter's task `share` sums chunks share, share + shares, ... into partial dw
+ * number `share`; the partials are added up in order afterwards. Which chunks land
+ * in which partial, and so the float rounding, doesn't depend on which thread runs
+ * which task: a seeded run gives the same weights every time. */
+static int conv_shares(void) { return cpu_threads(); }
+
+static float *conv_partial(const struct conv_job *j, int share) {
+    return j->cw.partials + (size_t)share * j->g->k * j->J;
+}
+
+static void conv_bwd_filter_share(void *ctx, int share, int thread) {
+    struct conv_job *j = ctx;
+    const struct conv_geom *g = j->g;
+    const struct conv_plan *p = &j->p;
+    int J = j->J;
+    float *xs = j->cw.slots + thread * j->cw.slot;
+    float *dys = xs + (size_t)g->c * p->npy * p->npx * p->plane, *part = conv_partial(j, share);
+    memset(part, 0, sizeof(float) * g->k * J);
+    for (int ch = share; ch < conv_chunks(g, p); ch += conv_shares()) {
+        int b0 = ch * p->chunk, nb = min_int(p->chunk, g->n - b0);
+        size_t len = round_up((size_t)nb * p->img, VL);
+        chunk_input(g, p, j->x, b0, nb, xs);
+        chunk_planes(j->dy, g->k, g->oh, g->ow, 1, 0, 0, b0, nb, p, dys, p->plane);
+        /* tiles past the last row or column repeat it, and are dropped */
+        for (int k0 = 0; k0 < g->k; k0 += DM)
+            for (int j0 = 0; j0 < J; j0 += DJ) {
+                const float *d[DM], *r[DJ];
+                float s[DM * DJ];
+                for (int i = 0; i < DM; i++)
+                    d[i] = dys + (size_t)min_int(k0 + i, g->k - 1) * p->plane + p->guard;
+                for (int c = 0; c < DJ; c++) r[c] = xs + j->cw.off[min_int(j0 + c, J - 1)];
+                dot_tile(len, d, r, s);
+                for (int i = 0; i < DM && k0 + i < g->k; i++)
+                    for (int c = 0; c < DJ && j0 + c < J; c++)
+                        part[(size_t)(k0 + i) * J + j0 + c] += s[i * DJ + c];
+            }
     }
-    blas_serial_end(par, blas_threads);
 }
 
 // x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=, dbias (k) += (if not NULL)
-// Each thread sums its images into a private partial; the partials are added to dw
-// at the end, in thread order. The schedule is static, unlike fwd and bwd_data, so
-// which images land in which partial, and so the float rounding, doesn't depend
-// on timing: a seeded run gives the same weights every time.
 static void vec_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                   float *dw, float *dbias, void *ws) {
-    int crs = g->c * g->r * g->s, ohow = g->oh * g->ow;
-    size_t wsize = (size_t)g->k * crs, col_floats = conv_col_floats(g);
-    bool par = conv_batch_parallel(g);
-    int team = 1;
-    int blas_threads = blas_serial_begin(par);
-#pragma omp parallel if (par)
-    {
-        float *slot = conv_thread_slot(g, ws);
-        float *dw_part = slot + col_floats;
-        memset(dw_part, 0, sizeof(float) * wsize);
-#pragma omp single
-        team = omp_get_num_threads();
-#pragma omp for schedule(static)
-        for (int i = 0; i < g->n; i++) {
-            const float *xi = x + (size_t)i * g->c * g->h * g->w;
-            const float *dyi = dy + (size_t)i * g->k * ohow;
-            const float *cols = xi;
-            if (!conv_is_pointwise(g)) {
-                im2col(g, xi, slot);
-                cols = slot;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->k, crs, ohow, 1.0f, dyi,
-                        ohow, cols, ohow, 1.0f, dw_part, crs);
-        }
-    }
-    blas_serial_end(par, blas_threads);
-    for (int t = 0; t < team; t++) {
-        const float *part = (const float *)ws + (size_t)t * conv_slot_floats(g) + col_floats;
-        cpu_axpy(wsize, 1.0f, part, dw);
-    }
+    struct conv_job j;
+    conv_job_init(&j, g, ws);
+    j.x = x, j.dy = dy;
+    conv_input_rows(&j);
+    int shares = conv_shares();
+    cpu_parallel(shares, conv_threads(g), conv_bwd_filter_share, &j);
+    for (int s = 0; s < shares; s++) cpu_axpy((size_t)g->k * j.J, 1.0f, conv_partial(&j, s), dw);
     if (dbias)
         for (int i = 0; i < g->n; i++)
             for (int ko = 0; ko < g->k; ko++) {
-                const float *plane = dy + ((size_t)i * g->k + ko) * ohow;
+                const float *plane = dy + ((size_t)i * g->k + ko) * g->oh * g->ow;
                 float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-                for (int j = 0; j < ohow; j++) sum += plane[j];
+                for (int q = 0; q < g->oh * g->ow; q++) sum += plane[q];
                 dbias[ko] += sum;
             }
 }
@@ -272,49 +517,82 @@ static void vec_linear_bwd(int n, int in, int out, const float *x, const float *
         for (int i = 0; i < n; i++) cpu_axpy((size_t)out, 1.0f, dy + (size_t)i * out, dbias);
 }
 
-/* ---- batch norm: one OpenMP thread per channel ---- */
+/* ---- batch norm: a task per channel ---- */
 
-// x (n,c,hw), gamma (c), beta (c) -> y (n,c,hw), mean (c), invstd (c);
-// running_mean (c), running_var (c) updated in place
+struct bn_job {
+    int n, c, hw;
+    const float *x, *dy, *gamma, *beta;
+    const float *mean, *invstd;                 /* bwd: the saved statistics */
+    const float *running_mean, *running_var;    /* eval */
+    float *y, *dx, *dgamma, *dbeta;
+    float *save_mean, *save_invstd, *update_mean, *update_var; /* fwd_train */
+    float momentum, eps;
+};
+
+static int bn_threads(int n, int c, int hw) { return threads_for((double)n * c * hw); }
+
+// channel ch of x (n,c,hw) -> y; mean, invstd; running statistics updated
 // Mean and variance come from one pass of sums and sums of squares. Taken about
 // the channel's first value rather than 0, those sums don't cancel catastrophically
 // when the mean is large against the spread.
+SIMD_CLONES
+static void bn_train_channel(void *ctx, int ch, int thread) {
+    (void)thread;
+    const struct bn_job *j = ctx;
+    long m = (long)j->n * j->hw;
+    float shift = j->x[ns_idx3(0, ch, 0, j->c, j->hw)];
+    double sum = 0.0, squares = 0.0;
+    for (int i = 0; i < j->n; i++) {
+        const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
+        float s = 0.0f, ss = 0.0f;
+#pragma omp simd reduction(+ : s, ss)
+        for (int q = 0; q < j->hw; q++) {
+            float d = row[q] - shift;
+            s += d;
+            ss += d * d;
+        }
+        sum += s;
+        squares += ss;
+    }
+    double shifted_mean = sum / m, var_d = squares / m - shifted_mean * shifted_mean;
+    float var = var_d > 0.0 ? (float)var_d : 0.0f;
+    float mu = (float)(shift + shifted_mean), is = 1.0f / sqrtf(var + j->eps);
+    float gamma = j->gamma[ch], beta = j->beta[ch];
+    for (int i = 0; i < j->n; i++) {
+        const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
+        float *out = j->y + ns_idx3(i, ch, 0, j->c, j->hw);
+#pragma omp simd
+        for (int q = 0; q < j->hw; q++) out[q] = ns_bn_normalize(row[q], mu, is, gamma, beta);
+    }
+    j->save_mean[ch] = mu;
+    j->save_invstd[ch] = is;
+    j->update_mean[ch] = ns_running_update(j->update_mean[ch], mu, j->momentum);
+    j->update_var[ch] = ns_running_update(j->update_var[ch], ns_unbiased_var(var, m), j->momentum);
+}
+
+// x (n,c,hw), gamma (c), beta (c) -> y (n,c,hw), mean (c), invstd (c);
+// running_mean (c), running_var (c) updated in place
 static void vec_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
                              const float *beta, float *y, float *mean, float *invstd,
                              float *running_mean, float *running_var, float momentum,
                              float eps) {
-    long m = (long)n * hw;
-#pragma omp parallel for if (worth_threads((double)m * c)) schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        float shift = x[ns_idx3(0, ch, 0, c, hw)];
-        double sum = 0.0, squares = 0.0;
-        for (int i = 0; i < n; i++) {
-            const float *row = x + ns_idx3(i, ch, 0, c, hw);
-            float s = 0.0f, ss = 0.0f;
-#pragma omp simd reduction(+ : s, ss)
-            for (int j = 0; j < hw; j++) {
-                float d = row[j] - shift;
-                s += d;
-                ss += d * d;
-            }
-            sum += s;
-            squares += ss;
-        }
-        double shifted_mean = sum / m;
-        double var_d = squares / m - shifted_mean * shifted_mean;
-        float var = var_d > 0.0 ? (float)var_d : 0.0f;
-        float mu = (float)(shift + shifted_mean);
-        float is = 1.0f / sqrtf(var + eps);
-        for (int i = 0; i < n; i++) {
-            const float *row = x + ns_idx3(i, ch, 0, c, hw);
-            float *out = y + ns_idx3(i, ch, 0, c, hw);
-            for (int j = 0; j < hw; j++)
-                out[j] = ns_bn_normalize(row[j], mu, is, gamma[ch], beta[ch]);
-        }
-        mean[ch] = mu;
-        invstd[ch] = is;
-        running_mean[ch] = ns_running_update(running_mean[ch], mu, momentum);
-        running_var[ch] = ns_running_update(running_var[ch], ns_unbiased_var(var, m), momentum);
+    struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .gamma = gamma, .beta = beta, .y = y,
+                       .save_mean = mean, .save_invstd = invstd, .update_mean = running_mean,
+                       .update_var = running_var, .momentum = momentum, .eps = eps};
+    cpu_parallel(c, bn_threads(n, c, hw), bn_train_channel, &j);
+}
+
+SIMD_CLONES
+static void bn_eval_channel(void *ctx, int ch, int thread) {
+    (void)thread;
+    const struct bn_job *j = ctx;
+    float mu = j->running_mean[ch], is = 1.0f / sqrtf(j->running_var[ch] + j->eps);
+    float gamma = j->gamma[ch], beta = j->beta[ch];
+    for (int i = 0; i < j->n; i++) {
+        const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
+        float *out = j->y + ns_idx3(i, ch, 0, j->c, j->hw);
+#pragma omp simd
+        for (int q = 0; q < j->hw; q++) out[q] = ns_bn_normalize(row[q], mu, is, gamma, beta);
     }
 }
 
@@ -322,53 +600,129 @@ static void vec_bn_fwd_train(int n, int c, int hw, const float *x, const float *
 static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
                             const float *beta, const float *running_mean,
                             const float *running_var, float eps, float *y) {
-#pragma omp parallel for collapse(2) if (worth_threads((double)n * c * hw)) schedule(static)
-    for (int i = 0; i < n; i++)
-        for (int ch = 0; ch < c; ch++) {
-            float is = 1.0f / sqrtf(running_var[ch] + eps);
-            const float *row = x + ns_idx3(i, ch, 0, c, hw);
-            float *out = y + ns_idx3(i, ch, 0, c, hw);
-            for (int j = 0; j < hw; j++)
-                out[j] = ns_bn_normalize(row[j], running_mean[ch], is, gamma[ch], beta[ch]);
+    struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .gamma = gamma, .beta = beta,
+                       .running_mean = running_mean, .running_var = running_var, .y = y, .eps = eps};
+    cpu_parallel(c, bn_threads(n, c, hw), bn_eval_channel, &j);
+}
+
+SIMD_CLONES
+static void bn_bwd_channel(void *ctx, int ch, int thread) {
+    (void)thread;
+    const struct bn_job *j = ctx;
+    long m = (long)j->n * j->hw;
+    float mu = j->mean[ch], is = j->invstd[ch], gamma = j->gamma[ch];
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (int i = 0; i < j->n; i++) {
+        const float *xr = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
+        const float *dyr = j->dy + ns_idx3(i, ch, 0, j->c, j->hw);
+        float s = 0.0f, sx = 0.0f;
+#pragma omp simd reduction(+ : s, sx)
+        for (int q = 0; q < j->hw; q++) {
+            s += dyr[q];
+            sx += dyr[q] * (xr[q] - mu) * is;
         }
+        sum_dy += s;
+        sum_dy_xhat += sx;
+    }
+    for (int i = 0; i < j->n; i++) {
+        const float *xr = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
+        const float *dyr = j->dy + ns_idx3(i, ch, 0, j->c, j->hw);
+        float *dxr = j->dx + ns_idx3(i, ch, 0, j->c, j->hw);
+#pragma omp simd
+        for (int q = 0; q < j->hw; q++)
+            dxr[q] += ns_bn_dx(dyr[q], (xr[q] - mu) * is, gamma, is, m, (float)sum_dy,
+                               (float)sum_dy_xhat);
+    }
+    j->dgamma[ch] += (float)sum_dy_xhat;
+    j->dbeta[ch] += (float)sum_dy;
 }
 
 // x, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dgamma (c) +=, dbeta (c) +=
 static void vec_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
                        const float *gamma, const float *mean, const float *invstd, float *dx,
                        float *dgamma, float *dbeta) {
-    long m = (long)n * hw;
-#pragma omp parallel for if (worth_threads((double)m * c)) schedule(static)
-    for (int ch = 0; ch < c; ch++) {
-        float mu = mean[ch], is = invstd[ch];
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int i = 0; i < n; i++) {
-            const float *xr = x + ns_idx3(i, ch, 0, c, hw), *dyr = dy + ns_idx3(i, ch, 0, c, hw);
-            float s = 0.0f, sx = 0.0f;
-#pragma omp simd reduction(+ : s, sx)
-            for (int j = 0; j < hw; j++) {
-                s += dyr[j];
-                sx += dyr[j] * (xr[j] - mu) * is;
-            }
-            sum_dy += s;
-            sum_dy_xhat += sx;
-        }
-        for (int i = 0; i < n; i++) {
-            const float *xr = x + ns_idx3(i, ch, 0, c, hw), *dyr = dy + ns_idx3(i, ch, 0, c, hw);
-            float *dxr = dx + ns_idx3(i, ch, 0, c, hw);
-            for (int j = 0; j < hw; j++)
-                dxr[j] += ns_bn_dx(dyr[j], (xr[j] - mu) * is, gamma[ch], is, m, (float)sum_dy,
-                                   (float)sum_dy_xhat);
-        }
-        dgamma[ch] += (float)sum_dy_xhat;
-        dbeta[ch] += (float)sum_dy;
-    }
+    struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .dy = dy, .gamma = gamma, .mean = mean,
+                       .invstd = invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+    cpu_parallel(c, bn_threads(n, c, hw), bn_bwd_channel, &j);
 }
 
-/* ---- pooling: the bodies are in cpu_common.c, one plane per OpenMP thread ---- */
+/* ---- elementwise: blocks of EW_BLOCK floats, a task each ---- */
+
+enum { EW_BLOCK = 1 << 14 };
+
+/* One block's body: a, b and y offset to the block; unused operands NULL. */
+typedef void ew_body(size_t n, float alpha, const float *a, const float *b, float *y);
+
+struct ew_job {
+    ew_body *body;
+    size_t n;
+    float alpha;
+    const float *a, *b;
+    float *y;
+};
+
+static void ew_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const struct ew_job *j = ctx;
+    size_t lo = (size_t)task * EW_BLOCK, len = j->n - lo < EW_BLOCK ? j->n - lo : EW_BLOCK;
+    j->body(len, j->alpha, j->a ? j->a + lo : NULL, j->b ? j->b + lo : NULL, j->y + lo);
+}
+
+static void ew_run(ew_body *body, size_t n, float alpha, const float *a, const float *b, float *y) {
+    struct ew_job j = {body, n, alpha, a, b, y};
+    cpu_parallel((int)((n + EW_BLOCK - 1) / EW_BLOCK), threads_for((double)n), ew_task, &j);
+}
+
+SIMD_CLONES
+static void relu_body(size_t n, float alpha, const float *x, const float *unused, float *y) {
+    (void)alpha, (void)unused;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] = ns_relu(x[i]);
+}
+
+SIMD_CLONES
+static void relu_bwd_body(size_t n, float alpha, const float *y, const float *dy, float *dx) {
+    (void)alpha;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) dx[i] += ns_relu_grad(y[i], dy[i]);
+}
+
+SIMD_CLONES
+static void add_body(size_t n, float alpha, const float *a, const float *b, float *y) {
+    (void)alpha;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+SIMD_CLONES
+static void axpy_body(size_t n, float alpha, const float *x, const float *unused, float *y) {
+    (void)unused;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+// x (n) -> y (n)
+static void vec_relu_fwd(size_t n, const float *x, float *y) { ew_run(relu_body, n, 0, x, NULL, y); }
+
+// y (n), dy (n) -> dx (n) +=
+static void vec_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
+    ew_run(relu_bwd_body, n, 0, y, dy, dx);
+}
+
+// a (n), b (n) -> y (n)
+static void vec_add_fwd(size_t n, const float *a, const float *b, float *y) {
+    ew_run(add_body, n, 0, a, b, y);
+}
+
+// x (n), y (n): y += alpha*x
+static void vec_axpy(size_t n, float alpha, const float *x, float *y) {
+    ew_run(axpy_body, n, alpha, x, NULL, y);
+}
+
+/* ---- pooling: the bodies are in cpu_common.c, planes spread over the threads ---- */
 
 static bool pool_parallel(const struct pool_geom *g) {
-    return worth_threads((double)g->n * g->c * g->oh * g->ow * g->size * g->size);
+    return threads_for((double)g->n * g->c * g->oh * g->ow * g->size * g->size) > 1;
 }
 
 // x (n,c,h,w) -> y (n,c,oh,ow), idx (n,c,oh,ow)
@@ -394,18 +748,30 @@ static void vec_avgpool_bwd(const struct pool_geom *g, const float *dy, float *d
 
 /* ---- input ---- */
 
+struct normalize_job {
+    int h, w, c;
+    const uint8_t *src;
+    const float *mean, *std;
+    float *dst;
+};
+
+// image i: src (h,w,c) -> dst (c,h,w), a plane at a time, written contiguously
+static void normalize_image(void *ctx, int i, int thread) {
+    (void)thread;
+    const struct normalize_job *j = ctx;
+    size_t hw = (size_t)j->h * j->w;
+    for (int ch = 0; ch < j->c; ch++) {
+        const uint8_t *in = j->src + (size_t)i * hw * j->c + ch;
+        float *out = j->dst + ns_idx3(i, ch, 0, j->c, (int)hw);
+        for (size_t p = 0; p < hw; p++) out[p] = ns_normalize_u8(in[p * j->c], j->mean[ch], j->std[ch]);
+    }
+}
+
 // src uint8 (n,h,w,c), mean (c), std (c) -> dst (n,c,h,w)
-// One output plane per thread, written contiguously; the reads stride over c.
 static void vec_normalize_u8(int n, int h, int w, int c, const uint8_t *src,
                              const float *mean, const float *std, float *dst) {
-    size_t hw = (size_t)h * w;
-#pragma omp parallel for collapse(2) if (worth_threads((double)n * c * hw)) schedule(static)
-    for (int i = 0; i < n; i++)
-        for (int ch = 0; ch < c; ch++) {
-            const uint8_t *in = src + (size_t)i * hw * c + ch;
-            float *out = dst + ns_idx3(i, ch, 0, c, (int)hw);
-            for (size_t p = 0; p < hw; p++) out[p] = ns_normalize_u8(in[p * c], mean[ch], std[ch]);
-        }
+    struct normalize_job j = {h, w, c, src, mean, std, dst};
+    cpu_parallel(n, threads_for((double)n * c * h * w), normalize_image, &j);
 }
 
 const struct backend cpu_vectorized_backend = {
@@ -414,6 +780,10 @@ const struct backend cpu_vectorized_backend = {
     .flavour = KF_VECTORIZED,
     CPU_COMMON_MEMORY_ENTRIES,
     CPU_COMMON_SHARED_ENTRIES,
+    .axpy = vec_axpy,
+    .relu_fwd = vec_relu_fwd,
+    .relu_bwd = vec_relu_bwd,
+    .add_fwd = vec_add_fwd,
     .gemm = vec_gemm,
     .conv2d_workspace = vec_conv2d_workspace,
     .conv2d_fwd = vec_conv2d_fwd,
