@@ -15,6 +15,7 @@
 #   BUILD=DIR           build folder (default build/gpu-check); binaries already there are
 #                       run as they are when this machine can't build
 #   CUDNN=0             build without cuDNN (im2col + cuBLAS convolutions)
+#   NVCC=PATH           the toolkit to build with (default: nvcc on PATH, /usr/local/cuda*)
 #   NOSTALL_SANITIZE=1  also run test_cuda under compute-sanitizer (slow)
 # Prints what it found, what is missing, each step's result; exit status 0 when
 # every step that ran passed.
@@ -64,15 +65,27 @@ if [ "${1:-}" = "--bundle" ]; then
 fi
 
 # ---- what this machine has -------------------------------------------------------
-NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc 2>/dev/null | head -1)
+NVCC=${NVCC:-$(command -v nvcc || ls /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc 2>/dev/null | head -1)}
 CUDA_HOME=${NVCC%/bin/nvcc}
+driver_cuda=""
 if command -v nvidia-smi >/dev/null; then
   say "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+  driver_cuda=$(nvidia-smi | grep -o 'CUDA Version: [0-9.]*' | grep -o '[0-9.]*$')
+  [ -n "$driver_cuda" ] && say "the driver runs CUDA up to $driver_cuda"
 else
   say "nvidia-smi not found: no NVIDIA driver here?"
 fi
-if [ -n "$NVCC" ]; then say "CUDA toolkit: $CUDA_HOME ($("$NVCC" --version | grep -o 'release [0-9.]*'))"
-else say "CUDA toolkit: not found (no nvcc on PATH or in /usr/local/cuda*)"; fi
+if [ -n "$NVCC" ]; then
+  toolkit=$("$NVCC" --version | grep -o 'release [0-9.]*' | grep -o '[0-9.]*$')
+  say "CUDA toolkit: $CUDA_HOME ($toolkit)"
+  # A runtime newer than the driver fails with cudaErrorInsufficientDriver.
+  if [ -n "$driver_cuda" ] && [ "$(printf '%s\n%s\n' "$toolkit" "$driver_cuda" | sort -V | tail -1)" != "$driver_cuda" ]; then
+    say "WARNING: toolkit $toolkit is newer than the driver's CUDA $driver_cuda: the GPU will not be usable;"
+    say "         point NVCC= at a toolkit no newer than $driver_cuda (ls -d /usr/local/cuda-*)"
+  fi
+else
+  say "CUDA toolkit: not found (no nvcc on PATH or in /usr/local/cuda*; set NVCC=)"
+fi
 
 # Search paths: the bundle, then the system. Unversioned link names (libfoo.so) for
 # libraries that come only as libfoo.so.N go into $BUILD/link.
@@ -138,7 +151,9 @@ else
 fi
 
 # ---- build ------------------------------------------------------------------------
-export LD_LIBRARY_PATH="${RUNDIRS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Only the programs under test get the bundle's libraries: the compiler must keep
+# the system's own.
+RUN_LD="${RUNDIRS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ -n "$NVCC" ] && [ -z "$missing" ]; then
   say "building in $BUILD (CUDNN=$cudnn)"
   if CFLAGS="-O2 -g $INC" NVCCFLAGS="-O2 -g -lineinfo $INC" LDFLAGS="$LIBDIRS" \
@@ -157,14 +172,15 @@ run_step() {  # run_step NAME CMD...: runs it if its binary is there, says how i
   local name=$1; shift
   if [ ! -x "$1" ]; then say "$name: $1 not there, skipped"; return; fi
   local unresolved
-  unresolved=$(ldd "$1" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')
+  unresolved=$(LD_LIBRARY_PATH=$RUN_LD ldd "$1" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')
   [ -n "$unresolved" ] && say "$name: libraries not found: $unresolved(give them in NOSTALL_LIBS)"
   say "$name: $*"
-  "$@"; local rc=$?
+  LD_LIBRARY_PATH=$RUN_LD "$@"; local rc=$?
   if [ $rc -eq 0 ]; then say "$name: passed"; else say "$name: FAILED (exit $rc)"; status=1; fi
 }
 run_step test_cuda "$BUILD/tests/test_cuda" --verbose --jobs 1
-run_step "bench ops" "$BUILD/bin/bench" ops --device cuda
+if [ -n "$driver_cuda" ]; then run_step "bench ops" "$BUILD/bin/bench" ops --device cuda
+else say "bench ops: skipped, no GPU driver"; fi
 if [ "${NOSTALL_SANITIZE:-0}" = 1 ]; then
   san=$(command -v compute-sanitizer || ls "$CUDA_HOME"/bin/compute-sanitizer 2>/dev/null)
   if [ -n "$san" ]; then
