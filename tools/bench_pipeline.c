@@ -18,8 +18,8 @@
  * the median step, and the share of step time spent waiting for input. Then the
  * loop and vectorized kernels, back to back on the best pipeline setting.
  *
- * Writes docs/stall-lab.md, docs/img/stall-lab.svg (bar chart) and
- * docs/img/stall-timeline.svg (a stalled and a fixed run on one time scale). */
+ * Writes docs/NAME.md, docs/img/NAME.svg (bar chart) and docs/img/NAME-timeline.svg
+ * (a stalled and a fixed run on one time scale); NAME is stall-lab unless --name. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -66,6 +66,9 @@ struct row {
 
 struct lab {
     struct config base;
+    const char *config;          /* its file, for the headings */
+    const char *name;            /* of the files written */
+    char command[512];           /* as it was typed, for the page it writes */
     const char *device;          /* "cpu" or "cuda" */
     int epoch_steps;
     bool quick;
@@ -364,29 +367,36 @@ static int write_pictures(const struct lab *lab, const char *img_dir, const char
         n++;
     }
     char path[PATH_MAX + 32], title[128];
-    snprintf(title, sizeof title, "pipeline-stall lab: resnet_small, batch %d, %s", lab->base.loader.batch,
+    snprintf(title, sizeof title, "pipeline-stall lab: %s, batch %d, %s", lab->config, lab->base.loader.batch,
              lab->device);
     struct svg_bar_chart chart = {title, machine, "images/s", "waiting for input", bars, n};
-    snprintf(path, sizeof path, "%s/stall-lab.svg", img_dir);
+    snprintf(path, sizeof path, "%s/%s.svg", img_dir, lab->name);
     if (svg_write_bar_chart(path, &chart)) return -1;
 
-    const struct row *stalled = find_row(lab, 0, 1, CFG_CACHE_NONE, 1000), *fixed = find_row(lab, 2, 4, CFG_CACHE_NONE, 1000);
-    if (!stalled || !fixed) return 0;
-    struct timeline a, b;
-    if (timeline_load_json(&a, stalled->trace)) return -1;
-    if (timeline_load_json(&b, fixed->trace)) { timeline_free(&a); return -1; }
-    /* without workers the batch is loaded on the training thread; the trainer books
-     * that span under id 1, which has no thread name of its own */
-    timeline_add_thread(&a, 1, "loading, on the training thread");
-    const struct timeline *tls[] = {&a, &b};
-    const char *titles[] = {"stalled: workers 0 (loads inline), cache none, io_delay_us 1000",
-                            "fixed: workers 2, prefetch 4, same storage"};
-    struct timeline_options o = {lab->epoch_steps + 1, 3, "the same slow storage, loaded inline and by two workers",
-                                 machine};
-    snprintf(path, sizeof path, "%s/stall-timeline.svg", img_dir);
-    int rc = timeline_write_panels(path, 2, tls, titles, &o);
-    timeline_free(&a);
-    timeline_free(&b);
+    /* the same slow storage three ways: inline, two workers ahead of compute, and two
+     * workers over the memory cache (warm in the measured epoch) */
+    const struct row *pick[3] = {find_row(lab, 0, 1, CFG_CACHE_NONE, 1000), find_row(lab, 2, 4, CFG_CACHE_NONE, 1000),
+                                 find_row(lab, 2, 4, CFG_CACHE_MEMORY, 1000)};
+    static const char *const titles[3] = {"workers 0: loaded inline, cache none, io_delay_us 1000",
+                                          "workers 2, prefetch 4, cache none, io_delay_us 1000",
+                                          "workers 2, prefetch 4, cache memory, io_delay_us 1000"};
+    struct timeline tls[3];
+    const struct timeline *ptr[3];
+    const char *names[3];
+    int n_tl = 0, rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        if (!pick[i]) continue;
+        if ((rc = timeline_load_json(&tls[n_tl], pick[i]->trace))) break;
+        /* without workers the batch is loaded on the training thread; the trainer books
+         * that span under id 1, which has no thread name of its own */
+        if (pick[i]->s.workers == 0) timeline_add_thread(&tls[n_tl], 1, "loading, on the training thread");
+        ptr[n_tl] = &tls[n_tl];
+        names[n_tl++] = titles[i];
+    }
+    struct timeline_options o = {lab->epoch_steps + 1, 3, "one slow storage (1 ms per file), three loaders", machine};
+    snprintf(path, sizeof path, "%s/%s-timeline.svg", img_dir, lab->name);
+    if (!rc && n_tl) rc = timeline_write_panels(path, n_tl, ptr, names, &o);
+    for (int i = 0; i < n_tl; i++) timeline_free(&tls[i]);
     return rc;
 }
 
@@ -421,18 +431,18 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
     char when[64];
     strftime(when, sizeof when, "%Y-%m-%d %H:%M %Z", localtime(&now));
     int e = lab->epoch_steps;
-    fprintf(f, "# The pipeline-stall lab: measured\n\n"
-               "Written by `./bench pipeline%s` (or `make stall-lab`) on %s; do not edit by hand, run it "
-               "again. The\nexplanations are in [the guide](guide.md).\n\n",
-            lab->quick ? " --quick" : "", when);
+    fprintf(f, "# The pipeline-stall lab, measured: %s\n\n"
+               "Written by `%s` (`make stall-lab` runs it) on %s; do not edit by hand, run it again. The\n"
+               "explanations are in [the guide](guide.md).\n\n",
+            lab->config, lab->command, when);
     fprintf(f, "- machine: %s\n- load average (1, 5, 15 min) before: %s; after: %s. The machine is shared: "
                "other jobs' load slows every row alike as long as it stays steady, and a row taken during "
                "a burst comes out slow.\n",
             machine, load0, load1);
-    fprintf(f, "- each row: resnet_small (batch %d) trained for %d steps on a %d-image subset of Fashion-MNIST "
+    fprintf(f, "- each row: `%s` (batch %d) trained for %d steps on a %d-image subset of Fashion-MNIST "
                "(`%s`), two epochs of %d steps; the first epoch warms up (thread pools, arena, the memory "
                "cache), and steps %d-%d of the second are measured, from each run's trace.\n",
-            lab->base.loader.batch, 2 * e, e * lab->base.loader.batch, lab->subset, e, e + 2, 2 * e);
+            lab->config, lab->base.loader.batch, 2 * e, e * lab->base.loader.batch, lab->subset, e, e + 2, 2 * e);
     fprintf(f, "- images/s: the batch over the median step; step, wait and compute ms: medians per step; "
                "waiting: time blocked on the loader over the measured steps' wall time (the verdict uses TF Profiler's 5%% and 20%%); loader CPU: the "
                "loader's CPU time over the process's, whole run. `next` is the advice `./train` prints "
@@ -457,15 +467,17 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
                 cache_names[fast->s.cache], fast->s.io_delay_us, wf, fast->images_per_s,
                 slow->images_per_s > 0 ? fast->images_per_s / slow->images_per_s : 0.0);
     }
-    fprintf(f, "\n![images/s per setting, the waiting share in orange](img/stall-lab.svg)\n\n"
-               "![a stalled and a fixed run, steps %d-%d](img/stall-timeline.svg)\n\n",
-            e + 2, e + 4);
+    fprintf(f, "\n![images/s per setting, the waiting share in orange](img/%s.svg)\n\n"
+               "![steps %d-%d of one slow storage, read inline, by two workers, and through the memory cache]"
+               "(img/%s-timeline.svg)\n\n",
+            lab->name, e + 2, e + 4, lab->name);
     fprintf(f, "## Loop against vectorized kernels, end to end\n\nThe same pipeline (workers 2, prefetch 4, "
                "packed), back to back: one warm-up step, then three measured.\n\n");
     md_table(f, lab, "kernels");
     fprintf(f, "\n## Model size\n\nresnet_small and the same network twice as wide (about four times the "
                "FLOPs per image), same pipeline, one warm-up step, then three measured.\n\n");
-    md_table(f, lab, "model");
+    if (lab->base.model.arch == CFG_ARCH_RESNET) md_table(f, lab, "model");
+    else fprintf(f, "Only for resnet configs.\n");
     fprintf(f, "\n## GPU: pinned memory and copy overlap\n\n");
     if (gpu_note) fprintf(f, "Not measured: %s.\n", gpu_note);
     else md_table(f, lab, "gpu");
@@ -481,10 +493,10 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
 
 static void pipeline_usage(FILE *f) {
     fprintf(f, "usage: ./bench pipeline [--config FILE] [--epoch-steps N] [--quick] [--device auto|cpu|cuda]\n"
-               "                        [--out DIR | --no-docs]\n"
-               "  short resnet_small runs over workers x prefetch x cache x io_delay_us (and on a GPU,\n"
-               "  pinned x overlap), then loop vs vectorized kernels; one table, plus DIR/stall-lab.md,\n"
-               "  DIR/img/stall-lab.svg and DIR/img/stall-timeline.svg (DIR defaults to docs)\n"
+               "                        [--out DIR] [--name NAME] [--no-docs]\n"
+               "  short training runs (default configs/resnet_small.cfg) over workers x prefetch x cache x io_delay_us (and on a GPU,\n"
+               "  pinned x overlap), then loop vs vectorized kernels; one table, plus DIR/NAME.md,\n"
+               "  DIR/img/NAME.svg and DIR/img/NAME-timeline.svg (DIR: docs, NAME: stall-lab by default)\n"
                "  --epoch-steps N   steps per epoch of the subset (default 5): runs are 2N steps, N-1 measured\n"
                "  --quick           only the teaching rows (naive and fixed loaders, each cache)\n");
 }
@@ -494,6 +506,12 @@ int bench_pipeline(int argc, char **argv) {
     struct lab *lab = calloc(1, sizeof *lab);
     if (!lab) return 1;
     lab->epoch_steps = 5;
+    lab->name = "stall-lab";
+    snprintf(lab->command, sizeof lab->command, "./bench pipeline");
+    for (int i = 1; i < argc; i++) {
+        size_t at = strlen(lab->command);
+        snprintf(lab->command + at, sizeof lab->command - at, " %s", argv[i]);
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { pipeline_usage(stdout); free(lab); return 0; }
@@ -501,6 +519,7 @@ int bench_pipeline(int argc, char **argv) {
         else if (!strcmp(a, "--no-docs")) out = NULL;
         else if (!strcmp(a, "--config") && v) config = argv[++i];
         else if (!strcmp(a, "--out") && v) out = argv[++i];
+        else if (!strcmp(a, "--name") && v) lab->name = argv[++i];
         else if (!strcmp(a, "--device") && v) device = argv[++i];
         else if (!strcmp(a, "--epoch-steps") && v) lab->epoch_steps = atoi(argv[++i]);
         else { pipeline_usage(stderr); free(lab); return 2; }
@@ -525,6 +544,7 @@ int bench_pipeline(int argc, char **argv) {
     }
     if (!strcmp(device, "cpu")) gpu = false;
     lab->device = gpu ? "cuda" : "cpu";
+    lab->config = config;
     if (cfg_load(&lab->base, config) || prepare_subset(lab)) {
         fprintf(stderr, "bench pipeline: %s\n", err_get());
         free(lab);
@@ -535,7 +555,7 @@ int bench_pipeline(int argc, char **argv) {
     snprintf(machine, sizeof machine, "%s, %ld CPUs%s", model, sysconf(_SC_NPROCESSORS_ONLN), gpu ? ", GPU" : "");
     kb_load_string(load0, sizeof load0);
     double t0 = bench_now_s();
-    printf("nostall bench pipeline: resnet_small on %s; %s; load average %s\n", lab->device, machine, load0);
+    printf("nostall bench pipeline: %s on %s; %s; load average %s\n", config, lab->device, machine, load0);
     printf("each row: %d steps (2 epochs of a %d-image subset), steps %d-%d measured\n", 2 * lab->epoch_steps,
            lab->epoch_steps * lab->base.loader.batch, lab->epoch_steps + 2, 2 * lab->epoch_steps);
     printf("%-10s %-7s %-22s %6s %9s %9s %9s %9s %9s %9s  %s\n", "kernels", "cache", "loader", "io us",
@@ -545,7 +565,7 @@ int bench_pipeline(int argc, char **argv) {
     int rc = pipeline_rows(lab);
     if (!rc && gpu) rc = gpu_rows(lab);
     if (!rc) rc = kernel_rows(lab);
-    if (!rc) rc = model_rows(lab);
+    if (!rc && lab->base.model.arch == CFG_ARCH_RESNET) rc = model_rows(lab);
     const char *gpu_note = NULL;
     char note[400];
     if (!gpu) {
@@ -559,10 +579,10 @@ int bench_pipeline(int argc, char **argv) {
     if (!rc && out) {
         char img[PATH_MAX], md[PATH_MAX + 16];
         snprintf(img, sizeof img, "%s/img", out);
-        snprintf(md, sizeof md, "%s/stall-lab.md", out);
+        snprintf(md, sizeof md, "%s/%s.md", out, lab->name);
         rc = mkdir_p(img) || write_pictures(lab, img, machine) ||
              write_markdown(lab, md, machine, load0, load1, seconds, gpu_note);
-        if (!rc) printf("wrote %s, %s/stall-lab.svg, %s/stall-timeline.svg\n", md, img, img);
+        if (!rc) printf("wrote %s, %s/%s.svg, %s/%s-timeline.svg\n", md, img, lab->name, img, lab->name);
     }
     if (rc) fprintf(stderr, "bench pipeline: %s\n", err_get());
     free(lab);

@@ -565,10 +565,13 @@ static void draw_panel(struct svg *s, const struct timeline *tl, const char *tit
                  "steps %d-%d: median step %.1f ms, %.0f%% of step time waiting for input", w->first + 1,
                  w->first + w->count, w->stats.median_step_s * 1e3, 100 * w->stats.wait_share);
     double top = y + TL_PANEL_HEAD, bottom = top + n_lanes * TL_LANE;
+    double labelled = -1e9;
     for (int i = 0; i < w->count; i++) {
         double x = x0 + (double)(w->st.start[w->first + i] - w->t0) * px_per_ns;
         svg_line(s, x, top - 12, x, bottom, "#bbbbbb", 1, true);
+        if (x - labelled < 44) continue;  /* steps too short to label each one */
         svg_text(s, x + 3, top - 3, 10, SVG_START, "#777", false, "step %d", w->first + i + 1);
+        labelled = x;
     }
     for (int k = 0; k < n_lanes; k++) {
         double ly = top + k * TL_LANE;
