@@ -55,7 +55,7 @@ TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 # The tools are built in build/bin and linked into the top folder (./train, ./bench,
 # ./prepare); `make bench` is the benchmark run, not the binary.
 all: $(TOOL_BINS)
-	@for t in $(TOOLS); do ln -sf $(BUILD)/bin/$$t $$t; done
+	@if [ "$(BUILD)" = build ]; then for t in $(TOOLS); do ln -sf $(BUILD)/bin/$$t $$t; done; fi
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h kernels/*.h kernels/*/*.h)
 	@mkdir -p $(dir $@)

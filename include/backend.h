@@ -76,6 +76,12 @@ struct backend {
     void (*copy)(void *dst, const void *src, size_t bytes, enum copy_kind kind);
     void (*sync)(void);                            /* wait for queued device work */
     const struct copy_stage *stage;                /* NULL: host memory, nothing to copy */
+    /* Optional (NULL where they mean nothing, as on the CPU):
+     * check: waits for the compute stream and reports the first asynchronous
+     *        kernel failure, 0 or -1 with err_set; the trainer calls it every step.
+     * set_tf32: allow TF32 tensor-core math in matrix products and convolutions. */
+    int (*check)(void);
+    void (*set_tf32)(bool on);
 
     /* ---- dense ----
      * C (m,n) = alpha * op(A) op(B) + beta * C, row-major; op(A) is (m,k):
@@ -119,6 +125,21 @@ struct backend {
     void (*bn_bwd)(int n, int c, int hw, const float *x, const float *dy,
                    const float *gamma, const float *mean, const float *invstd,
                    float *dx, float *dgamma, float *dbeta);
+
+    /* ---- batch norm fused with the ReLU after it (training) ----
+     * y = relu(bn(x) + res), res (n,c,hw) or NULL for y = relu(bn(x)): a BasicBlock's
+     * BN -> ReLU, and its end BN -> + shortcut -> ReLU, in one pass over memory
+     * instead of two or three. Statistics, mean/invstd and the running updates
+     * exactly as bn_fwd_train. */
+    void (*bn_relu_fwd_train)(int n, int c, int hw, const float *x, const float *res,
+                              const float *gamma, const float *beta, float *y, float *mean,
+                              float *invstd, float *running_mean, float *running_var,
+                              float momentum, float eps);
+    /* y is bn_relu_fwd_train's output. With g = dy where y > 0, else 0:
+     * dres += g (dres NULL: not wanted), and dx, dgamma, dbeta += bn_bwd(x, g) */
+    void (*bn_relu_bwd)(int n, int c, int hw, const float *x, const float *y, const float *dy,
+                        const float *gamma, const float *mean, const float *invstd, float *dx,
+                        float *dres, float *dgamma, float *dbeta);
 
     /* ---- elementwise ---- */
     void (*relu_fwd)(size_t n, const float *x, float *y);

@@ -357,6 +357,8 @@ static struct backend table_of(enum kernel_flavour fl) {
     b.copy = cu_copy;
     b.sync = cu_sync;
     b.stage = &cu_copy_stage;
+    b.check = cuda_backend_check;
+    b.set_tf32 = cuda_set_tf32;
     if (fl == KF_LOOP) {
         b.name = "cuda-loop";
         cu_fill_loop_table(&b);

@@ -172,6 +172,7 @@ static enum step_result train_step(struct trainer *t, const struct fed_batch *fb
     if (ag_backward(c, loss)) return STEP_ERROR;
     optim_sgd_step(&t->model, &t->sgd, lr);
     ag_reset(c);
+    if (t->be->check && t->be->check()) return STEP_ERROR;  /* an asynchronous kernel failure */
     return STEP_OK;
 }
 
@@ -286,6 +287,8 @@ static int setup(struct trainer *t) {
                           cfg->optim.nesterov};
     if (!(t->be = pick_backend(cfg, t->out))) return -1;
     fprintf(t->out, "kernels: %s, %d OpenMP threads\n", t->be->name, omp_get_max_threads());
+    if (t->be->set_tf32) t->be->set_tf32(cfg->train.tf32);
+    else if (cfg->train.tf32) fprintf(t->out, "train.tf32 = yes has no effect on %s\n", t->be->name);
     if (open_split(cfg, cfg->data.train_dir, &t->train_ds) || open_split(cfg, cfg->data.test_dir, &t->test_ds))
         return -1;
     fprintf(t->out, "data: %lld training and %lld test images of %dx%dx%d, %d classes\n",
