@@ -21,6 +21,14 @@ struct tensor *op_linear(struct ag_ctx *c, struct tensor *x, struct tensor *w, s
 struct tensor *op_batchnorm2d(struct ag_ctx *c, struct tensor *x, struct tensor *gamma,
                               struct tensor *beta, struct tensor *running_mean,
                               struct tensor *running_var, float momentum, float eps);
+/* relu(batchnorm2d(x) + res), res (same shape as x) or NULL for relu(batchnorm2d(x)):
+ * one op, and one pass over memory, for a ResNet block's BN -> ReLU and its end.
+ * Same statistics, running updates and gradients as the separate ops, which it is
+ * made of in evaluation and on a backend table without bn_relu_fwd_train. */
+struct tensor *op_batchnorm2d_relu(struct ag_ctx *c, struct tensor *x, struct tensor *res,
+                                   struct tensor *gamma, struct tensor *beta,
+                                   struct tensor *running_mean, struct tensor *running_var,
+                                   float momentum, float eps);
 struct tensor *op_relu(struct ag_ctx *c, struct tensor *x);
 /* a, b same shape -> a + b */
 struct tensor *op_add(struct ag_ctx *c, struct tensor *a, struct tensor *b);

@@ -41,7 +41,7 @@ struct buf {
     float lo, hi;
 };
 
-enum { MAX_BUFS = 8 };
+enum { MAX_BUFS = 10 };
 
 struct op {
     const char *name;
@@ -57,7 +57,8 @@ struct op {
 #define OPS(X)                                                                              \
     X(gemm, false) X(axpy, false) X(conv2d_fwd, true) X(conv2d_bwd_data, true)              \
     X(conv2d_bwd_filter, true) X(linear_fwd, false) X(linear_bwd, false)                    \
-    X(bn_fwd_train, false) X(bn_fwd_eval, false) X(bn_bwd, false) X(relu_fwd, false)        \
+    X(bn_fwd_train, false) X(bn_fwd_eval, false) X(bn_bwd, false)                           \
+    X(bn_relu_fwd_train, false) X(bn_relu_bwd, false) X(relu_fwd, false)                    \
     X(relu_bwd, false) X(add_fwd, false) X(maxpool_fwd, false) X(maxpool_bwd, false)        \
     X(avgpool_fwd, false) X(avgpool_bwd, false) X(gap_fwd, false) X(gap_bwd, false)         \
     X(softmax_xent_fwd, false) X(softmax_xent_bwd, false) X(argmax_correct, false)          \
@@ -254,6 +255,48 @@ static int bn_bwd_layout(const struct kcase *c, struct buf *b) {
 static void bn_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
     (void)ws;
     be->bn_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+}
+
+/* batch norm + relu: d = (n, c, hw), s = (momentum, eps), flag = with a residual */
+static int bn_relu_fwd_train_layout(const struct kcase *c, struct buf *b) {
+    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
+    b[0] = BUF("x", IN, x, -2, 3);
+    b[1] = BUF("res", IN, c->flag ? x : 0, -1, 1);
+    b[2] = BUF("gamma", IN, ch, 0.5f, 1.5f);
+    b[3] = BUF("beta", IN, ch, -1, 1);
+    b[4] = BUF("y", OUT, x, 0, 0);
+    b[5] = BUF("mean", OUT, ch, 0, 0);
+    b[6] = BUF("invstd", OUT, ch, 0, 0);
+    b[7] = BUF("running_mean", INOUT, ch, -1, 1);
+    b[8] = BUF("running_var", INOUT, ch, 0.5f, 2);
+    return 9;
+}
+static void bn_relu_fwd_train_call(const struct backend *be, const struct kcase *c, float **b,
+                                   void *ws) {
+    (void)ws;
+    be->bn_relu_fwd_train(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+                          b[7], b[8], c->s[0], c->s[1]);
+}
+/* y takes both signs, as a relu's output never does: the entry may only look at y > 0 */
+static int bn_relu_bwd_layout(const struct kcase *c, struct buf *b) {
+    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
+    b[0] = BUF("x", IN, x, -2, 3);
+    b[1] = BUF("y", IN, x, -1, 1);
+    b[2] = BUF("dy", IN, x, -1, 1);
+    b[3] = BUF("gamma", IN, ch, 0.5f, 1.5f);
+    b[4] = BUF("mean", IN, ch, -0.5f, 0.5f);
+    b[5] = BUF("invstd", IN, ch, 0.5f, 2);
+    b[6] = BUF("dx", ACC, x, -1, 1);
+    b[7] = BUF("dres", ACC, c->flag ? x : 0, -1, 1);
+    b[8] = BUF("dgamma", ACC, ch, -1, 1);
+    b[9] = BUF("dbeta", ACC, ch, -1, 1);
+    return 10;
+}
+static void bn_relu_bwd_call(const struct backend *be, const struct kcase *c, float **b,
+                             void *ws) {
+    (void)ws;
+    be->bn_relu_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                    b[8], b[9]);
 }
 
 /* elementwise: d = (n) */
@@ -460,6 +503,12 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
     {.op = OP_bn_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},          \
     {.op = OP_bn_fwd_eval, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},           \
     {.op = OP_bn_bwd, .d = {n, c, hw}}
+/* with and without the residual */
+#define BN_RELU(n, c, hw)                                                          \
+    {.op = OP_bn_relu_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},              \
+    {.op = OP_bn_relu_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}, .flag = true}, \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}},                                        \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .flag = true}
 #define POOL_GEOM(n, c, h, w, size, st, pad) .pg = {n, c, h, w, size, st, pad, 0, 0}
 #define POOL(...)                                                          \
     {.op = OP_maxpool_fwd, POOL_GEOM(__VA_ARGS__)},                        \
@@ -505,6 +554,10 @@ static struct kcase agree_cases[] = {
     BN(3, 4, 5),
     BN(3, 16, 49),
     BN(8, 16, 784), /* parallel over channels */
+    BN_RELU(1, 1, 7),
+    BN_RELU(3, 4, 5),
+    BN_RELU(3, 16, 49),
+    BN_RELU(8, 16, 784),
     SIZED(relu_fwd, 1, 0, 0, 0), SIZED(relu_fwd, 1001, 0, 0, 0),
     SIZED(relu_bwd, 1, 0, 0, 0), SIZED(relu_bwd, 1001, 0, 0, 0),
     SIZED(add_fwd, 1, 0, 0, 0), SIZED(add_fwd, 1001, 0, 0, 0),
@@ -649,7 +702,7 @@ ParameterizedTest(struct kcase *param, kernels, loop_vs_vectorized) {
 struct fd_op {
     const char *name;
     int nin;
-    const char *in_names[3];
+    const char *in_names[4];
     /* sizes of the inputs (0: passed as NULL) and of the output */
     void (*sizes)(const struct kcase *c, size_t *in_n, size_t *out_n);
     void (*fwd)(const struct backend *be, const struct kcase *c, float **in, float *out);
@@ -720,6 +773,40 @@ static void fd_bn_bwd(const struct backend *be, const struct kcase *c, float **i
     be->bn_bwd(c->d[0], c->d[1], c->d[2], in[0], dout, in[1], mean, invstd, grad[0], grad[1],
                grad[2]);
     free(y);
+}
+
+/* d = (n, c, hw), flag = with a residual; inputs x, gamma, beta, res */
+static void fd_bn_relu_sizes(const struct kcase *c, size_t *in_n, size_t *out_n) {
+    fd_bn_sizes(c, in_n, out_n);
+    in_n[3] = c->flag ? *out_n : 0;
+}
+static void bn_relu_saving(const struct backend *be, const struct kcase *c, float **in, float *y,
+                           float *mean, float *invstd) {
+    float rmean[64] = {0}, rvar[64] = {0};
+    be->bn_relu_fwd_train(c->d[0], c->d[1], c->d[2], in[0], in[3], in[1], in[2], y, mean, invstd,
+                          rmean, rvar, 0.1f, 1e-5f);
+}
+static void fd_bn_relu_fwd(const struct backend *be, const struct kcase *c, float **in,
+                           float *out) {
+    float mean[64], invstd[64];
+    bn_relu_saving(be, c, in, out, mean, invstd);
+}
+static void fd_bn_relu_bwd(const struct backend *be, const struct kcase *c, float **in,
+                           const float *dout, float **grad) {
+    float mean[64], invstd[64];
+    float *y = malloc((size_t)c->d[0] * c->d[1] * c->d[2] * sizeof *y);
+    bn_relu_saving(be, c, in, y, mean, invstd);
+    be->bn_relu_bwd(c->d[0], c->d[1], c->d[2], in[0], y, dout, in[1], mean, invstd, grad[0],
+                    grad[3], grad[1], grad[2]);
+    free(y);
+}
+/* Moves the inputs to where no finite-difference step crosses the relu's kink: x away
+ * from its channel's mean, gamma >= 0.5, and beta and the residual small beside them. */
+static void fd_bn_relu_prepare(float **in, const size_t *in_n) {
+    for (size_t j = 0; j < in_n[0]; j++) in[0][j] += in[0][j] < 0 ? -0.5f : 0.5f;
+    for (size_t j = 0; j < in_n[1]; j++) in[1][j] = 1.0f + 0.5f * in[1][j];
+    for (size_t j = 0; j < in_n[2]; j++) in[2][j] *= 0.05f;
+    for (size_t j = 0; j < in_n[3]; j++) in[3][j] *= 0.03f;
 }
 
 static void fd_pool_sizes(const struct kcase *c, size_t *in_n, size_t *out_n) {
@@ -812,7 +899,8 @@ static void fd_xent_bwd(const struct backend *be, const struct kcase *c, float *
 /* each one with the names of its inputs */
 #define FD_OPS(X)                                                     \
     X(conv, "x", "w", "bias") X(linear, "x", "w", "bias")             \
-    X(bn, "x", "gamma", "beta") X(maxpool, "x") X(avgpool, "x")       \
+    X(bn, "x", "gamma", "beta") X(bn_relu, "x", "gamma", "beta", "res") \
+    X(maxpool, "x") X(avgpool, "x")                                   \
     X(gap, "x") X(relu, "x") X(xent, "logits")
 #define FD_ENUM(id, ...) FD_##id,
 enum fd_id { FD_OPS(FD_ENUM) };
@@ -839,6 +927,8 @@ static struct fdcase fd_cases[] = {
     {FD_linear, {.d = {1, 6, 3}}},
     {FD_bn, {.d = {3, 2, 4}}},
     {FD_bn, {.d = {2, 3, 1}}},
+    {FD_bn_relu, {.d = {3, 2, 4}}},
+    {FD_bn_relu, {.d = {3, 2, 4}, .flag = true}},
     {FD_maxpool, {.pg = {2, 2, 5, 6, 3, 2, 1, 0, 0}}},
     {FD_maxpool, {.pg = {1, 1, 4, 4, 2, 2, 0, 0, 0}}},
     {FD_avgpool, {.pg = {2, 2, 5, 6, 3, 2, 1, 0, 0}}},
@@ -878,7 +968,7 @@ ParameterizedTest(struct fdcase *param, kernels, gradcheck) {
     char name[256];
     case_str(op->name, &c, name, sizeof name);
 
-    size_t in_n[3] = {0}, out_n, most = 1;
+    size_t in_n[4] = {0}, out_n, most = 1;
     op->sizes(&c, in_n, &out_n);
     for (int i = 0; i < op->nin; i++) most = in_n[i] > most ? in_n[i] : most;
     float step = fminf(1e-2f, 0.4f / (float)most);
@@ -886,13 +976,14 @@ ParameterizedTest(struct fdcase *param, kernels, gradcheck) {
     for (int t = 0; t < N_TABLES; t++) {
         const struct backend *be = cpu_tables[t];
         uint64_t seed = 0xfd0 + (uint64_t)param->op;
-        float *in[3] = {0}, *grad[3] = {0};
+        float *in[4] = {0}, *grad[4] = {0};
         for (int i = 0; i < op->nin; i++) {
             if (!in_n[i]) continue;
             in[i] = malloc(in_n[i] * sizeof(float));
             grad[i] = calloc(in_n[i], sizeof(float));
             fill_distinct(&seed, in[i], in_n[i]);
         }
+        if (param->op == FD_bn_relu) fd_bn_relu_prepare(in, in_n);
         float *out = malloc(out_n * sizeof *out), *r = malloc(out_n * sizeof *r);
         tu_fill(&seed, r, out_n, -1, 1);
         op->bwd(be, &c, in, r, grad);
@@ -1109,7 +1200,8 @@ Test(kernels, memory_entries) {
 #define ENTRIES(X)                                                                   \
     X(alloc) X(free) X(zero) X(copy) X(sync) X(gemm) X(axpy) X(conv2d_workspace)     \
     X(conv2d_fwd) X(conv2d_bwd_data) X(conv2d_bwd_filter) X(linear_fwd) X(linear_bwd) \
-    X(bn_fwd_train) X(bn_fwd_eval) X(bn_bwd) X(relu_fwd) X(relu_bwd) X(add_fwd)      \
+    X(bn_fwd_train) X(bn_fwd_eval) X(bn_bwd) X(bn_relu_fwd_train) X(bn_relu_bwd)     \
+    X(relu_fwd) X(relu_bwd) X(add_fwd)                                               \
     X(maxpool_fwd) X(maxpool_bwd) X(avgpool_fwd) X(avgpool_bwd) X(gap_fwd)           \
     X(gap_bwd) X(softmax_xent_fwd) X(softmax_xent_bwd) X(argmax_correct)             \
     X(normalize_u8) X(sgd_step)

@@ -10,7 +10,7 @@
 #include "ops.h"
 #include "testutil.h"
 
-#define MAX_IN 5
+#define MAX_IN 6
 
 struct gc_case {
     const char *name;
@@ -18,7 +18,7 @@ struct gc_case {
     int ndim[MAX_IN];
     int shape[MAX_IN][4];
     bool no_grad[MAX_IN];         /* inputs we don't differentiate (labels live outside) */
-    enum { VALUES_SMOOTH, VALUES_AWAY_FROM_ZERO, VALUES_DISTINCT } values;
+    enum { VALUES_SMOOTH, VALUES_AWAY_FROM_ZERO, VALUES_DISTINCT, VALUES_BN_RELU } values;
     struct tensor *(*fwd)(struct ag_ctx *c, struct tensor **in);
 };
 
@@ -31,6 +31,12 @@ static struct tensor *f_conv_1x1s2(struct ag_ctx *c, struct tensor **in) { retur
 static struct tensor *f_linear(struct ag_ctx *c, struct tensor **in) { return op_linear(c, in[0], in[1], in[2]); }
 static struct tensor *f_bn(struct ag_ctx *c, struct tensor **in) {
     return op_batchnorm2d(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
+}
+static struct tensor *f_bn_relu(struct ag_ctx *c, struct tensor **in) {
+    return op_batchnorm2d_relu(c, in[0], NULL, in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
+}
+static struct tensor *f_bn_add_relu(struct ag_ctx *c, struct tensor **in) {
+    return op_batchnorm2d_relu(c, in[0], in[5], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
 }
 static struct tensor *f_relu(struct ag_ctx *c, struct tensor **in) { return op_relu(c, in[0]); }
 static struct tensor *f_add(struct ag_ctx *c, struct tensor **in) { return op_add(c, in[0], in[1]); }
@@ -50,6 +56,10 @@ static const struct gc_case cases[] = {
     {"linear", 3, {2, 2, 1}, {{3, 7}, {5, 7}, {5}}, {0}, VALUES_SMOOTH, f_linear},
     {"batchnorm2d (training)", 5, {4, 1, 1, 1, 1}, {{3, 4, 5, 3}, {4}, {4}, {4}, {4}}, {0, 0, 0, 1, 1},
      VALUES_SMOOTH, f_bn},
+    {"batchnorm2d + relu (fused)", 5, {4, 1, 1, 1, 1}, {{3, 4, 5, 3}, {4}, {4}, {4}, {4}},
+     {0, 0, 0, 1, 1}, VALUES_BN_RELU, f_bn_relu},
+    {"batchnorm2d + residual + relu (fused)", 6, {4, 1, 1, 1, 1, 4},
+     {{2, 3, 4, 5}, {3}, {3}, {3}, {3}, {2, 3, 4, 5}}, {0, 0, 0, 1, 1, 0}, VALUES_BN_RELU, f_bn_add_relu},
     {"relu", 1, {4}, {{2, 3, 4, 5}}, {0}, VALUES_AWAY_FROM_ZERO, f_relu},
     {"add", 2, {4, 4}, {{3, 2, 3, 5}, {3, 2, 3, 5}}, {0}, VALUES_SMOOTH, f_add},
     {"maxpool2d 2/2", 1, {4}, {{3, 2, 6, 7}}, {0}, VALUES_DISTINCT, f_max2},
@@ -86,8 +96,19 @@ static void fill_inputs(const struct gc_case *k, uint64_t seed, float **host, si
             }
         }
     }
+    /* BN then relu: finite differences must not step across the relu's kink, so the
+     * normalized x stays away from 0 (x away from the channel mean, gamma >= 0.5) by
+     * more than beta and the residual can move it */
+    if (k->values == VALUES_BN_RELU) {
+        for (size_t j = 0; j < n[0]; j++) host[0][j] += host[0][j] < 0 ? -0.5f : 0.5f;
+        for (size_t j = 0; j < n[1]; j++) host[1][j] = 1.0f + 0.5f * host[1][j];
+        for (size_t j = 0; j < n[2]; j++) host[2][j] *= 0.05f;
+        if (k->n_in > 5)
+            for (size_t j = 0; j < n[5]; j++) host[5][j] *= 0.03f;
+    }
     /* BN: variance inputs must be positive */
-    if (k->fwd == f_bn) for (size_t j = 0; j < n[4]; j++) host[4][j] = 1.0f + host[4][j] * host[4][j];
+    if (k->fwd == f_bn || k->fwd == f_bn_relu || k->fwd == f_bn_add_relu)
+        for (size_t j = 0; j < n[4]; j++) host[4][j] = 1.0f + host[4][j] * host[4][j];
 }
 
 /* sum(out * r) in double: the scalar whose gradient we check */
@@ -183,5 +204,29 @@ Test(ops, gradients_match_finite_differences_and_flavours_agree) {
         }
         free_result(&loop, k->n_in);
         free_result(&vec, k->n_in);
+    }
+}
+
+/* A table without the fused bn_relu entries (a device that lacks them) gets the same
+ * function, and the same gradients, from the separate ops. */
+Test(ops, batchnorm2d_relu_without_the_fused_entries) {
+    struct backend plain = cpu_vectorized_backend;
+    plain.bn_relu_fwd_train = NULL;
+    plain.bn_relu_bwd = NULL;
+    for (int ci = 0; ci < N_CASES; ci++) {
+        const struct gc_case *k = &cases[ci];
+        if (k->fwd != f_bn_relu && k->fwd != f_bn_add_relu) continue;
+        struct result fused, composed;
+        run_case(k, &cpu_vectorized_backend, &fused);
+        run_case(k, &plain, &composed);
+        double e = tu_max_rel_err(fused.out, composed.out, fused.out_n);
+        cr_expect(e <= 1e-5, "%s: fused and composed outputs differ by %g", k->name, e);
+        for (int i = 0; i < k->n_in; i++) {
+            if (k->no_grad[i]) continue;
+            e = tu_max_rel_err(fused.grad[i], composed.grad[i], fused.in_n[i]);
+            cr_expect(e <= 1e-5, "%s: fused and composed gradients of input %d differ by %g", k->name, i, e);
+        }
+        free_result(&fused, k->n_in);
+        free_result(&composed, k->n_in);
     }
 }

@@ -37,7 +37,7 @@ enum { MAX_BATCHES = 8, MAX_ROUNDS = 64, BATCHES_IN_MEMORY = 4 };
 
 #define TIMED_ENTRIES(X)                                                                        \
     X(conv2d_fwd) X(conv2d_bwd_data) X(conv2d_bwd_filter) X(bn_fwd_train) X(bn_bwd)            \
-    X(relu_fwd) X(relu_bwd) X(add_fwd) X(axpy) X(linear_fwd) X(linear_bwd) X(gap_fwd)          \
+    X(bn_relu_fwd_train) X(bn_relu_bwd) X(relu_fwd) X(relu_bwd) X(add_fwd) X(axpy) X(linear_fwd) X(linear_bwd) X(gap_fwd)          \
     X(gap_bwd) X(softmax_xent_fwd) X(softmax_xent_bwd) X(argmax_correct) X(normalize_u8)       \
     X(sgd_step) X(zero) X(copy)
 
@@ -77,6 +77,14 @@ TIMED(bn_bwd,
       (int n, int c, int hw, const float *x, const float *dy, const float *ga, const float *mean,
        const float *is, float *dx, float *dg, float *db),
       (n, c, hw, x, dy, ga, mean, is, dx, dg, db))
+TIMED(bn_relu_fwd_train,
+      (int n, int c, int hw, const float *x, const float *res, const float *ga, const float *be, float *y,
+       float *mean, float *is, float *rm, float *rv, float mom, float eps),
+      (n, c, hw, x, res, ga, be, y, mean, is, rm, rv, mom, eps))
+TIMED(bn_relu_bwd,
+      (int n, int c, int hw, const float *x, const float *y, const float *dy, const float *ga,
+       const float *mean, const float *is, float *dx, float *dres, float *dg, float *db),
+      (n, c, hw, x, y, dy, ga, mean, is, dx, dres, dg, db))
 TIMED(relu_fwd, (size_t n, const float *x, float *y), (n, x, y))
 TIMED(relu_bwd, (size_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx))
 TIMED(add_fwd, (size_t n, const float *a, const float *b, float *y), (n, a, b, y))
@@ -111,6 +119,9 @@ static struct backend timed_table(const struct backend *be) {
     t.conv2d_bwd_filter = timed_conv2d_bwd_filter;
     t.bn_fwd_train = timed_bn_fwd_train;
     t.bn_bwd = timed_bn_bwd;
+    /* a table without the fused entries stays without them */
+    if (be->bn_relu_fwd_train) t.bn_relu_fwd_train = timed_bn_relu_fwd_train;
+    if (be->bn_relu_bwd) t.bn_relu_bwd = timed_bn_relu_bwd;
     t.relu_fwd = timed_relu_fwd;
     t.relu_bwd = timed_relu_bwd;
     t.add_fwd = timed_add_fwd;

@@ -68,7 +68,9 @@ static struct pool {
     atomic_int next;                 /* the next task to hand out */
     atomic_int busy;                 /* workers that haven't checked out of the job */
     atomic_flag in_use;              /* a job is running: a nested call runs inline */
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .finish = PTHREAD_COND_INITIALIZER};
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
+          .start = PTHREAD_COND_INITIALIZER,
+          .finish = PTHREAD_COND_INITIALIZER};
 
 static int64_t pool_now_ns(void) {
     struct timespec ts;
@@ -341,16 +343,18 @@ static void pool_planes(void *ctx, int task, int thread) {
     size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
     long end = (long)g->n * g->c, p = (long)task * POOL_PLANES;
     for (long stop = p + POOL_PLANES < end ? p + POOL_PLANES : end; p < stop; p++) {
-        if (j->kind == 0) maxpool_plane_fwd(g, j->x + p * in_plane, j->y + p * out_plane, j->idx + p * out_plane);
-        else if (j->kind == 1) maxpool_plane_bwd(g, j->idx_in + p * out_plane, j->dy + p * out_plane, j->dx + p * in_plane);
-        else if (j->kind == 2) avgpool_plane_fwd(g, j->x + p * in_plane, j->y + p * out_plane);
-        else avgpool_plane_bwd(g, j->dy + p * out_plane, j->dx + p * in_plane);
+        size_t in = (size_t)p * in_plane, out = (size_t)p * out_plane;
+        if (j->kind == 0) maxpool_plane_fwd(g, j->x + in, j->y + out, j->idx + out);
+        else if (j->kind == 1) maxpool_plane_bwd(g, j->idx_in + out, j->dy + out, j->dx + in);
+        else if (j->kind == 2) avgpool_plane_fwd(g, j->x + in, j->y + out);
+        else avgpool_plane_bwd(g, j->dy + out, j->dx + in);
     }
 }
 
 static void pool_run(struct pool_job *j, bool threaded) {
     long planes = (long)j->g->n * j->g->c;
-    cpu_parallel((int)((planes + POOL_PLANES - 1) / POOL_PLANES), threaded ? cpu_threads() : 1, pool_planes, j);
+    int tasks = (int)((planes + POOL_PLANES - 1) / POOL_PLANES);
+    cpu_parallel(tasks, threaded ? cpu_threads() : 1, pool_planes, j);
 }
 
 // x (n,c,h,w) -> y (n,c,oh,ow), idx (n,c,oh,ow)

@@ -207,6 +207,50 @@ static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
     }
 }
 
+/* ---- batch norm + relu, fused: here simply batch norm, then the rest per element ---- */
+
+// x (n,c,hw), res (n,c,hw) or NULL, gamma (c), beta (c) -> y = relu(bn(x) + res),
+// mean (c), invstd (c); running_mean (c), running_var (c) updated in place
+static void loop_bn_relu_fwd_train(int n, int c, int hw, const float *x, const float *res,
+                                   const float *gamma, const float *beta, float *y, float *mean,
+                                   float *invstd, float *running_mean, float *running_var,
+                                   float momentum, float eps) {
+    loop_bn_fwd_train(n, c, hw, x, gamma, beta, y, mean, invstd, running_mean, running_var,
+                      momentum, eps);
+    for (size_t i = 0; i < (size_t)n * c * hw; i++) y[i] = ns_relu(y[i] + (res ? res[i] : 0.0f));
+}
+
+// x, y, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dres (n,c,hw) += (or NULL),
+// dgamma (c) +=, dbeta (c) +=
+// The gradient reaching the sum bn(x) + res is g = dy where y > 0: res gets it as is,
+// and batch norm's backward takes it from there (loop_bn_bwd's sums, with g for dy).
+static void loop_bn_relu_bwd(int n, int c, int hw, const float *x, const float *y,
+                             const float *dy, const float *gamma, const float *mean,
+                             const float *invstd, float *dx, float *dres, float *dgamma,
+                             float *dbeta) {
+    long m = (long)n * hw;
+    for (int ch = 0; ch < c; ch++) {
+        double sum_g = 0.0, sum_g_xhat = 0.0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < hw; j++) {
+                size_t at = ns_idx3(i, ch, j, c, hw);
+                float g = ns_relu_grad(y[at], dy[at]);
+                sum_g += g;
+                sum_g_xhat += g * (x[at] - mean[ch]) * invstd[ch];
+            }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < hw; j++) {
+                size_t at = ns_idx3(i, ch, j, c, hw);
+                float g = ns_relu_grad(y[at], dy[at]), xhat = (x[at] - mean[ch]) * invstd[ch];
+                dx[at] += ns_bn_dx(g, xhat, gamma[ch], invstd[ch], m, (float)sum_g,
+                                   (float)sum_g_xhat);
+                if (dres) dres[at] += g;
+            }
+        dgamma[ch] += (float)sum_g_xhat;
+        dbeta[ch] += (float)sum_g;
+    }
+}
+
 /* ---- pooling: the bodies are in cpu_common.c, run here on one thread ---- */
 
 // x (n,c,h,w) -> y (n,c,oh,ow), idx (n,c,oh,ow)
@@ -261,6 +305,8 @@ const struct backend cpu_loop_backend = {
     .bn_fwd_train = loop_bn_fwd_train,
     .bn_fwd_eval = loop_bn_fwd_eval,
     .bn_bwd = loop_bn_bwd,
+    .bn_relu_fwd_train = loop_bn_relu_fwd_train,
+    .bn_relu_bwd = loop_bn_relu_bwd,
     .maxpool_fwd = loop_maxpool_fwd,
     .maxpool_bwd = loop_maxpool_bwd,
     .avgpool_fwd = loop_avgpool_fwd,

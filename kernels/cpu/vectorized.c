@@ -44,6 +44,10 @@ static void vec_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const f
 #define SIMD_CLONES
 #endif
 
+/* -std=c11 turns off the contraction of a*b + c into one fused multiply-add; the
+ * kernels below want it (one instruction instead of two, and one rounding). */
+#pragma GCC optimize("fp-contract=fast")
+
 typedef float vec __attribute__((vector_size(64)));
 /* the same, at any float's address: loads and stores through it are unaligned */
 typedef float vec_at __attribute__((vector_size(64), aligned(4), may_alias));
@@ -187,18 +191,20 @@ static size_t vec_conv2d_workspace(const struct conv_geom *g) {
 }
 
 // src (h,w) one plane -> dst (gy,gx): dst(i,j) = src(stride*i + ry, stride*j + rx), 0 outside
+SIMD_CLONES
 static void to_grid(const float *src, int h, int w, int stride, int ry, int rx,
                     const struct conv_plan *p, float *dst) {
     int cols = min_int(phase_len(w, stride, rx), p->gx);
     for (int i = 0; i < p->gy; i++, dst += p->gx) {
         int y = stride * i + ry, n = y < h ? cols : 0;
-        if (n > 0) {
-            const float *row = src + (size_t)y * w + rx;
-            if (stride == 1) memcpy(dst, row, sizeof(float) * n);
-            else
-                for (int j = 0; j < n; j++) dst[j] = row[(size_t)j * stride];
+        const float *row = src + (size_t)(y < h ? y : 0) * w + rx;
+        if (stride == 1) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) dst[j] = row[j];
+        } else {
+            for (int j = 0; j < n; j++) dst[j] = row[(size_t)j * stride];
         }
-        memset(dst + n, 0, sizeof(float) * (p->gx - n));
+        for (int j = n; j < p->gx; j++) dst[j] = 0.0f;
     }
 }
 
@@ -236,6 +242,7 @@ struct cell_map { int stride, ry, rx, ni, nj, h, w; };
 
 // t (rows, QT): cells q0.. of a chunk of `cells` cells -> dense (images, channels, h, w),
 // starting at the chunk's first image and the tile's first row: = t + bias, or += t
+SIMD_CLONES
 static void tile_out(const float *t, int rows, size_t q0, size_t cells, const struct conv_plan *p,
                      const struct cell_map *m, float *dense, int channels, const float *bias,
                      bool add) {
@@ -251,10 +258,14 @@ static void tile_out(const float *t, int rows, size_t q0, size_t cells, const st
                 float *to = dense + (b * channels + row) * hw + (size_t)(st * i + m->ry) * m->w +
                             st * j + m->rx;
                 float shift = bias ? bias[row] : 0.0f;
-                if (add)
+                if (st > 1) /* bwd_data of a strided conv: one phase of dx */
                     for (int u = 0; u < n; u++) to[u * st] += from[u];
+                else if (add)
+#pragma omp simd
+                    for (int u = 0; u < n; u++) to[u] += from[u];
                 else
-                    for (int u = 0; u < n; u++) to[u * st] = from[u] + shift;
+#pragma omp simd
+                    for (int u = 0; u < n; u++) to[u] = from[u] + shift;
             }
         }
         q += seg;
@@ -517,21 +528,23 @@ static void vec_linear_bwd(int n, int in, int out, const float *x, const float *
         for (int i = 0; i < n; i++) cpu_axpy((size_t)out, 1.0f, dy + (size_t)i * out, dbias);
 }
 
-/* ---- batch norm: a task per channel ---- */
+/* ---- batch norm, alone or fused with the ReLU after it: a task per channel ---- */
 
 struct bn_job {
     int n, c, hw;
-    const float *x, *dy, *gamma, *beta;
+    const float *x, *res, *y_in, *dy, *gamma, *beta;
     const float *mean, *invstd;                 /* bwd: the saved statistics */
     const float *running_mean, *running_var;    /* eval */
-    float *y, *dx, *dgamma, *dbeta;
+    bool relu;
+    float *y, *dx, *dres, *dgamma, *dbeta;
     float *save_mean, *save_invstd, *update_mean, *update_var; /* fwd_train */
     float momentum, eps;
 };
 
 static int bn_threads(int n, int c, int hw) { return threads_for((double)n * c * hw); }
 
-// channel ch of x (n,c,hw) -> y; mean, invstd; running statistics updated
+// channel ch of x (n,c,hw) -> y = bn(x), or relu(bn(x) + res); mean, invstd; running
+// statistics updated
 // Mean and variance come from one pass of sums and sums of squares. Taken about
 // the channel's first value rather than 0, those sums don't cancel catastrophically
 // when the mean is large against the spread.
@@ -559,10 +572,20 @@ static void bn_train_channel(void *ctx, int ch, int thread) {
     float mu = (float)(shift + shifted_mean), is = 1.0f / sqrtf(var + j->eps);
     float gamma = j->gamma[ch], beta = j->beta[ch];
     for (int i = 0; i < j->n; i++) {
-        const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
-        float *out = j->y + ns_idx3(i, ch, 0, j->c, j->hw);
+        size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
+        const float *row = j->x + at, *res = j->res ? j->res + at : NULL;
+        float *out = j->y + at;
+        if (res)
 #pragma omp simd
-        for (int q = 0; q < j->hw; q++) out[q] = ns_bn_normalize(row[q], mu, is, gamma, beta);
+            for (int q = 0; q < j->hw; q++)
+                out[q] = ns_relu(ns_bn_normalize(row[q], mu, is, gamma, beta) + res[q]);
+        else if (j->relu)
+#pragma omp simd
+            for (int q = 0; q < j->hw; q++)
+                out[q] = ns_relu(ns_bn_normalize(row[q], mu, is, gamma, beta));
+        else
+#pragma omp simd
+            for (int q = 0; q < j->hw; q++) out[q] = ns_bn_normalize(row[q], mu, is, gamma, beta);
     }
     j->save_mean[ch] = mu;
     j->save_invstd[ch] = is;
@@ -578,6 +601,19 @@ static void vec_bn_fwd_train(int n, int c, int hw, const float *x, const float *
                              float eps) {
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .gamma = gamma, .beta = beta, .y = y,
                        .save_mean = mean, .save_invstd = invstd, .update_mean = running_mean,
+                       .update_var = running_var, .momentum = momentum, .eps = eps};
+    cpu_parallel(c, bn_threads(n, c, hw), bn_train_channel, &j);
+}
+
+// x (n,c,hw), res (n,c,hw) or NULL, gamma (c), beta (c) -> y = relu(bn(x) + res),
+// mean (c), invstd (c); running_mean (c), running_var (c) updated in place
+static void vec_bn_relu_fwd_train(int n, int c, int hw, const float *x, const float *res,
+                                  const float *gamma, const float *beta, float *y, float *mean,
+                                  float *invstd, float *running_mean, float *running_var,
+                                  float momentum, float eps) {
+    struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .res = res, .relu = true,
+                       .gamma = gamma, .beta = beta, .y = y, .save_mean = mean,
+                       .save_invstd = invstd, .update_mean = running_mean,
                        .update_var = running_var, .momentum = momentum, .eps = eps};
     cpu_parallel(c, bn_threads(n, c, hw), bn_train_channel, &j);
 }
@@ -605,36 +641,59 @@ static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *g
     cpu_parallel(c, bn_threads(n, c, hw), bn_eval_channel, &j);
 }
 
+// channel ch: dx, dgamma, dbeta += batch norm's backward of g, where g = dy, or with
+// the fused relu g = dy where y > 0 (and dres += g)
 SIMD_CLONES
 static void bn_bwd_channel(void *ctx, int ch, int thread) {
     (void)thread;
     const struct bn_job *j = ctx;
     long m = (long)j->n * j->hw;
     float mu = j->mean[ch], is = j->invstd[ch], gamma = j->gamma[ch];
-    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    double sum_g = 0.0, sum_g_xhat = 0.0;
     for (int i = 0; i < j->n; i++) {
-        const float *xr = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
-        const float *dyr = j->dy + ns_idx3(i, ch, 0, j->c, j->hw);
+        size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
+        const float *xr = j->x + at, *dyr = j->dy + at, *yr = j->y_in ? j->y_in + at : NULL;
         float s = 0.0f, sx = 0.0f;
+        if (yr)
 #pragma omp simd reduction(+ : s, sx)
-        for (int q = 0; q < j->hw; q++) {
-            s += dyr[q];
-            sx += dyr[q] * (xr[q] - mu) * is;
-        }
-        sum_dy += s;
-        sum_dy_xhat += sx;
+            for (int q = 0; q < j->hw; q++) {
+                float g = ns_relu_grad(yr[q], dyr[q]);
+                s += g;
+                sx += g * (xr[q] - mu) * is;
+            }
+        else
+#pragma omp simd reduction(+ : s, sx)
+            for (int q = 0; q < j->hw; q++) {
+                s += dyr[q];
+                sx += dyr[q] * (xr[q] - mu) * is;
+            }
+        sum_g += s;
+        sum_g_xhat += sx;
     }
+    float sg = (float)sum_g, sgx = (float)sum_g_xhat;
     for (int i = 0; i < j->n; i++) {
-        const float *xr = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
-        const float *dyr = j->dy + ns_idx3(i, ch, 0, j->c, j->hw);
-        float *dxr = j->dx + ns_idx3(i, ch, 0, j->c, j->hw);
+        size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
+        const float *xr = j->x + at, *dyr = j->dy + at, *yr = j->y_in ? j->y_in + at : NULL;
+        float *dxr = j->dx + at, *dres = j->dres ? j->dres + at : NULL;
+        if (dres)
 #pragma omp simd
-        for (int q = 0; q < j->hw; q++)
-            dxr[q] += ns_bn_dx(dyr[q], (xr[q] - mu) * is, gamma, is, m, (float)sum_dy,
-                               (float)sum_dy_xhat);
+            for (int q = 0; q < j->hw; q++) {
+                float g = ns_relu_grad(yr[q], dyr[q]);
+                dxr[q] += ns_bn_dx(g, (xr[q] - mu) * is, gamma, is, m, sg, sgx);
+                dres[q] += g;
+            }
+        else if (yr)
+#pragma omp simd
+            for (int q = 0; q < j->hw; q++)
+                dxr[q] += ns_bn_dx(ns_relu_grad(yr[q], dyr[q]), (xr[q] - mu) * is, gamma, is, m,
+                                   sg, sgx);
+        else
+#pragma omp simd
+            for (int q = 0; q < j->hw; q++)
+                dxr[q] += ns_bn_dx(dyr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
     }
-    j->dgamma[ch] += (float)sum_dy_xhat;
-    j->dbeta[ch] += (float)sum_dy;
+    j->dgamma[ch] += sgx;
+    j->dbeta[ch] += sg;
 }
 
 // x, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dgamma (c) +=, dbeta (c) +=
@@ -643,6 +702,18 @@ static void vec_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
                        float *dgamma, float *dbeta) {
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .dy = dy, .gamma = gamma, .mean = mean,
                        .invstd = invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+    cpu_parallel(c, bn_threads(n, c, hw), bn_bwd_channel, &j);
+}
+
+// x, y, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dres (n,c,hw) += (or NULL),
+// dgamma (c) +=, dbeta (c) +=
+static void vec_bn_relu_bwd(int n, int c, int hw, const float *x, const float *y,
+                            const float *dy, const float *gamma, const float *mean,
+                            const float *invstd, float *dx, float *dres, float *dgamma,
+                            float *dbeta) {
+    struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .y_in = y, .dy = dy, .gamma = gamma,
+                       .mean = mean, .invstd = invstd, .dx = dx, .dres = dres, .dgamma = dgamma,
+                       .dbeta = dbeta};
     cpu_parallel(c, bn_threads(n, c, hw), bn_bwd_channel, &j);
 }
 
@@ -794,6 +865,8 @@ const struct backend cpu_vectorized_backend = {
     .bn_fwd_train = vec_bn_fwd_train,
     .bn_fwd_eval = vec_bn_fwd_eval,
     .bn_bwd = vec_bn_bwd,
+    .bn_relu_fwd_train = vec_bn_relu_fwd_train,
+    .bn_relu_bwd = vec_bn_relu_bwd,
     .maxpool_fwd = vec_maxpool_fwd,
     .maxpool_bwd = vec_maxpool_bwd,
     .avgpool_fwd = vec_avgpool_fwd,

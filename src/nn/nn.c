@@ -116,6 +116,13 @@ static struct tensor *bn_forward(struct ag_ctx *c, const struct nn_bn *l, struct
     return op_batchnorm2d(c, x, l->gamma, l->beta, l->running_mean, l->running_var, l->momentum, l->eps);
 }
 
+/* relu(bn(x) + res), res may be NULL: one fused op */
+static struct tensor *bn_relu_forward(struct ag_ctx *c, const struct nn_bn *l, struct tensor *x,
+                                      struct tensor *res) {
+    return op_batchnorm2d_relu(c, x, res, l->gamma, l->beta, l->running_mean, l->running_var, l->momentum,
+                               l->eps);
+}
+
 int nn_add_conv(struct nn_model *m, int cin, int cout, int k, int stride, int pad, bool bias) {
     struct nn_layer *l = new_layer(m, NN_CONV, "conv");
     return l ? make_conv(m, &l->u.conv, l->name, cin, cout, k, stride, pad, bias) : -1;
@@ -178,11 +185,14 @@ int nn_add_block(struct nn_model *m, int cin, int cout, int stride) {
 }
 
 static struct tensor *block_forward(struct ag_ctx *c, const struct nn_block *b, struct tensor *x) {
-    struct tensor *h = op_relu(c, bn_forward(c, &b->bn1, conv_forward(c, &b->conv1, x)));
-    if (h) h = bn_forward(c, &b->bn2, conv_forward(c, &b->conv2, h));
+    struct tensor *h = conv_forward(c, &b->conv1, x);
+    if (h) h = bn_relu_forward(c, &b->bn1, h, NULL);
+    if (h) h = conv_forward(c, &b->conv2, h);
     /* x feeds both paths: the tape gives it the sum of both gradients */
-    struct tensor *s = b->has_short ? bn_forward(c, &b->short_bn, conv_forward(c, &b->short_conv, x)) : x;
-    return h && s ? op_relu(c, op_add(c, h, s)) : NULL;
+    struct tensor *s = b->has_short ? conv_forward(c, &b->short_conv, x) : x;
+    if (s && b->has_short) s = bn_forward(c, &b->short_bn, s);
+    /* bn2, the shortcut added, relu: one op */
+    return h && s ? bn_relu_forward(c, &b->bn2, h, s) : NULL;
 }
 
 /* ---- running the list ---- */
@@ -191,9 +201,18 @@ struct tensor *nn_forward(struct nn_model *m, struct ag_ctx *c, struct tensor *x
     if (!m->ps.be) { err_set("nn_forward: the model was not finalized (call nn_model_finalize)"); return NULL; }
     for (int i = 0; i < m->n_layers && x; i++) {
         struct nn_layer *l = &m->layers[i];
+        int at = i;
         switch (l->kind) {
         case NN_CONV: x = conv_forward(c, &l->u.conv, x); break;
-        case NN_BN: x = bn_forward(c, &l->u.bn, x); break;
+        case NN_BN:
+            /* a BN with a ReLU after it runs as one fused op, which does the ReLU layer too */
+            if (i + 1 < m->n_layers && m->layers[i + 1].kind == NN_RELU) {
+                x = bn_relu_forward(c, &l->u.bn, x, NULL);
+                i++;
+            } else {
+                x = bn_forward(c, &l->u.bn, x);
+            }
+            break;
         case NN_RELU: x = op_relu(c, x); break;
         case NN_MAXPOOL: x = op_maxpool2d(c, x, l->u.pool.size, l->u.pool.stride, l->u.pool.pad); break;
         case NN_AVGPOOL: x = op_avgpool2d(c, x, l->u.pool.size, l->u.pool.stride, l->u.pool.pad); break;
@@ -202,7 +221,7 @@ struct tensor *nn_forward(struct nn_model *m, struct ag_ctx *c, struct tensor *x
         case NN_LINEAR: x = op_linear(c, x, l->u.linear.w, l->u.linear.b); break;
         case NN_BLOCK: x = block_forward(c, &l->u.block, x); break;
         }
-        if (!x) err_wrap("layer %d (%s): ", i, l->name);
+        if (!x) err_wrap("layer %d (%s): ", at, l->name);
     }
     return x;
 }

@@ -161,6 +161,57 @@ struct tensor *op_batchnorm2d(struct ag_ctx *c, struct tensor *x, struct tensor 
     return y;
 }
 
+/* ---- batchnorm2d + residual + relu, fused -------------------------------------- */
+
+static int bn_relu_backward(struct ag_ctx *c, struct ag_node *n) {
+    struct tensor *x = n->in[0], *res = n->in[3];
+    int nn = x->shape[0], ch = x->shape[1], hw = x->shape[2] * x->shape[3], failed = 0;
+    float *dx = grad_or_scratch(c, x, x->numel), *dg = grad_or_scratch(c, n->in[1], (size_t)ch);
+    float *db = grad_or_scratch(c, n->in[2], (size_t)ch), *dres = grad_of(c, res, &failed);
+    if (!dx || !dg || !db || failed) return -1;
+    c->be->bn_relu_bwd(nn, ch, hw, x->data, n->out->data, n->out->grad->data, n->in[1]->data,
+                       n->saved[0]->data, n->saved[1]->data, dx, dres, dg, db);
+    return 0;
+}
+
+struct tensor *op_batchnorm2d_relu(struct ag_ctx *c, struct tensor *x, struct tensor *res,
+                                   struct tensor *gamma, struct tensor *beta,
+                                   struct tensor *running_mean, struct tensor *running_var,
+                                   float momentum, float eps) {
+    if (res && x && !tensor_same_shape(x, res)) {
+        err_set("batchnorm2d_relu: input %s and residual %s differ in shape", NOTE(x), NOTE(res));
+        return NULL;
+    }
+    if (!c->training || !c->be->bn_relu_fwd_train || !c->be->bn_relu_bwd) {
+        /* evaluation, or a table without the fused entries: the same from the separate ops */
+        struct tensor *y = op_batchnorm2d(c, x, gamma, beta, running_mean, running_var, momentum, eps);
+        if (y && res) y = op_add(c, y, res);
+        return y ? op_relu(c, y) : NULL;
+    }
+    /* op_batchnorm2d's checks, on shapes only: no kernel runs */
+    if (need_rank("batchnorm2d_relu", "input", x, 4)) return NULL;
+    int nn = x->shape[0], ch = x->shape[1], hw = x->shape[2] * x->shape[3];
+    if (need_vec("batchnorm2d_relu", "gamma", gamma, ch) || need_vec("batchnorm2d_relu", "beta", beta, ch) ||
+        need_vec("batchnorm2d_relu", "running_mean", running_mean, ch) ||
+        need_vec("batchnorm2d_relu", "running_var", running_var, ch))
+        return NULL;
+    if (nn * hw < 2) {
+        err_set("batchnorm2d_relu: training needs more than one value per channel to estimate a "
+                "variance, got input %s. HINT: use a batch larger than 1", NOTE(x));
+        return NULL;
+    }
+    struct tensor *y = tensor_arena(&c->arena, 4, x->shape);
+    struct tensor *mean = tensor_arena(&c->arena, 1, &ch), *invstd = tensor_arena(&c->arena, 1, &ch);
+    if (!y || !mean || !invstd) return NULL;
+    c->be->bn_relu_fwd_train(nn, ch, hw, x->data, res ? res->data : NULL, gamma->data, beta->data,
+                             y->data, mean->data, invstd->data, running_mean->data,
+                             running_var->data, momentum, eps);
+    struct ag_node *n = ag_record(c, "batchnorm2d_relu", bn_relu_backward, y, 4,
+                                  (struct tensor *[]){x, gamma, beta, res});
+    if (n) { n->saved[0] = mean; n->saved[1] = invstd; }
+    return y;
+}
+
 /* ---- relu, add ---------------------------------------------------------------- */
 
 static int relu_backward(struct ag_ctx *c, struct ag_node *n) {
