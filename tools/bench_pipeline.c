@@ -497,7 +497,7 @@ static void pipeline_usage(FILE *f) {
                "  short training runs (default configs/resnet_small.cfg) over workers x prefetch x cache x io_delay_us (and on a GPU,\n"
                "  pinned x overlap), then loop vs vectorized kernels; one table, plus DIR/NAME.md,\n"
                "  DIR/img/NAME.svg and DIR/img/NAME-timeline.svg (DIR: docs, NAME: stall-lab by default)\n"
-               "  --epoch-steps N   steps per epoch of the subset (default 5): runs are 2N steps, N-1 measured\n"
+               "  --epoch-steps N   steps per epoch of the subset (default 8): runs are 2N steps, N-1 measured\n"
                "  --quick           only the teaching rows (naive and fixed loaders, each cache)\n");
 }
 
@@ -505,7 +505,7 @@ int bench_pipeline(int argc, char **argv) {
     const char *config = "configs/resnet_small.cfg", *out = "docs", *device = "auto";
     struct lab *lab = calloc(1, sizeof *lab);
     if (!lab) return 1;
-    lab->epoch_steps = 5;
+    lab->epoch_steps = 8;
     lab->name = "stall-lab";
     snprintf(lab->command, sizeof lab->command, "./bench pipeline");
     for (int i = 1; i < argc; i++) {
@@ -577,10 +577,14 @@ int bench_pipeline(int argc, char **argv) {
     double seconds = bench_now_s() - t0;
     printf("load average after: %s; %.0f s\n", load1, seconds);
     if (!rc && out) {
-        char img[PATH_MAX], md[PATH_MAX + 16];
+        char img[PATH_MAX], md[PATH_MAX + 16], when[32], caption[512];
+        time_t now = time(NULL);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M %Z", localtime(&now));
+        snprintf(caption, sizeof caption, "%s; load average %.4s before, %.4s after; %s", machine, load0, load1,
+                 when);
         snprintf(img, sizeof img, "%s/img", out);
         snprintf(md, sizeof md, "%s/%s.md", out, lab->name);
-        rc = mkdir_p(img) || write_pictures(lab, img, machine) ||
+        rc = mkdir_p(img) || write_pictures(lab, img, caption) ||
              write_markdown(lab, md, machine, load0, load1, seconds, gpu_note);
         if (!rc) printf("wrote %s, %s/%s.svg, %s/%s-timeline.svg\n", md, img, lab->name, img, lab->name);
     }

@@ -589,8 +589,10 @@ static void draw_panel(struct svg *s, const struct timeline *tl, const char *tit
             double x = x0 + (double)(a - w->t0) * px_per_ns, len = (double)(b - a) * px_per_ns;
             char tip[96];
             snprintf(tip, sizeof tip, "%s: %.2f ms", sp->name, (double)sp->dur_ns * 1e-6);
-            /* at least a pixel wide, or a short span would vanish */
-            svg_rect(s, x, ly + (TL_LANE - TL_BAR) / 2, len < 1 ? 1 : len, TL_BAR, span_fill(sp), tip);
+            /* at least a pixel wide, or a short span would vanish; a hairline gap between
+             * long ones, so back-to-back steps stay apart */
+            svg_rect(s, x, ly + (TL_LANE - TL_BAR) / 2, len < 1 ? 1 : len > 4 ? len - 1 : len, TL_BAR,
+                     span_fill(sp), tip);
         }
     }
     double step_ms = svg_nice_step(axis_ns * 1e-6, 8);
