@@ -19,6 +19,7 @@
 #include "error.h"
 
 #define MAX_FILE_BYTES (256u << 20) /* no single image file of ours is near this */
+#define MAX_PIXELS_PER_BYTE 16384u  /* see probe_image */
 
 struct folder {
     struct dataset ds;
@@ -204,6 +205,12 @@ static int probe_image(const char *path, const uint8_t *buf, size_t len, int *w,
     if (*w <= 0 || *h <= 0 || *w > DATA_MAX_SIDE || *h > DATA_MAX_SIDE)
         return err_set("%s: image header says %dx%d pixels, outside 1..%d; the file is corrupt "
                        "or not meant for this dataset", path, *w, *h, DATA_MAX_SIDE);
+    /* No format stores fewer than one byte per MAX_PIXELS_PER_BYTE pixels (deflate's 1032:1
+     * on a 1-bit PNG is 8256), but stb fills what a file lacks with zeros: a 31-byte TGA
+     * header decodes to 12711x6131. */
+    if ((uint64_t)*w * (uint64_t)*h > (uint64_t)len * MAX_PIXELS_PER_BYTE)
+        return err_set("%s: image header says %dx%d pixels, more than %zu bytes can hold; the "
+                       "file is truncated or corrupt", path, *w, *h, len);
     return 0;
 }
 
