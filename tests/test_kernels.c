@@ -10,6 +10,7 @@
  *  - a few values worked out by hand, and the memory entries. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1085,6 +1086,55 @@ Test(kernels, conv_3x3_by_hand) {
         expect_values("conv stride 2", be, y2, (const float[]){10, 30, 70, 95}, 4, 1e-6);
         free(ws);
     }
+}
+
+/* The vectorized convolutions and batch norm split their work over threads, yet
+ * give the same bits on one thread as on three: nothing they sum depends on who
+ * summed what, so a seeded run trains the same weights on any machine. */
+Test(kernels, vectorized_same_bits_on_any_thread_count) {
+    const struct backend *be = &cpu_vectorized_backend;
+    struct conv_geom g = {96, 8, 14, 14, 16, 3, 3, 2, 1, 7, 7};
+    size_t nx = conv_x_n(&g), ny = conv_y_n(&g), nw = conv_w_n(&g);
+    uint64_t seed = 0x7a3;
+    float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w), *dy = malloc(ny * sizeof *dy);
+    tu_fill(&seed, x, nx, -1, 1);
+    tu_fill(&seed, w, nw, -1, 1);
+    tu_fill(&seed, dy, ny, -1, 1);
+    int threads[2] = {1, 3};
+    float *out[2][6];
+    for (int t = 0; t < 2; t++) {
+        omp_set_num_threads(threads[t]);
+        void *ws = malloc(be->conv2d_workspace(&g));
+        float *y = malloc(ny * sizeof *y), *dx = calloc(nx, sizeof *dx), *dw = calloc(nw, sizeof *dw);
+        be->conv2d_fwd(&g, x, w, NULL, y, ws);
+        be->conv2d_bwd_data(&g, dy, w, dx, ws);
+        be->conv2d_bwd_filter(&g, x, dy, dw, NULL, ws);
+        /* batch norm + relu over the conv's output, (n, k, oh*ow) */
+        float gamma[16], beta[16], mean[16], invstd[16], rm[16] = {0}, rv[16] = {0};
+        float dgamma[16] = {0}, dbeta[16] = {0};
+        for (int c = 0; c < 16; c++) gamma[c] = 1.0f + 0.1f * (float)c, beta[c] = 0.05f * (float)c;
+        float *z = malloc(ny * sizeof *z), *dbn = calloc(ny, sizeof *dbn);
+        be->bn_relu_fwd_train(g.n, g.k, g.oh * g.ow, y, NULL, gamma, beta, z, mean, invstd, rm, rv,
+                              0.1f, 1e-5f);
+        be->bn_relu_bwd(g.n, g.k, g.oh * g.ow, y, z, dy, gamma, mean, invstd, dbn, NULL, dgamma,
+                        dbeta);
+        out[t][0] = y, out[t][1] = dx, out[t][2] = dw, out[t][3] = z, out[t][4] = dbn;
+        out[t][5] = malloc(2 * 16 * sizeof(float));
+        memcpy(out[t][5], dgamma, sizeof dgamma);
+        memcpy(out[t][5] + 16, dbeta, sizeof dbeta);
+        free(ws);
+    }
+    const char *names[6] = {"conv y", "conv dx", "conv dw", "bn_relu y", "bn_relu dx", "dgamma, dbeta"};
+    size_t sizes[6] = {ny, nx, nw, ny, ny, 32};
+    for (int i = 0; i < 6; i++) {
+        cr_expect(memcmp(out[0][i], out[1][i], sizes[i] * sizeof(float)) == 0,
+                  "%s differs between 1 and 3 threads", names[i]);
+        free(out[0][i]);
+        free(out[1][i]);
+    }
+    free(x);
+    free(w);
+    free(dy);
 }
 
 /* logits [0 0] label 0: probs (1/2, 1/2); [0 ln 3] label 1: probs (1/4, 3/4).

@@ -52,7 +52,7 @@ void cpu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx, bool
 
 /* The entries above, in backend-table order, for a table's initializer. */
 #define CPU_COMMON_MEMORY_ENTRIES \
-    .alloc = cpu_alloc, .free = cpu_free, .zero = cpu_zero, .copy = cpu_copy, .sync = cpu_sync
+    .alloc = cpu_alloc, .free = cpu_free, .copy = cpu_copy, .sync = cpu_sync
 
 #define CPU_COMMON_SHARED_ENTRIES                                                        \
     .gap_fwd = cpu_gap_fwd, .gap_bwd = cpu_gap_bwd,                                      \

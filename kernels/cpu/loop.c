@@ -293,6 +293,7 @@ const struct backend cpu_loop_backend = {
     .dev = DEV_CPU,
     .flavour = KF_LOOP,
     CPU_COMMON_MEMORY_ENTRIES,
+    .zero = cpu_zero,
     CPU_COMMON_SHARED_ENTRIES,
     CPU_COMMON_ELEMENTWISE_ENTRIES,
     .gemm = loop_gemm,
