@@ -235,12 +235,14 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
     timeline_free(&tl);
     if (rc) return -1;
     r->images_per_s = r->st.median_step_s > 0 ? cfg.loader.batch / r->st.median_step_s : 0;
-    snprintf(r->verdict, sizeof r->verdict, "%s", bound_words[report_classify(r->st.wait_share)]);
-    /* the report's advice, given the measured window's numbers */
+    /* the report's verdict and advice for the measured window; copies to a device (0 on
+     * the CPU) are the run's total, spread evenly over its steps */
     struct run_totals t = r->tot;
     t.wall_ns = (int64_t)(r->st.total_s * 1e9);
     t.wait_ns = (int64_t)(r->st.wait_share * r->st.total_s * 1e9);
-    t.h2d_ns = 0;
+    t.h2d_ns = r->tot.steps ? r->tot.h2d_ns / r->tot.steps * r->st.steps : 0;
+    double input = report_share(t.wait_ns + t.h2d_ns, t.wall_ns);
+    snprintf(r->verdict, sizeof r->verdict, "%s", bound_words[report_classify(input)]);
     report_advice(&t, &cfg, r->advice, sizeof r->advice);
     lab->n++;
     return 0;
