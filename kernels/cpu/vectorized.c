@@ -77,6 +77,7 @@ enum { VL = 16 }; /* floats in a vec */
 static inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 static inline int max_int(int a, int b) { return a > b ? a : b; }
+static inline size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 /* Division rounding down, and its remainder: -1 = 2*(-1) + 1. */
 static inline int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -101,14 +102,17 @@ static inline int floor_mod(int a, int b) { return a - floor_div(a, b) * b; }
  *   bwd_filter  dw[k][c][tap] += sum over q               dy[k][q] * plane(c,tap)[q + off(tap)]
  *
  * The first two are GEMMs whose right-hand rows are shifted views of the planes
- * (gemm_tile); the third is dot products of such rows (dot_tile). The margin is
+ * (gemm_tile). The third sums over long rows of cells; it takes dy transposed to
+ * (cells, channels), so one vector holds 16 output channels of a cell and each row
+ * value is broadcast against it, with no horizontal sums (dot_tile). The margin is
  * wide enough that every read that must see a zero does: gx >= ow + dx_max for
  * reads past the right edge, and gx >= (columns of a phase holding data) - dx_min
  * so a negative offset into the row before lands on zeros too; gy alike. A chunk
  * is sized so its planes stay in L2 while the tiles sweep over them. */
 
 enum { MR = 8, QV = 3, QT = VL * QV }; /* gemm_tile: MR output rows x QT cells */
-enum { DM = 4, DJ = 6 };              /* dot_tile: DM x DJ dot products */
+enum { DJ = 8 };                      /* dot_tile: DJ rows of dw x VL channels */
+enum { DOT_FLOATS = 1 << 12 };        /* dt per dot_tile call: 16 KB, in L1 */
 enum { CHUNK_FLOATS = 1 << 17 };      /* a chunk's planes, both sides of bwd_filter */
 enum { CONV_SHARES = 8 };             /* bwd_filter's partial sums of dw */
 
@@ -188,14 +192,21 @@ struct conv_ws {
     size_t slot;
 };
 
+/* A bwd_filter partial: dw^T, (c*r*s rows rounded up to DJ, k rounded up to VL). */
+static size_t conv_partial_floats(const struct conv_geom *g) {
+    return round_up((size_t)g->c * g->r * g->s, DJ) * round_up(g->k, VL);
+}
+
 static size_t conv_ws_layout(const struct conv_geom *g, const struct conv_plan *p, void *ws,
                              struct conv_ws *cw) {
     size_t taps = (size_t)g->r * g->s, in_planes = (size_t)g->c * p->npy * p->npx;
     size_t rows = (size_t)max_int(g->c, g->k) * taps; /* J of fwd or of bwd_data */
     size_t packed = round_up(round_up((size_t)max_int(g->c, g->k), MR) * rows, VL);
     size_t offs = round_up(rows * sizeof(ptrdiff_t), 64) / sizeof(float);
-    size_t partials = round_up((size_t)g->k * g->c * taps * CONV_SHARES, VL);
-    size_t slot = round_up((in_planes + g->k) * p->plane, VL);
+    size_t partials = conv_partial_floats(g) * CONV_SHARES;
+    /* fwd: the input planes; bwd_data: dy's; bwd_filter: the input planes and dy^T */
+    size_t dy_t = (size_t)p->chunk * p->img * round_up(g->k, VL);
+    size_t slot = round_up(in_planes * p->plane + max_size(g->k * p->plane, dy_t), VL);
     if (cw) {
         cw->packed = ws;
         cw->off = (ptrdiff_t *)(cw->packed + packed);
@@ -319,31 +330,20 @@ static void gemm_tile(int J, const float *a, const float *base, const ptrdiff_t 
         for (int v = 0; v < QV; v++) VEC_AT(t + i * QT + v * VL) = acc[i][v];
 }
 
-// s (DM, DJ) = d rows (DM) . r rows (DJ) over len cells, len a multiple of VL
+// s (DJ, VL) += sum over cells q < len of dt[q] (VL output channels) * r[j][q]: VL
+// channels of DJ rows of dw at once, the vector running over the channels
 SIMD_CLONES
-static void dot_tile(size_t len, const float *const *d, const float *const *r, float *s) {
-    vec acc[DM][DJ];
-#pragma GCC unroll 4
-    for (int i = 0; i < DM; i++)
+static void dot_tile(size_t len, const float *dt, size_t ldt, const float *const *r, float *s) {
+    vec acc[DJ];
 #pragma GCC unroll 8
-        for (int j = 0; j < DJ; j++) acc[i][j] = (vec){0};
-    for (size_t q = 0; q < len; q += VL) {
-        vec dv[DM];
-#pragma GCC unroll 4
-        for (int i = 0; i < DM; i++) dv[i] = VEC_AT(d[i] + q);
+    for (int j = 0; j < DJ; j++) acc[j] = (vec){0};
+    for (size_t q = 0; q < len; q++) {
+        vec d = VEC_AT(dt + q * ldt);
 #pragma GCC unroll 8
-        for (int j = 0; j < DJ; j++) {
-            vec rv = VEC_AT(r[j] + q);
-#pragma GCC unroll 4
-            for (int i = 0; i < DM; i++) acc[i][j] += dv[i] * rv;
-        }
+        for (int j = 0; j < DJ; j++) acc[j] += d * r[j][q];
     }
-    for (int i = 0; i < DM; i++)
-        for (int j = 0; j < DJ; j++) {
-            float sum = 0.0f;
-            for (int l = 0; l < VL; l++) sum += acc[i][j][l];
-            s[i * DJ + j] = sum;
-        }
+#pragma GCC unroll 8
+    for (int j = 0; j < DJ; j++) VEC_AT(s + j * VL) += acc[j];
 }
 
 // w (m, J) row-major -> packed (ceil(m/MR), J, MR), zero rows past m
@@ -480,35 +480,46 @@ static int conv_shares(const struct conv_geom *g, const struct conv_plan *p) {
 }
 
 static float *conv_partial(const struct conv_job *j, int share) {
-    return j->cw.partials + (size_t)share * j->g->k * j->J;
+    return j->cw.partials + (size_t)share * conv_partial_floats(j->g);
+}
+
+// dy (n,k,oh,ow), images b0.. -> dt (cells, kp): dt[q][k] = dy of channel k at cell q of
+// the grid, 0 on the margin's cells and for k >= the channels
+static void chunk_dy_t(const struct conv_geom *g, const struct conv_plan *p, const float *dy,
+                       int b0, int nb, int kp, float *dt) {
+    memset(dt, 0, sizeof(float) * nb * p->img * kp);
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < g->oh; i++)
+            for (int k = 0; k < g->k; k++) {
+                const float *from = dy + (((size_t)(b0 + b) * g->k + k) * g->oh + i) * g->ow;
+                float *to = dt + ((size_t)b * p->img + (size_t)i * p->gx) * kp + k;
+                for (int j = 0; j < g->ow; j++) to[(size_t)j * kp] = from[j];
+            }
 }
 
 static void conv_bwd_filter_share(void *ctx, int share, int thread) {
     struct conv_job *j = ctx;
     const struct conv_geom *g = j->g;
     const struct conv_plan *p = &j->p;
-    int J = j->J;
+    int J = j->J, kp = (int)round_up(g->k, VL);
     float *xs = j->cw.slots + thread * j->cw.slot;
-    float *dys = xs + (size_t)g->c * p->npy * p->npx * p->plane, *part = conv_partial(j, share);
-    memset(part, 0, sizeof(float) * g->k * J);
+    float *dt = xs + (size_t)g->c * p->npy * p->npx * p->plane, *part = conv_partial(j, share);
+    memset(part, 0, sizeof(float) * conv_partial_floats(g));
     for (int ch = share; ch < conv_chunks(g, p); ch += conv_shares(g, p)) {
         int b0 = ch * p->chunk, nb = min_int(p->chunk, g->n - b0);
-        size_t len = round_up((size_t)nb * p->img, VL);
         chunk_input(g, p, j->x, b0, nb, xs);
-        chunk_planes(j->dy, g->k, g->oh, g->ow, 1, 0, 0, b0, nb, p, dys, p->plane);
-        /* tiles past the last row or column repeat it, and are dropped */
-        for (int k0 = 0; k0 < g->k; k0 += DM)
-            for (int j0 = 0; j0 < J; j0 += DJ) {
-                const float *d[DM], *r[DJ];
-                float s[DM * DJ];
-                for (int i = 0; i < DM; i++)
-                    d[i] = dys + (size_t)min_int(k0 + i, g->k - 1) * p->plane + p->guard;
-                for (int c = 0; c < DJ; c++) r[c] = xs + j->cw.off[min_int(j0 + c, J - 1)];
-                dot_tile(len, d, r, s);
-                for (int i = 0; i < DM && k0 + i < g->k; i++)
-                    for (int c = 0; c < DJ && j0 + c < J; c++)
-                        part[(size_t)(k0 + i) * J + j0 + c] += s[i * DJ + c];
-            }
+        chunk_dy_t(g, p, j->dy, b0, nb, kp, dt);
+        /* a tile past the last row repeats it, into rows of the partial that are dropped;
+         * blocks of cells keep their slice of dt in L1 across the tiles */
+        size_t cells = (size_t)nb * p->img, block = DOT_FLOATS / kp;
+        for (size_t q0 = 0; q0 < cells; q0 += block)
+            for (int k0 = 0; k0 < kp; k0 += VL)
+                for (int j0 = 0; j0 < J; j0 += DJ) {
+                    const float *r[DJ];
+                    for (int c = 0; c < DJ; c++) r[c] = xs + j->cw.off[min_int(j0 + c, J - 1)] + q0;
+                    size_t len = cells - q0 < block ? cells - q0 : block;
+                    dot_tile(len, dt + q0 * kp + k0, kp, r, part + (size_t)j0 * kp + k0);
+                }
     }
 }
 
@@ -521,7 +532,12 @@ static void vec_conv2d_bwd_filter(const struct conv_geom *g, const float *x, con
     conv_input_rows(&j);
     int shares = conv_shares(g, &j.p);
     cpu_parallel(shares, conv_threads(g), conv_bwd_filter_share, &j);
-    for (int s = 0; s < shares; s++) cpu_axpy((size_t)g->k * j.J, 1.0f, conv_partial(&j, s), dw);
+    int kp = (int)round_up(g->k, VL);
+    for (int s = 0; s < shares; s++) {
+        const float *part = conv_partial(&j, s);
+        for (int k = 0; k < g->k; k++)
+            for (int r = 0; r < j.J; r++) dw[(size_t)k * j.J + r] += part[(size_t)r * kp + k];
+    }
     if (dbias)
         for (int i = 0; i < g->n; i++)
             for (int ko = 0; ko < g->k; ko++) {
