@@ -53,6 +53,10 @@ static const struct gc_case cases[] = {
     {"conv2d 3x3 s2 p0 no bias, batch 1", 2, {4, 4}, {{1, 2, 9, 9}, {3, 2, 3, 3}}, {0}, VALUES_SMOOTH, f_conv_s2p0},
     {"conv2d 5x5 s1 p2 bias, odd sizes", 3, {4, 4, 1}, {{2, 2, 6, 5}, {2, 2, 5, 5}, {2}}, {0}, VALUES_SMOOTH, f_conv_k5p2},
     {"conv2d 1x1 s2 (shortcut)", 2, {4, 4}, {{3, 4, 7, 7}, {5, 4, 1, 1}}, {0}, VALUES_SMOOTH, f_conv_1x1s2},
+    /* resnet_small's widths: more output channels than one SIMD vector holds */
+    {"conv2d 3x3 s2 16->32 (resnet stage)", 2, {4, 4}, {{2, 16, 9, 9}, {32, 16, 3, 3}}, {0}, VALUES_SMOOTH, f_conv_s2p0},
+    {"conv2d 1x1 s2 32->64 (resnet shortcut)", 2, {4, 4}, {{2, 32, 7, 7}, {64, 32, 1, 1}}, {0}, VALUES_SMOOTH, f_conv_1x1s2},
+    {"conv2d 3x3 s1 p1 48->40 bias (odd widths)", 3, {4, 4, 1}, {{1, 48, 5, 6}, {40, 48, 3, 3}, {40}}, {0}, VALUES_SMOOTH, f_conv_s1p1},
     {"linear", 3, {2, 2, 1}, {{3, 7}, {5, 7}, {5}}, {0}, VALUES_SMOOTH, f_linear},
     {"batchnorm2d (training)", 5, {4, 1, 1, 1, 1}, {{3, 4, 5, 3}, {4}, {4}, {4}, {4}}, {0, 0, 0, 1, 1},
      VALUES_SMOOTH, f_bn},
