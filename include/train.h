@@ -11,6 +11,7 @@
 
 struct train_options {
     const char *resume;                 /* checkpoint to continue from, or NULL */
+    const char *timeline;               /* if not NULL: an SVG timeline of the trace (needs train.trace) */
     bool tty;                           /* redraw a progress bar in place */
     FILE *out;                          /* progress, tables, report */
     volatile sig_atomic_t *stop;        /* set by SIGINT/SIGTERM: finish the step, save, stop */

@@ -192,9 +192,14 @@ Test(train, bad_config_and_bad_resume_are_clear_errors) {
 Test(train, trace_has_the_event_kinds_and_thread_names) {
     char args[2048], *out, *json, path[128];
     snprintf(path, sizeof path, "%s/run.json", dir);
-    snprintf(args, sizeof args, "--set train.epochs=1 --set train.eval_every=0 --trace %s", path);
+    snprintf(args, sizeof args, "--set train.epochs=1 --set train.eval_every=0 --trace %s --timeline %s.svg", path, path);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
     free(out);
+    char svgp[160], *svg;
+    snprintf(svgp, sizeof svgp, "%s.svg", path);
+    cr_assert(file_bytes(svgp, &svg) > 0, "no timeline written");
+    cr_expect(strstr(svg, "<svg") && strstr(svg, "training thread") && strstr(svg, "loader worker 1"), "timeline lanes");
+    free(svg);
     cr_assert(file_bytes(path, &json) > 0, "no trace written");
     cr_expect(strstr(json, "\"traceEvents\""));
     cr_expect(strstr(json, "\"ph\":\"X\""), "no complete events");

@@ -1,5 +1,5 @@
 /* train.c — ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]
- *                          [--resume FILE] [--trace FILE]
+ *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]]
  * Trains what CONFIG describes; see README.md. Exit codes: train.h's enum train_status. */
 #include <signal.h>
 #include <stdio.h>
@@ -20,7 +20,7 @@ static void on_signal(int sig) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]\n"
-               "               [--resume CHECKPOINT] [--trace FILE.json]\n"
+               "               [--resume CHECKPOINT] [--trace FILE.json [--timeline FILE.svg]]\n"
                "       ./train --help-config   every config key, its default and meaning\n");
 }
 
@@ -43,6 +43,7 @@ int main(int argc, char **argv) {
             rc = snprintf(assignment, sizeof assignment, "train.trace=%s", v) >= (int)sizeof assignment
                      ? err_set("--trace: path too long") : cfg_set(&cfg, assignment);
         else if (!strcmp(a, "--resume") && v) opt.resume = v;
+        else if (!strcmp(a, "--timeline") && v) opt.timeline = v;
         else {
             fprintf(stderr, "error: %s '%s'\n", v || a[0] != '-' ? "unknown argument" : "missing value after", a);
             usage(stderr);
@@ -52,6 +53,10 @@ int main(int argc, char **argv) {
         i++;
     }
     if (cfg_validate(&cfg, "--set")) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
+    if (opt.timeline && !cfg.train.trace[0]) {
+        fprintf(stderr, "error: --timeline FILE.svg draws the run's trace: give --trace FILE.json too\n");
+        return 2;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     return (int)train_run(&cfg, &opt);

@@ -22,6 +22,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "report.h"
+#include "timeline.h"
 #include "trace.h"
 #include "train.h"
 
@@ -271,6 +272,8 @@ static void close_all(struct trainer *t) {
     loader_destroy(t->test_ld);
     data_close(t->train_ds);
     data_close(t->test_ds);
+    if (t->tr && t->opt->timeline && timeline_write_svg(t->tr, t->opt->timeline, NULL))
+        fprintf(stderr, "warning: --timeline: %s\n", err_get());
     if (t->tr && trace_close(t->tr)) fprintf(stderr, "warning: %s\n", err_get());
     ag_ctx_free(&t->ctx);
     nn_model_free(&t->model);
@@ -352,6 +355,7 @@ static enum train_status run(struct trainer *t) {
         snprintf(name, sizeof name, "loader worker %d", w + 1);
         trace_thread_name(t->tr, w + 1, name);
     }
+    if (loader_workers(t->train_ld) == 0) trace_thread_name(t->tr, 1, "loading, on the training thread");
     int64_t cpu0 = process_cpu_ns(), loader0;
     book_loader_cpu(t, &loader0);
 
