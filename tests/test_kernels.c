@@ -547,6 +547,9 @@ static struct kcase agree_cases[] = {
     CONV(3, 16, 13, 13, 8, 3, 3, 1, 1),
     CONV(3, 16, 20, 20, 16, 1, 1, 1, 0),
     CONV(3, 8, 15, 17, 8, 5, 5, 2, 2),
+    /* more output channels than a vector holds (bwd_filter runs 16 at a time) */
+    CONV(2, 3, 7, 7, 40, 3, 3, 1, 1),
+    CONV(4, 16, 9, 9, 32, 3, 3, 2, 1),
     LINEAR(1, 1, 1),
     LINEAR(3, 7, 5),
     LINEAR(5, 33, 10),
@@ -924,6 +927,7 @@ static struct fdcase fd_cases[] = {
     {FD_conv, {.cg = {3, 3, 4, 5, 2, 1, 1, 1, 0, 0, 0}, .flag = true}},
     {FD_conv, {.cg = {3, 2, 7, 6, 2, 1, 1, 2, 0, 0, 0}}},
     {FD_conv, {.cg = {1, 1, 6, 6, 2, 5, 5, 2, 2, 0, 0}, .flag = true}},
+    {FD_conv, {.cg = {1, 2, 4, 4, 18, 3, 3, 1, 1, 0, 0}}},
     {FD_linear, {.d = {3, 5, 4}, .flag = true}},
     {FD_linear, {.d = {1, 6, 3}}},
     {FD_bn, {.d = {3, 2, 4}}},

@@ -234,6 +234,9 @@ static void to_grid(const float *src, int h, int w, int stride, int ry, int rx,
         if (stride == 1) {
 #pragma omp simd
             for (int j = 0; j < n; j++) dst[j] = row[j];
+        } else if (stride == 2) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) dst[j] = row[2 * j];
         } else {
             for (int j = 0; j < n; j++) dst[j] = row[(size_t)j * stride];
         }
@@ -280,18 +283,20 @@ static void tile_out(const float *t, int rows, size_t q0, size_t cells, const st
                      const struct cell_map *m, float *dense, int channels, const float *bias,
                      bool add) {
     size_t stop = q0 + QT < cells ? q0 + QT : cells, hw = (size_t)m->h * m->w;
+    size_t b = q0 / p->img, r = q0 % p->img; /* where the tile starts; then followed along */
+    int i = (int)(r / p->gx), j = (int)(r % p->gx), st = m->stride;
     for (size_t q = q0; q < stop;) {
-        size_t b = q / p->img, r = q % p->img;
-        int i = (int)(r / p->gx), j = (int)(r % p->gx);
         int seg = (int)(stop - q < (size_t)(p->gx - j) ? stop - q : (size_t)(p->gx - j));
         if (i < m->ni && j < m->nj) {
-            int n = min_int(seg, m->nj - j), st = m->stride;
-            for (int row = 0; row < rows; row++) {
-                const float *from = t + (size_t)row * QT + (q - q0);
-                float *to = dense + (b * channels + row) * hw + (size_t)(st * i + m->ry) * m->w +
-                            st * j + m->rx;
+            int n = min_int(seg, m->nj - j);
+            const float *from = t + (q - q0);
+            float *to = dense + b * channels * hw + (size_t)(st * i + m->ry) * m->w + st * j + m->rx;
+            for (int row = 0; row < rows; row++, from += QT, to += hw) {
                 float shift = bias ? bias[row] : 0.0f;
-                if (st > 1) /* bwd_data of a strided conv: one phase of dx */
+                if (st == 2) /* bwd_data of a strided conv: one phase of dx */
+#pragma omp simd
+                    for (int u = 0; u < n; u++) to[2 * u] += from[u];
+                else if (st > 2)
                     for (int u = 0; u < n; u++) to[u * st] += from[u];
                 else if (add)
 #pragma omp simd
@@ -302,6 +307,11 @@ static void tile_out(const float *t, int rows, size_t q0, size_t cells, const st
             }
         }
         q += seg;
+        j += seg;
+        if (j == p->gx) {
+            j = 0;
+            if (++i == p->gy) i = 0, b++;
+        }
     }
 }
 
@@ -330,20 +340,20 @@ static void gemm_tile(int J, const float *a, const float *base, const ptrdiff_t 
         for (int v = 0; v < QV; v++) VEC_AT(t + i * QT + v * VL) = acc[i][v];
 }
 
-// s (DJ, VL) += sum over cells q < len of dt[q] (VL output channels) * r[j][q]: VL
-// channels of DJ rows of dw at once, the vector running over the channels
+// s (DJ rows, ld apart; VL channels) += sum over cells q < len of dt[q] (VL output
+// channels, ld apart) * r[j][q]: VL channels of DJ rows of dw^T at once
 SIMD_CLONES
-static void dot_tile(size_t len, const float *dt, size_t ldt, const float *const *r, float *s) {
+static void dot_tile(size_t len, const float *dt, size_t ld, const float *const *r, float *s) {
     vec acc[DJ];
 #pragma GCC unroll 8
     for (int j = 0; j < DJ; j++) acc[j] = (vec){0};
     for (size_t q = 0; q < len; q++) {
-        vec d = VEC_AT(dt + q * ldt);
+        vec d = VEC_AT(dt + q * ld);
 #pragma GCC unroll 8
         for (int j = 0; j < DJ; j++) acc[j] += d * r[j][q];
     }
 #pragma GCC unroll 8
-    for (int j = 0; j < DJ; j++) VEC_AT(s + j * VL) += acc[j];
+    for (int j = 0; j < DJ; j++) VEC_AT(s + j * ld) += acc[j];
 }
 
 // w (m, J) row-major -> packed (ceil(m/MR), J, MR), zero rows past m
