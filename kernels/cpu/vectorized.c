@@ -495,16 +495,21 @@ static float *conv_partial(const struct conv_job *j, int share) {
 
 // dy (n,k,oh,ow), images b0.. -> dt (cells, kp): dt[q][k] = dy of channel k at cell q of
 // the grid, 0 on the margin's cells and for k >= the channels
+SIMD_CLONES
 static void chunk_dy_t(const struct conv_geom *g, const struct conv_plan *p, const float *dy,
                        int b0, int nb, int kp, float *dt) {
-    memset(dt, 0, sizeof(float) * nb * p->img * kp);
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < g->oh; i++)
-            for (int k = 0; k < g->k; k++) {
-                const float *from = dy + (((size_t)(b0 + b) * g->k + k) * g->oh + i) * g->ow;
-                float *to = dt + ((size_t)b * p->img + (size_t)i * p->gx) * kp + k;
-                for (int j = 0; j < g->ow; j++) to[(size_t)j * kp] = from[j];
+    size_t plane = (size_t)g->oh * g->ow;
+    for (int b = 0; b < nb; b++) {
+        const float *img = dy + (size_t)(b0 + b) * g->k * plane;
+        for (int i = 0; i < p->gy; i++)
+            for (int j = 0; j < p->gx; j++) {
+                float *to = dt + ((size_t)b * p->img + (size_t)i * p->gx + j) * kp;
+                int k = 0;
+                if (i < g->oh && j < g->ow)
+                    for (const float *from = img + (size_t)i * g->ow + j; k < g->k; k++) to[k] = from[k * plane];
+                for (; k < kp; k++) to[k] = 0.0f;
             }
+    }
 }
 
 static void conv_bwd_filter_share(void *ctx, int share, int thread) {
