@@ -166,26 +166,42 @@ static int read_file(const char *path, uint8_t **buf_out, size_t *len_out) {
     return 0;
 }
 
-/* stb_image (through 2.27 at least) builds a JPEG Huffman table from a DHT segment
- * without checking that its 16 code counts add up to at most 256, and writes past the
- * table when they don't; stbi_info parses DHT too. Walk the JPEG markers as stb does
- * and return 0 if any table declares more than 256 codes. Anything else returns 1. */
-static int jpeg_tables_fit(const uint8_t *p, size_t n) {
+/* Two holes of stb_image (2.27) that a hostile JPEG reaches, stbi_info included:
+ *  - a DHT segment whose 16 code counts add up to more than 256 makes it write past
+ *    the Huffman table it builds;
+ *  - a scan that uses a Huffman table no DHT defined makes it decode with uninitialized
+ *    memory, and Debian's libstb keeps its asserts: one such image aborts the process.
+ * Walk the markers as stb does (fill bytes, entropy-coded data, segment lengths) and
+ * return 0 on either. Anything that isn't a JPEG returns 1. */
+static int jpeg_tables_ok(const uint8_t *p, size_t n) {
     size_t i = 1;
     while (i < n && p[i] == 0xFF) i++; /* stb skips fill bytes before a marker, SOI too */
     if (n < 2 || p[0] != 0xFF || i == n || p[i] != 0xD8) return 1;
+    unsigned defined = 0;              /* bit 4 * class + id: DC 0..3, AC 4..7 */
+    int progressive = 0;
     for (i++; i + 4 <= n;) {
         uint8_t m = p[i + 1];
         if (p[i] != 0xFF || m == 0xFF) { i++; continue; }   /* entropy-coded data, fill */
         if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) { i += 2; continue; }
         long len = p[i + 2] << 8 | p[i + 3];
+        if (m == 0xC2) progressive = 1;
         /* stb reads 1 + 16 bytes per table while the segment has bytes left, 0 past the end */
         for (long t = (long)i + 4, left = len - 2; m == 0xC4 && left > 0;) {
             long codes = 0;
             for (long k = t + 1; k <= t + 16; k++) codes += k < (long)n ? p[k] : 0;
             if (codes > 256) return 0;
+            int q = t < (long)n ? p[t] : 0;
+            defined |= 1u << (4 * (q >> 4 & 1) + (q & 3));
             t += 17 + codes;
             left -= 17 + codes;
+        }
+        /* SOS: count, then (component, DC table << 4 | AC table) each, then Ss */
+        size_t ns = i + 4 < n ? p[i + 4] : 0, ss_at = i + 5 + 2 * ns;
+        int ss = ss_at < n ? p[ss_at] : 0;
+        for (size_t k = 0; m == 0xDA && k < ns && i + 6 + 2 * k < n; k++) {
+            int tables = p[i + 6 + 2 * k];
+            if ((!progressive || ss == 0) && !(defined >> (tables >> 4 & 3) & 1)) return 0;
+            if ((!progressive || ss != 0) && !(defined >> (4 + (tables & 3)) & 1)) return 0;
         }
         i += 2 + (size_t)len;
     }
@@ -195,9 +211,10 @@ static int jpeg_tables_fit(const uint8_t *p, size_t n) {
 /* Width, height and channels from the image header, refusing absurd sizes before
  * anything is decoded or allocated for the pixels. */
 static int probe_image(const char *path, const uint8_t *buf, size_t len, int *w, int *h, int *c) {
-    if (!jpeg_tables_fit(buf, len))
-        return err_set("%s: corrupt JPEG (a Huffman table declares more than 256 codes); delete "
-                       "or replace it, or set data.on_bad_sample = skip", path);
+    if (!jpeg_tables_ok(buf, len))
+        return err_set("%s: corrupt JPEG (a Huffman table with more than 256 codes, or a scan "
+                       "using one that is never defined); delete or replace it, or set "
+                       "data.on_bad_sample = skip", path);
     if (!stbi_info_from_memory(buf, (int)len, w, h, c))
         return err_set("%s: not a readable PNG/JPEG/BMP image (stb_image: %s); delete or "
                        "replace it, or set data.on_bad_sample = skip",
