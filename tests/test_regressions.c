@@ -68,6 +68,11 @@ Test(regressions, seeds_include_valid_and_invalid_inputs) {
         {"idx/gzip.idx", fuzz_idx, 0},                 {"idx/label_count_differs.idx", fuzz_idx, -1},
         {"packed/valid.packed", fuzz_packed, 0},       {"packed/bad_label.packed", fuzz_packed, -1},
         {"image/rgb_16x16.png", fuzz_image, 0},        {"image/rgb_16x16.jpg", fuzz_image, 0},
+        {"image/gray_8x8.jpg", fuzz_image, 0},         {"image/progressive_rgb_16x16.jpg", fuzz_image, 0},
+        {"image/progressive_gray_17x16.jpg", fuzz_image, 0},
+        {"image/progressive_420_16x16.jpg", fuzz_image, 0},
+        {"regressions/image/jpeg_scan_uses_undefined_huffman_table.jpg", fuzz_image, -1},
+        {"regressions/image/tga_31_bytes_claims_12711x6131.tga", fuzz_image, -1},
         {"image/claims_16385.png", fuzz_image, -1},    {"image/empty.png", fuzz_image, -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
