@@ -208,9 +208,24 @@ static int jpeg_tables_ok(const uint8_t *p, size_t n) {
     return 1;
 }
 
+/* PNG, JPEG (stb skips 0xFF fill bytes before SOI) or BMP, by their first bytes. stb
+ * would take GIF, PSD, TGA, HDR, PIC and PNM too, by content whatever the file name;
+ * its TGA reader hands back uninitialized memory as pixels for a short file. */
+static int is_png_jpeg_bmp(const uint8_t *p, size_t n) {
+    static const uint8_t png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    size_t i = 1;
+    while (i < n && p[i] == 0xFF) i++;
+    return (n >= 8 && !memcmp(p, png, 8)) || (n >= 2 && p[0] == 'B' && p[1] == 'M') ||
+           (n >= 2 && p[0] == 0xFF && i < n && p[i] == 0xD8);
+}
+
 /* Width, height and channels from the image header, refusing absurd sizes before
  * anything is decoded or allocated for the pixels. */
 static int probe_image(const char *path, const uint8_t *buf, size_t len, int *w, int *h, int *c) {
+    if (!is_png_jpeg_bmp(buf, len))
+        return err_set("%s: not a PNG, JPEG or BMP file (it starts %02x %02x %02x %02x); delete "
+                       "or replace it, or set data.on_bad_sample = skip", path, buf[0],
+                       len > 1 ? buf[1] : 0, len > 2 ? buf[2] : 0, len > 3 ? buf[3] : 0);
     if (!jpeg_tables_ok(buf, len))
         return err_set("%s: corrupt JPEG (a Huffman table with more than 256 codes, or a scan "
                        "using one that is never defined); delete or replace it, or set "
