@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "cpu_common.h"
@@ -14,6 +15,7 @@
 /* ---- memory ---- */
 
 enum { CPU_ALIGN = 64 };
+enum { HUGE_PAGE = 2 << 20, HUGE_MIN = 8 << 20 }; /* bytes */
 
 void *cpu_alloc(size_t bytes) {
     if (bytes > SIZE_MAX - CPU_ALIGN) {
@@ -23,8 +25,14 @@ void *cpu_alloc(size_t bytes) {
     }
     /* aligned_alloc wants a whole number of alignments; 0 bytes still gets a
      * unique pointer, as malloc would give. */
-    size_t rounded = bytes == 0 ? CPU_ALIGN : (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
-    void *p = aligned_alloc(CPU_ALIGN, rounded);
+    size_t align = bytes >= HUGE_MIN ? HUGE_PAGE : CPU_ALIGN;
+    size_t rounded = bytes == 0 ? align : (bytes + align - 1) / align * align;
+    void *p = aligned_alloc(align, rounded);
+    /* The step arena and the parameters: 2 MB pages where the kernel has them to give
+     * (transparent_hugepage = madvise). The kernels sweep tensors far larger than
+     * the TLB covers with 4 KB pages, and under KVM each TLB miss walks two page
+     * tables. Advice only: nothing fails without it. */
+    if (p && align == HUGE_PAGE) madvise(p, rounded, MADV_HUGEPAGE);
     if (!p)
         err_set("cpu_alloc: out of host memory allocating %zu bytes; "
                 "try a smaller batch or model", bytes);
