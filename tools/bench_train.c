@@ -321,6 +321,14 @@ static int profile_ops(const struct config *cfg, const struct backend *be, const
     return 0;
 }
 
+/* "1.23": the 1-minute load average, to say how busy the machine was */
+static void load_average(char *buf, size_t len) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f || !fgets(buf, (int)len, f)) snprintf(buf, len, "?");
+    else buf[strcspn(buf, " ")] = 0;
+    if (f) fclose(f);
+}
+
 static int parse_batches(const char *s, int *out) {
     int n = 0;
     while (*s && n < MAX_BATCHES) {
@@ -344,7 +352,7 @@ static void usage(FILE *f) {
 
 int bench_train(int argc, char **argv) {
     const char *path = "configs/resnet_small.cfg";
-    int batches[MAX_BATCHES] = {32, 128, 256}, n_batches = 3, rounds = 3, e2e_steps = 100, profile_steps = 20;
+    int batches[MAX_BATCHES] = {32, 128, 256}, n_batches = 3, rounds = 3, e2e_steps = 200, profile_steps = 20;
     double seconds = 2.0;
     const char *sets[32];
     int n_sets = 0;
@@ -391,6 +399,8 @@ int bench_train(int argc, char **argv) {
         c.loader.batch = batches[opened];
         rc = session_open(&s[opened], &c, be, ds, batches[opened]);
     }
+    char load0[32], load1[32];
+    load_average(load0, sizeof load0);
     printf("nostall bench train: %s, %s, %d OpenMP threads; compute-only = the trainer's step on %d\n"
            "batches in memory, %.1f s per measurement; end to end = train_run, %d steps, config as given;\n"
            "%d rounds, median (each round's values in parentheses)\n\n",
@@ -440,7 +450,10 @@ int bench_train(int argc, char **argv) {
     if (!rc && profile_steps > 0) rc = profile_ops(&cfg, be, ds, 128, profile_steps);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    if (!rc) printf("\npeak RSS of this bench process: %.0f MB\n", ru.ru_maxrss / 1024.0);
+    load_average(load1, sizeof load1);
+    if (!rc)
+        printf("\npeak RSS of this bench process (every batch size at once): %.0f MB\n"
+               "load average (1 min) at the start and the end: %s, %s\n", ru.ru_maxrss / 1024.0, load0, load1);
     data_close(ds);
     if (rc) fprintf(stderr, "bench train: %s\n", err_get());
     return rc ? 1 : 0;
