@@ -285,10 +285,13 @@ static void tile_out(const float *t, int rows, size_t q0, size_t cells, const st
     size_t stop = q0 + QT < cells ? q0 + QT : cells, hw = (size_t)m->h * m->w;
     size_t b = q0 / p->img, r = q0 % p->img; /* where the tile starts; then followed along */
     int i = (int)(r / p->gx), j = (int)(r % p->gx), st = m->stride;
+    /* a grid without a margin (a 1x1 conv) is the dense plane itself: whole rows in one go */
+    bool rows_meet = st == 1 && m->nj == p->gx && m->w == p->gx;
     for (size_t q = q0; q < stop;) {
-        int seg = (int)(stop - q < (size_t)(p->gx - j) ? stop - q : (size_t)(p->gx - j));
+        int run = rows_meet && i < m->ni ? (m->ni - i) * p->gx - j : p->gx - j;
+        int seg = (int)(stop - q < (size_t)run ? stop - q : (size_t)run);
         if (i < m->ni && j < m->nj) {
-            int n = min_int(seg, m->nj - j);
+            int n = rows_meet ? seg : min_int(seg, m->nj - j);
             const float *from = t + (q - q0);
             float *to = dense + b * channels * hw + (size_t)(st * i + m->ry) * m->w + st * j + m->rx;
             for (int row = 0; row < rows; row++, from += QT, to += hw) {
@@ -308,10 +311,8 @@ static void tile_out(const float *t, int rows, size_t q0, size_t cells, const st
         }
         q += seg;
         j += seg;
-        if (j == p->gx) {
-            j = 0;
-            if (++i == p->gy) i = 0, b++;
-        }
+        if (j >= p->gx) i += j / p->gx, j %= p->gx;
+        if (i >= p->gy) i -= p->gy, b++;
     }
 }
 
