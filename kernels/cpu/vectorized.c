@@ -64,9 +64,12 @@ static void vec_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const f
 #define SIMD_CLONES
 #endif
 
-/* -std=c11 turns off the contraction of a*b + c into one fused multiply-add; the
- * kernels below want it (one instruction instead of two, and one rounding). */
+/* GCC's -std=c11 turns off the contraction of a*b + c into one fused multiply-add;
+ * the kernels below want it (one instruction instead of two, and one rounding).
+ * Clang contracts within an expression by default. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=fast")
+#endif
 
 typedef float vec __attribute__((vector_size(64)));
 /* the same, at any float's address: loads and stores through it are unaligned */
