@@ -33,7 +33,7 @@
 #include "autograd.h"
 #include "backend.h"
 #include "error.h"
-#include "math.h"
+#include "ns_math.h"
 #include "models.h"
 #include "nn.h"
 #include "ops.h"

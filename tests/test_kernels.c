@@ -18,7 +18,7 @@
 
 #include "backend.h"
 #include "error.h"
-#include "math.h"
+#include "ns_math.h"
 #include "testutil.h"
 
 static const struct backend *const cpu_tables[] = {&cpu_loop_backend, &cpu_vectorized_backend};

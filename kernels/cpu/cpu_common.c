@@ -10,7 +10,7 @@
 
 #include "cpu_common.h"
 #include "error.h"
-#include "math.h"
+#include "ns_math.h"
 
 /* ---- memory ---- */
 

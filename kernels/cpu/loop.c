@@ -3,7 +3,7 @@
  * checked against, and the baseline the benchmarks measure them by.
  * Entries that would be the same code in both CPU tables live in cpu_common.c. */
 #include "cpu_common.h"
-#include "math.h"
+#include "ns_math.h"
 
 /* ---- dense ---- */
 

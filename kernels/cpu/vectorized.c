@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cpu_common.h"
-#include "math.h"
+#include "ns_math.h"
 
 /* ---- threads ----
  * Waking the pool's threads costs microseconds, and far more when they share the

@@ -17,7 +17,7 @@ extern "C" {
 #include "backend.h"
 #include "error.h"
 }
-#include "math.h"
+#include "ns_math.h"
 
 // ---- the context ---------------------------------------------------------------
 // One per process, made by cuda_backend_get (cuda_context.cu) on device 0. Every

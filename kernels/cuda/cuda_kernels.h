@@ -14,7 +14,7 @@ extern "C" {
 #ifdef __cplusplus
 }
 #endif
-#include "math.h"
+#include "ns_math.h"
 
 /* ---- window arithmetic ---- */
 

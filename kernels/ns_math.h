@@ -1,17 +1,11 @@
-/* kernels/math.h — the per-element math and index arithmetic that every backend
- * shares. The CPU kernels call these, and the CUDA kernels will call the very same
- * functions, so the CPU tests exercise the code the GPU runs.
- *
- * Because the build passes -Ikernels, this file shadows the C library's <math.h>
- * for every source file of the project: `#include <math.h>` anywhere lands here.
- * So it first pulls in the real one, and everything it adds carries an `ns_`
- * prefix (conv_out_size keeps the name the ops know it by). */
-#include_next <math.h>
-
-/* Under nvcc, CUDA's own headers may include <math.h> before __host__ is defined;
- * that early visit only forwards to the real header, and the next one defines ours. */
-#if !defined(NS_KERNELS_MATH_H) && (!defined(__CUDACC__) || defined(__host__))
+/* kernels/ns_math.h — the per-element math and index arithmetic that every backend
+ * shares. The CPU kernels call these, and the CUDA kernels call the very same
+ * functions, so the CPU tests exercise the code the GPU runs. Everything here
+ * carries an `ns_` prefix (conv_out_size keeps the name the ops know it by). */
+#ifndef NS_KERNELS_MATH_H
 #define NS_KERNELS_MATH_H
+
+#include <math.h>
 
 #include <stdbool.h>
 #include <stddef.h>
