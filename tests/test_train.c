@@ -88,8 +88,12 @@ static long file_bytes(const char *path, char **data) {
 TestSuite(train, .init = make_data, .fini = remove_data, .timeout = 120);
 
 Test(train, smoke_run_learns_and_reports) {
-    char *out;
-    int rc = run_train("", &out);
+    char *out, args[256], ck[160];
+    /* a checkpoint in folders that don't exist yet: a fresh checkout's runs/ */
+    snprintf(ck, sizeof ck, "%s/runs/new/run.ckpt", dir);
+    snprintf(args, sizeof args, "--set train.checkpoint=%s", ck);
+    int rc = run_train(args, &out);
+    cr_expect_eq(access(ck, R_OK), 0, "no checkpoint at %s", ck);
     cr_assert_eq(rc, 0, "exit %d, output:\n%s", rc, out);
     cr_expect_null(strchr(out, '\r'), "non-TTY output has a carriage return");
     cr_expect(strstr(out, "total parameters"), "no layer table:\n%s", out);

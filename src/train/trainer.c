@@ -6,11 +6,13 @@
  *   h2d      the batch goes to the device (nothing to do on the CPU)
  *   compute  normalize -> forward -> loss -> backward -> SGD -> arena reset
  * Everything else in the step's wall time is "other". */
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -279,6 +281,26 @@ static void close_all(struct trainer *t) {
     nn_model_free(&t->model);
 }
 
+/* "runs/a/b.ckpt": creates runs/ and runs/a/ when missing, so a fresh checkout can
+ * save where the config says; anything that exists but isn't a folder is an error. */
+static int make_parent_dirs(const char *path, FILE *out) {
+    char dir[CFG_STR_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    for (char *p = strchr(dir + 1, '/'); p; p = strchr(p + 1, '/')) {
+        *p = 0;
+        struct stat st;
+        if (stat(dir, &st) != 0) {
+            if (mkdir(dir, 0777) != 0)
+                return err_set("checkpoint %s cannot be written: creating the folder %s: %s", path, dir, strerror(errno));
+            fprintf(out, "created folder %s for checkpoints\n", dir);
+        } else if (!S_ISDIR(st.st_mode)) {
+            return err_set("checkpoint %s cannot be written: %s is a file, not a folder", path, dir);
+        }
+        *p = '/';
+    }
+    return 0;
+}
+
 static int setup(struct trainer *t) {
     const struct config *cfg = t->cfg;
     if (cfg->train.threads > 0) omp_set_num_threads(cfg->train.threads);
@@ -302,7 +324,8 @@ static int setup(struct trainer *t) {
     if (nn_model_shapes(&t->model, cfg->loader.batch, t->out, NULL, NULL)) return -1;
     if (nn_model_finalize(&t->model, t->be) || ag_ctx_init(&t->ctx, t->be)) return -1;
     /* find out now, not after the first epoch, that checkpoints can't be written */
-    if (cfg->train.checkpoint[0] && ckpt_check_writable(cfg->train.checkpoint, ckpt_file_bytes(&t->model)))
+    if (cfg->train.checkpoint[0] && (make_parent_dirs(cfg->train.checkpoint, t->out) ||
+                                     ckpt_check_writable(cfg->train.checkpoint, ckpt_file_bytes(&t->model))))
         return err_wrap("[train] checkpoint: ");
     if (make_loader(t, t->train_ds, true, &t->train_ld, &t->train_feed) ||
         make_loader(t, t->test_ds, false, &t->test_ld, &t->test_feed))
@@ -326,6 +349,7 @@ static enum train_status run(struct trainer *t) {
     fprintf(t->out, "# resolved config\n");
     cfg_print(cfg, t->out);
     if (setup(t)) {
+        fflush(t->out);
         fprintf(stderr, "error: %s\n", err_get());
         return TRAIN_ERROR;
     }
@@ -435,6 +459,7 @@ static enum train_status run(struct trainer *t) {
         bool epoch_done = i >= nb;
         if (save_checkpoint(t, epoch_done ? epoch + 1 : epoch, epoch_done ? 0 : i)) { status = TRAIN_ERROR; break; }
     }
+    fflush(t->out);
     if (status == TRAIN_ERROR) fprintf(stderr, "error: %s\n", err_get());
     t->tot.process_cpu_ns = process_cpu_ns() - cpu0;
     int64_t loader1;
