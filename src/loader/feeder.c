@@ -2,7 +2,6 @@
  * See feeder.h for the picture. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "error.h"
 #include "feeder.h"
@@ -27,12 +26,6 @@ struct feeder {
     int64_t host_start_ns;
     int64_t h2d_ns, compute_ns;
 };
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 void *feeder_slot_ctx(const struct backend *be, bool pinned) {
     return be->stage && pinned ? (void *)be : NULL;
@@ -129,14 +122,14 @@ int feeder_next(struct feeder *f, struct fed_batch *out) {
         if (f->lookahead) f->st->stream_wait_event(STREAM_COMPUTE, t->copied);
         f->st->event_record(t->compute_start, STREAM_COMPUTE);
     } else {
-        f->host_start_ns = now_ns();
+        f->host_start_ns = data_now_ns();
     }
     return 1;
 }
 
 void feeder_done(struct feeder *f, const struct fed_batch *fb) {
     if (!f->st) {
-        f->compute_ns += now_ns() - f->host_start_ns;
+        f->compute_ns += data_now_ns() - f->host_start_ns;
         loader_release_batch(f->ld, fb->host);
         return;
     }

@@ -48,12 +48,6 @@ struct trainer {
     int64_t cpu_start_ns, loader_cpu_start_ns;
 };
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int64_t process_cpu_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -229,7 +223,7 @@ static void progress(struct trainer *t, int epoch, long i, long nb, const struct
     /* not a TTY: a line every log_every steps, and the epoch's last step unless just printed */
     if (!t->opt->tty && (i + 1) % tc->log_every != 0 && !final) return;
     if (!t->opt->tty && final && (i + 1) % tc->log_every == 0) return;
-    double el = (double)(now_ns() - m->start_ns) * 1e-9;
+    double el = (double)(data_now_ns() - m->start_ns) * 1e-9;
     double ips = el > 0 ? (double)m->images / el : 0, eta = i + 1 < nb ? el / (double)(i + 1) * (double)(nb - i - 1) : 0;
     char etas[32];
     fmt_eta(etas, sizeof etas, eta);
@@ -386,10 +380,10 @@ static enum train_status run(struct trainer *t) {
     for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t->step < t->stop_at; epoch++) {
         long start = epoch == first_epoch ? first_batch : 0;
         if (feeder_start_epoch(t->train_feed, epoch, start)) { status = TRAIN_ERROR; break; }
-        struct epoch_meter m = {.start_ns = now_ns()};
+        struct epoch_meter m = {.start_ns = data_now_ns()};
         long i = start;
         for (; t->step < t->stop_at; i++) {
-            int64_t t0 = now_ns();
+            int64_t t0 = data_now_ns();
             struct fed_batch fb;
             int got = feeder_next(t->train_feed, &fb);
             if (got < 0) { status = TRAIN_ERROR; break; }
@@ -398,7 +392,7 @@ static enum train_status run(struct trainer *t) {
             float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup,
                                    t->step, t->total_steps), loss = 0;
             int correct = 0;
-            int64_t t1 = now_ns();
+            int64_t t1 = data_now_ns();
             enum step_result r = train_step(t, &fb, lr, &loss, &correct);
             int n = b->n;
             for (int w = 0; w < (loader_workers(t->train_ld) ? loader_workers(t->train_ld) : 1); w++)
@@ -407,7 +401,7 @@ static enum train_status run(struct trainer *t) {
                                b->spans[w].end_ns - b->spans[w].start_ns);
             trace_counter(t->tr, "ring slots ready", t1, b->ring_ready);
             feeder_done(t->train_feed, &fb);
-            int64_t t2 = now_ns(), h2d, compute;
+            int64_t t2 = data_now_ns(), h2d, compute;
             feeder_take_times(t->train_feed, &h2d, &compute);
             trace_span(t->tr, 0, "wait", "step", t1 - fb.wait_ns, fb.wait_ns);
             trace_span(t->tr, 0, "compute", "step", t1, t2 - t1);
@@ -429,7 +423,7 @@ static enum train_status run(struct trainer *t) {
             t->tot.wait_ns += fb.wait_ns;
             t->tot.h2d_ns += h2d;
             t->tot.compute_ns += compute;
-            t->tot.wall_ns += now_ns() - t0;
+            t->tot.wall_ns += data_now_ns() - t0;
             t->tot.images += n;
             t->tot.steps++;
             progress(t, epoch, i, nb, &m, false);
@@ -445,7 +439,7 @@ static enum train_status run(struct trainer *t) {
         }
         if (status != TRAIN_OK) break;
         if (m.steps) progress(t, epoch, i - 1, nb, &m, true);
-        double el = (double)(now_ns() - m.start_ns) * 1e-9;
+        double el = (double)(data_now_ns() - m.start_ns) * 1e-9;
         fprintf(t->out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
                 m.steps ? m.loss_sum / (double)m.steps : 0.0, m.images ? 100.0 * (double)m.correct / m.images : 0.0,
                 el > 0 ? (double)m.images / el : 0.0, el);
