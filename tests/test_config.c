@@ -436,3 +436,13 @@ Test(config, any_bytes_load_or_fail_cleanly) {
         else cr_assert_eq(cfg_validate(&c, "fuzz.cfg"), 0);
     }
 }
+
+/* widths and blocks only have to agree for a resnet, the one arch that reads them */
+Test(config, widths_and_blocks_are_checked_only_for_resnet) {
+    struct config cfg;
+    const char *mlp = "[model]\narch = mlp\nwidths = 16,32\n";
+    cr_expect_eq(cfg_load_text(&cfg, mlp, strlen(mlp), "mlp.cfg"), 0, "%s", err_get());
+    const char *resnet = "[model]\narch = resnet\nwidths = 16,32\n";
+    cr_expect_eq(cfg_load_text(&cfg, resnet, strlen(resnet), "resnet.cfg"), -1);
+    cr_expect(strstr(err_get(), "model.blocks"), "%s", err_get());
+}

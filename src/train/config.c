@@ -704,7 +704,8 @@ static int validate(const struct config *cfg, const char *where, const int *line
                        "value per channel, comma-separated",
                        locate(at, sizeof at, where, line_of, "data.std", "data.channels"),
                        d->std.n, d->std.n == 1 ? "" : "s", d->channels);
-    if (m->widths.n != m->blocks.n)
+    /* only a resnet reads widths and blocks: other archs don't care if they disagree */
+    if (m->arch == CFG_ARCH_RESNET && m->widths.n != m->blocks.n)
         return err_set("%s: model.blocks: has %d value%s but model.widths has %d; give one "
                        "block count per stage",
                        locate(at, sizeof at, where, line_of, "model.blocks", "model.widths"),
