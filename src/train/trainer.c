@@ -2,8 +2,8 @@
  * and the timings behind the pipeline report.
  *
  * One training step, and where its time is booked:
- *   wait     loader_next_batch blocks until the ring has the batch
- *   h2d      the batch goes to the device (nothing to do on the CPU)
+ *   wait     feeder_next blocks until the loader's ring has the batch
+ *   h2d      the feeder copies it to the device (nothing to copy on the CPU)
  *   compute  normalize -> forward -> loss -> backward -> SGD -> arena reset
  * Everything else in the step's wall time is "other". */
 #include <errno.h>
@@ -45,7 +45,6 @@ struct trainer {
     long stop_at;            /* max_steps cuts the run short; the schedule stays, so a cut
                                 run is a prefix of the full one and resumes into it */
     struct run_totals tot;
-    int64_t cpu_start_ns, loader_cpu_start_ns;
 };
 
 static int64_t process_cpu_ns(void) {
