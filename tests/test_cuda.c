@@ -7,7 +7,10 @@
  *    relative. Every buffer lives in the table's own memory with a guard zone
  *    after it that must come back untouched; forward outputs start as NaN, so an
  *    element a kernel forgets shows; gradients start at random values, so a
- *    kernel that overwrites instead of accumulating disagrees with the CPU;
+ *    kernel that overwrites instead of accumulating disagrees with the CPU; a
+ *    gradient the entry is told to overwrite (acc = false: the `overwrite` cases
+ *    of conv2d_bwd_data and bn_bwd) starts as NaN like a forward output, so a
+ *    kernel that still reads it, or skips an element, shows;
  *    inputs must come back bit for bit; the workspace starts as NaN bytes and has
  *    its own guard; and a second run of the same case must give the same bits.
  *  - cuda_bodies: no GPU needed. The per-element bodies the CUDA kernels call
@@ -90,7 +93,7 @@ struct kcase;
 
 enum role {
     IN,    /* random input; must come back unchanged */
-    OUT,   /* forward output: starts NaN, must be overwritten */
+    OUT,   /* forward output, or a gradient with acc = false: starts NaN, must be overwritten */
     INOUT, /* random, updated in place (running stats, optimizer state, gemm's C) */
     ACC,   /* gradient: starts random, must be accumulated into */
 };
@@ -132,6 +135,7 @@ struct kcase {
     struct pool_geom pg; /* pool ops; oh, ow filled in by case_complete */
     bool ta, tb;         /* gemm */
     bool flag;           /* bias (conv, linear), nesterov (sgd), dx wanted (linear_bwd) */
+    bool overwrite;      /* conv2d_bwd_data, bn_bwd: called with acc = false */
     float s[3];          /* scalars per op */
     int shift;           /* buffers start this many floats into their block: misaligned */
     bool integers;       /* random inputs rounded down to integers: ties for max, argmax */
@@ -163,8 +167,9 @@ static const char *case_str(const char *op, const struct kcase *c, char *buf, si
         at = snprintf(buf, len, "%s [%d,%d,%d,%d] ta%d tb%d flag%d s=(%g,%g,%g)", op, c->d[0],
                       c->d[1], c->d[2], c->d[3], c->ta, c->tb, c->flag, c->s[0], c->s[1], c->s[2]);
     if (at > 0 && (size_t)at < len)
-        snprintf(buf + at, len - at, "%s%s%s", c->shift ? " misaligned" : "",
-                 c->integers ? " integers" : "", c->offset != 0.0f ? " offset" : "");
+        snprintf(buf + at, len - at, "%s%s%s%s", c->shift ? " misaligned" : "",
+                 c->integers ? " integers" : "", c->offset != 0.0f ? " offset" : "",
+                 c->overwrite ? " overwrite" : "");
     return buf;
 }
 
@@ -234,12 +239,12 @@ static void conv2d_fwd_call(const struct backend *be, const struct kcase *c, flo
 static int conv2d_bwd_data_layout(const struct kcase *c, struct buf *b) {
     b[0] = BUF("dy", IN, conv_y_n(&c->cg), -1, 1);
     b[1] = BUF("w", IN, conv_w_n(&c->cg), -1, 1);
-    b[2] = BUF("dx", ACC, conv_x_n(&c->cg), -1, 1);
+    b[2] = BUF("dx", c->overwrite ? OUT : ACC, conv_x_n(&c->cg), -1, 1);
     return 3;
 }
 static void conv2d_bwd_data_call(const struct backend *be, const struct kcase *c, float **b,
                                  void *ws) {
-    be->conv2d_bwd_data(&c->cg, b[0], b[1], b[2], ws);
+    be->conv2d_bwd_data(&c->cg, b[0], b[1], b[2], !c->overwrite, ws);
 }
 static int conv2d_bwd_filter_layout(const struct kcase *c, struct buf *b) {
     b[0] = BUF("x", IN, conv_x_n(&c->cg), -1, 1);
@@ -320,14 +325,15 @@ static int bn_bwd_layout(const struct kcase *c, struct buf *b) {
     b[2] = BUF("gamma", IN, ch, 0.5f, 1.5f);
     b[3] = BUF("mean", IN, ch, -0.5f, 0.5f);
     b[4] = BUF("invstd", IN, ch, 0.5f, 2);
-    b[5] = BUF("dx", ACC, x, -1, 1);
+    b[5] = BUF("dx", c->overwrite ? OUT : ACC, x, -1, 1);
     b[6] = BUF("dgamma", ACC, ch, -1, 1);
     b[7] = BUF("dbeta", ACC, ch, -1, 1);
     return 8;
 }
 static void bn_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
     (void)ws;
-    be->bn_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+    be->bn_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], !c->overwrite, b[6],
+               b[7]);
 }
 
 /* elementwise: d = (n) */
@@ -533,6 +539,7 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
     {.op = OP_conv2d_fwd, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                        \
     {.op = OP_conv2d_fwd, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .flag = true},          \
     {.op = OP_conv2d_bwd_data, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                   \
+    {.op = OP_conv2d_bwd_data, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .overwrite = true},\
     {.op = OP_conv2d_bwd_filter, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                 \
     {.op = OP_conv2d_bwd_filter, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .flag = true}
 #define LINEAR(n, in, out)                                                                   \
@@ -540,7 +547,8 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
     {.op = OP_linear_bwd, .d = {n, in, out}}, {.op = OP_linear_bwd, .d = {n, in, out}, .flag = true}
 #define BN(n, c, hw)                                                                         \
     {.op = OP_bn_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},                              \
-    {.op = OP_bn_fwd_eval, .d = {n, c, hw}, .s = {0.1f, 1e-5f}}, {.op = OP_bn_bwd, .d = {n, c, hw}}
+    {.op = OP_bn_fwd_eval, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},                               \
+    {.op = OP_bn_bwd, .d = {n, c, hw}}, {.op = OP_bn_bwd, .d = {n, c, hw}, .overwrite = true}
 #define POOL(n, c, h, w, size, st, pad)                                                      \
     {.op = OP_maxpool_fwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
     {.op = OP_maxpool_bwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
@@ -852,9 +860,12 @@ static void body_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
     for (size_t o = 0; o < conv_y_n(g); o++) y[o] = ns_conv_fwd_at(g, x, w, bias, o);
 }
 static void body_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
-                                 float *dx, void *ws) {
+                                 float *dx, bool acc, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < conv_x_n(g); o++) dx[o] += ns_conv_bwd_data_at(g, dy, w, o);
+    for (size_t o = 0; o < conv_x_n(g); o++) {
+        float v = ns_conv_bwd_data_at(g, dy, w, o);
+        dx[o] = acc ? dx[o] + v : v;
+    }
 }
 static void body_bias_grad(const struct conv_geom *g, const float *dy, float *dbias) {
     size_t ohow = (size_t)g->oh * g->ow;
@@ -892,14 +903,17 @@ static void body_im2col_fwd(const struct conv_geom *g, const float *x, const flo
     }
 }
 static void body_im2col_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
-                                 float *dx, void *ws) {
+                                 float *dx, bool acc, void *ws) {
     size_t ohow = (size_t)g->oh * g->ow, image = g->k * ohow, ximage = (size_t)g->c * g->h * g->w;
     float *col = ws, *yp = col + body_crs(g) * BODY_CHUNK * ohow;
     for (int b0 = 0; b0 < g->n; b0 += BODY_CHUNK) {
         int nb = g->n - b0 < BODY_CHUNK ? g->n - b0 : BODY_CHUNK, cols = (int)(nb * ohow);
         for (size_t o = 0; o < nb * image; o++) yp[ns_chunk_kp_index(g, nb, o)] = dy[b0 * image + o];
         cpu_loop_backend.gemm(true, false, (int)body_crs(g), cols, g->k, 1.0f, w, yp, 0.0f, col);
-        for (size_t o = 0; o < nb * ximage; o++) dx[b0 * ximage + o] += ns_col2im_at(g, nb, col, o);
+        for (size_t o = 0; o < nb * ximage; o++) {
+            float v = ns_col2im_at(g, nb, col, o);
+            dx[b0 * ximage + o] = acc ? dx[b0 * ximage + o] + v : v;
+        }
     }
 }
 static void body_im2col_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,

@@ -151,8 +151,9 @@ void cu_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
 size_t cu_conv2d_workspace(const struct conv_geom *g);
 void cu_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w, const float *bias,
                    float *y, void *ws);
+// dx += ..., or dx = ... (dx not read) when !acc
 void cu_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w, float *dx,
-                        void *ws);
+                        bool acc, void *ws);
 void cu_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy, float *dw,
                           float *dbias, void *ws);
 // Called when TF32 is switched, so cached algorithm choices are made again.

@@ -209,13 +209,14 @@ void cu_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w, co
     if (bias) CUDNN_OK(cudnnAddTensor(cu.dnn, &one, p->bias, bias, &one, p->y, y));
 }
 
-// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=  (beta = 1 blends into dx)
+// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += when acc (beta = 1 blends into dx),
+// = when !acc (beta = 0: cuDNN then doesn't read dx, which may hold NaN)
 void cu_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w, float *dx,
-                        void *ws) {
+                        bool acc, void *ws) {
     struct conv_plan *p = plan_for(g);
     if (!p || !CUDNN_OK(cudnnSetConvolutionMathType(p->conv, p->bwd_data_math))) return;
     CUDNN_OK(cudnnConvolutionBackwardData(cu.dnn, &one, p->w, w, p->y, dy, p->conv, p->bwd_data, ws,
-                                          p->ws, &one, p->x, dx));
+                                          p->ws, acc ? &one : &zero, p->x, dx));
 }
 
 // x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=, dbias (k) += (if not NULL)

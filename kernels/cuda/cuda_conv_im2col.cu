@@ -6,7 +6,7 @@
 //   col (c*r*s, P): row (ci,ky,kx) holds the input pixel under that tap, 0 in the padding
 //   yp  (k, P):     the chunk's output (or dy), channel-major
 //   fwd:         yp = w (k, c*r*s) . col,   then yp is scattered into y (n,k,oh,ow)
-//   bwd_data:    col = w^T . yp (from dy),  then col2im adds col into dx
+//   bwd_data:    col = w^T . yp (from dy),  then col2im adds col into dx (or writes it)
 //   bwd_filter: dw += yp (from dy) . col^T
 // so each pass is one large gemm per chunk, not one small gemm per image. The
 // workspace holds col and yp for one chunk; nb is as many images as fit in
@@ -47,13 +47,15 @@ __global__ static void im2col_kernel(struct conv_geom g, int b0, int nb, const f
     if (o < (size_t)g.c * g.r * g.s * nb * g.oh * g.ow) col[o] = ns_im2col_at(&g, b0, nb, x, o);
 }
 
-// col (c*r*s, nb*oh*ow) -> dx (n,c,h,w) +=, images [b0, b0+nb): the adjoint of
-// im2col; a thread per dx element gathers every col entry that copied it
+// col (c*r*s, nb*oh*ow) -> dx (n,c,h,w) += (= when !acc), images [b0, b0+nb): the
+// adjoint of im2col; a thread per dx element gathers every col entry that copied it
 __global__ static void col2im_kernel(struct conv_geom g, int b0, int nb, const float *col,
-                                     float *dx) {
+                                     float *dx, bool acc) {
     size_t o = cu_tid();
     size_t image = (size_t)g.c * g.h * g.w;
-    if (o < nb * image) dx[b0 * image + o] += ns_col2im_at(&g, nb, col, o);
+    if (o >= nb * image) return;
+    float v = ns_col2im_at(&g, nb, col, o);
+    dx[b0 * image + o] = acc ? dx[b0 * image + o] + v : v;
 }
 
 // dy (n,k,oh,ow), images [b0, b0+nb) -> yp (k, nb*oh*ow); a thread per dy element
@@ -96,9 +98,9 @@ void cu_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w, co
     }
 }
 
-// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=
+// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=, or = when !acc
 void cu_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w, float *dx,
-                        void *ws) {
+                        bool acc, void *ws) {
     int crs = (int)crs_of(g), chunk = chunk_images(g);
     size_t ohow = ohow_of(g);
     float *col = (float *)ws, *yp = col + crs_of(g) * chunk * ohow;
@@ -106,7 +108,7 @@ void cu_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float 
         int nb = g->n - b0 < chunk ? g->n - b0 : chunk, cols = (int)(nb * ohow);
         LAUNCH_OVER(gather_dy_kernel, (size_t)g->k * cols, *g, b0, nb, dy, yp);
         cu_gemm(true, false, crs, cols, g->k, 1.0f, w, yp, 0.0f, col);
-        LAUNCH_OVER(col2im_kernel, (size_t)nb * g->c * g->h * g->w, *g, b0, nb, col, dx);
+        LAUNCH_OVER(col2im_kernel, (size_t)nb * g->c * g->h * g->w, *g, b0, nb, col, dx, acc);
     }
 }
 

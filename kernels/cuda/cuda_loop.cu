@@ -67,18 +67,21 @@ static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
     LAUNCH_PER_ELEMENT(conv_fwd_kernel, (size_t)g->n * g->k * g->oh * g->ow, *g, x, w, bias, y);
 }
 
-// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=; a thread per dx element collects
-// dy*w from every output position whose window has this pixel under tap (ky,kx)
+// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += (= when !acc); a thread per dx element
+// collects dy*w from every output position whose window has this pixel under tap (ky,kx)
 __global__ static void conv_bwd_data_kernel(struct conv_geom g, const float *dy, const float *w,
-                                            float *dx) {
+                                            float *dx, bool acc) {
     size_t o = cu_tid();
-    if (o < (size_t)g.n * g.c * g.h * g.w) dx[o] += ns_conv_bwd_data_at(&g, dy, w, o);
+    if (o >= (size_t)g.n * g.c * g.h * g.w) return;
+    float v = ns_conv_bwd_data_at(&g, dy, w, o);
+    dx[o] = acc ? dx[o] + v : v;
 }
 
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
-                                 float *dx, void *ws) {
+                                 float *dx, bool acc, void *ws) {
     (void)ws;
-    LAUNCH_PER_ELEMENT(conv_bwd_data_kernel, (size_t)g->n * g->c * g->h * g->w, *g, dy, w, dx);
+    LAUNCH_PER_ELEMENT(conv_bwd_data_kernel, (size_t)g->n * g->c * g->h * g->w, *g, dy, w, dx,
+                       acc);
 }
 
 // x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=; a thread per dw element sums
@@ -242,27 +245,29 @@ __global__ static void bn_bwd_sums_kernel(int n, int c, int hw, const float *x, 
     dbeta[ch] += (float)sum_dy;
 }
 
-// x, dy (n,c,hw), gamma, mean, invstd, sums (c) -> dx (n,c,hw) +=
+// x, dy (n,c,hw), gamma, mean, invstd, sums (c) -> dx (n,c,hw) += (= when !acc)
 __global__ static void bn_bwd_dx_kernel(int n, int c, int hw, const float *x, const float *dy,
                                         const float *gamma, const float *mean,
-                                        const float *invstd, const float *sums, float *dx) {
+                                        const float *invstd, const float *sums, float *dx,
+                                        bool acc) {
     size_t o = cu_tid();
     if (o >= (size_t)n * c * hw) return;
     int ch = (int)(o / hw % c);
     float xhat = (x[o] - mean[ch]) * invstd[ch];
-    dx[o] += ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], (long)n * hw, sums[2 * ch],
-                      sums[2 * ch + 1]);
+    float v = ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], (long)n * hw, sums[2 * ch],
+                       sums[2 * ch + 1]);
+    dx[o] = acc ? dx[o] + v : v;
 }
 
 static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
                         const float *gamma, const float *mean, const float *invstd, float *dx,
-                        float *dgamma, float *dbeta) {
+                        bool acc_dx, float *dgamma, float *dbeta) {
     float *sums = (float *)cu_scratch(sizeof(float) * 2 * (size_t)c);
     if (!sums) return;
     LAUNCH_PER_ELEMENT(bn_bwd_sums_kernel, (size_t)c, n, c, hw, x, dy, mean, invstd, sums,
                        dgamma, dbeta);
     LAUNCH_PER_ELEMENT(bn_bwd_dx_kernel, (size_t)n * c * hw, n, c, hw, x, dy, gamma, mean, invstd,
-                       sums, dx);
+                       sums, dx, acc_dx);
 }
 
 // ---- elementwise ---------------------------------------------------------------------------

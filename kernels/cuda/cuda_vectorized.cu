@@ -321,20 +321,22 @@ __global__ static void bn_bwd_finish_kernel(int c, int chunks, const float *part
     dbeta[ch] += (float)sum_dy;
 }
 
-// x, dy (n,c,hw), gamma, mean, invstd, sums (c) -> dx (n,c,hw) +=
+// x, dy (n,c,hw), gamma, mean, invstd, sums (c) -> dx (n,c,hw) += (= when !acc)
 __global__ static void bn_bwd_dx_kernel(size_t total, int c, int hw, long m, const float *x,
                                         const float *dy, const float *gamma, const float *mean,
-                                        const float *invstd, const float *sums, float *dx) {
+                                        const float *invstd, const float *sums, float *dx,
+                                        bool acc) {
     for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
         int ch = (int)(o / hw % c);
         float xhat = (x[o] - mean[ch]) * invstd[ch];
-        dx[o] += ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], m, sums[2 * ch], sums[2 * ch + 1]);
+        float v = ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], m, sums[2 * ch], sums[2 * ch + 1]);
+        dx[o] = acc ? dx[o] + v : v;
     }
 }
 
 static void vec_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
                        const float *gamma, const float *mean, const float *invstd, float *dx,
-                       float *dgamma, float *dbeta) {
+                       bool acc_dx, float *dgamma, float *dbeta) {
     size_t total = (size_t)n * c * hw;
     if (total == 0) return;
     int chunks = bn_chunks((long)n * hw);
@@ -348,7 +350,7 @@ static void vec_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
         c, chunks, part, sums, dgamma, dbeta);
     CU_LAUNCHED("bn_bwd_finish_kernel");
     bn_bwd_dx_kernel<<<cu_stride_blocks(total, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
-        total, c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, dx);
+        total, c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, dx, acc_dx);
     CU_LAUNCHED("bn_bwd_dx_kernel");
 }
 
