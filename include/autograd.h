@@ -63,6 +63,11 @@ struct ag_node *ag_record(struct ag_ctx *c, const char *op,
                           struct tensor *out, int n_in, struct tensor *const *in);
 /* The gradient of t, created zero-filled from the arena on first use. */
 struct tensor *ag_grad(struct ag_ctx *c, struct tensor *t);
+/* The same for a kernel that can overwrite (an `acc` entry in backend.h): on
+ * first use the gradient comes from the arena NOT zeroed and *acc = false, so the
+ * kernel must write all of it; afterwards *acc = true. Saves a zero-fill and a
+ * read of the zeros on every activation gradient with one writer. */
+struct tensor *ag_grad_out(struct ag_ctx *c, struct tensor *t, bool *acc);
 
 /* Copies a 1-element tensor to the host. */
 float ag_item(struct ag_ctx *c, const struct tensor *t);

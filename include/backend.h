@@ -8,7 +8,11 @@
  * Conventions every kernel keeps:
  *  - forward kernels OVERWRITE their outputs;
  *  - backward kernels ACCUMULATE (+=) into gradient outputs, so a tensor used
- *    twice (the residual fan-out) simply receives both contributions;
+ *    twice (the residual fan-out) simply receives both contributions; except
+ *    that the entries with an `acc` flag OVERWRITE (=) that output when the flag
+ *    is false, reading nothing from it (its contents may be garbage: BLAS's
+ *    beta = 0). The tape passes false to a gradient's first writer, so the big
+ *    activation gradients are never zero-filled just to be added to.
  *  - `ws` is scratch from the step arena, at least the size the matching
  *    *_workspace() entry returned; its contents are undefined on entry.
  *  - kernels don't fail: shapes are checked by the ops before the call.
@@ -95,9 +99,9 @@ struct backend {
     size_t (*conv2d_workspace)(const struct conv_geom *g);
     void (*conv2d_fwd)(const struct conv_geom *g, const float *x, const float *w,
                        const float *bias, float *y, void *ws);
-    /* dx += conv_transpose(dy, w) */
+    /* dx += conv_transpose(dy, w), or dx = ... when !acc */
     void (*conv2d_bwd_data)(const struct conv_geom *g, const float *dy, const float *w,
-                            float *dx, void *ws);
+                            float *dx, bool acc, void *ws);
     /* dw += corr(x, dy); dbias += sum of dy over n,oh,ow (dbias may be NULL) */
     void (*conv2d_bwd_filter)(const struct conv_geom *g, const float *x, const float *dy,
                               float *dw, float *dbias, void *ws);
@@ -121,10 +125,11 @@ struct backend {
     void (*bn_fwd_eval)(int n, int c, int hw, const float *x, const float *gamma,
                         const float *beta, const float *running_mean,
                         const float *running_var, float eps, float *y);
-    /* dx += ..., dgamma += sum dy*xhat, dbeta += sum dy (training-mode gradient) */
+    /* dx += ... (= when !acc_dx), dgamma += sum dy*xhat, dbeta += sum dy
+     * (the training-mode gradient) */
     void (*bn_bwd)(int n, int c, int hw, const float *x, const float *dy,
                    const float *gamma, const float *mean, const float *invstd,
-                   float *dx, float *dgamma, float *dbeta);
+                   float *dx, bool acc_dx, float *dgamma, float *dbeta);
 
     /* ---- batch norm fused with the ReLU after it (training) ----
      * y = relu(bn(x) + res), res (n,c,hw) or NULL for y = relu(bn(x)): a BasicBlock's
@@ -136,10 +141,11 @@ struct backend {
                               float *invstd, float *running_mean, float *running_var,
                               float momentum, float eps);
     /* y is bn_relu_fwd_train's output. With g = dy where y > 0, else 0:
-     * dres += g (dres NULL: not wanted), and dx, dgamma, dbeta += bn_bwd(x, g) */
+     * dres += g (dres NULL: not wanted), and dx, dgamma, dbeta += bn_bwd(x, g);
+     * dx and dres overwritten instead when acc_dx, acc_dres are false */
     void (*bn_relu_bwd)(int n, int c, int hw, const float *x, const float *y, const float *dy,
                         const float *gamma, const float *mean, const float *invstd, float *dx,
-                        float *dres, float *dgamma, float *dbeta);
+                        bool acc_dx, float *dres, bool acc_dres, float *dgamma, float *dbeta);
 
     /* ---- elementwise ---- */
     void (*relu_fwd)(size_t n, const float *x, float *y);

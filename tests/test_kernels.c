@@ -75,6 +75,7 @@ struct kcase {
     struct pool_geom pg;  /* pool ops; oh, ow filled in by case_complete */
     bool ta, tb;          /* gemm */
     bool flag;            /* bias (conv, linear), nesterov (sgd), dx wanted (linear_bwd) */
+    bool overwrite;       /* acc = false: the gradient starts as NaN and must be written whole */
     float s[3];           /* scalars per op */
 };
 
@@ -93,15 +94,16 @@ static const char *case_str(const char *op, const struct kcase *c, char *buf, si
     const struct conv_geom *g = &c->cg;
     const struct pool_geom *p = &c->pg;
     if (g->n)
-        snprintf(buf, len, "%s n%d c%d %dx%d k%d %dx%d stride %d pad %d%s", op, g->n,
-                 g->c, g->h, g->w, g->k, g->r, g->s, g->stride, g->pad, c->flag ? " +bias" : "");
+        snprintf(buf, len, "%s n%d c%d %dx%d k%d %dx%d stride %d pad %d%s%s", op, g->n,
+                 g->c, g->h, g->w, g->k, g->r, g->s, g->stride, g->pad, c->flag ? " +bias" : "",
+                 c->overwrite ? " overwrite" : "");
     else if (p->n)
         snprintf(buf, len, "%s n%d c%d %dx%d size %d stride %d pad %d", op, p->n, p->c,
                  p->h, p->w, p->size, p->stride, p->pad);
     else
-        snprintf(buf, len, "%s [%d,%d,%d,%d] ta%d tb%d flag%d s=(%g,%g,%g)", op,
+        snprintf(buf, len, "%s [%d,%d,%d,%d] ta%d tb%d flag%d s=(%g,%g,%g)%s", op,
                  c->d[0], c->d[1], c->d[2], c->d[3], c->ta, c->tb, c->flag, c->s[0], c->s[1],
-                 c->s[2]);
+                 c->s[2], c->overwrite ? " overwrite" : "");
     return buf;
 }
 
@@ -159,12 +161,12 @@ static void conv2d_fwd_call(const struct backend *be, const struct kcase *c, flo
 static int conv2d_bwd_data_layout(const struct kcase *c, struct buf *b) {
     b[0] = BUF("dy", IN, conv_y_n(&c->cg), -1, 1);
     b[1] = BUF("w", IN, conv_w_n(&c->cg), -1, 1);
-    b[2] = BUF("dx", ACC, conv_x_n(&c->cg), -1, 1);
+    b[2] = BUF("dx", c->overwrite ? OUT : ACC, conv_x_n(&c->cg), -1, 1);
     return 3;
 }
 static void conv2d_bwd_data_call(const struct backend *be, const struct kcase *c, float **b,
                                void *ws) {
-    be->conv2d_bwd_data(&c->cg, b[0], b[1], b[2], ws);
+    be->conv2d_bwd_data(&c->cg, b[0], b[1], b[2], !c->overwrite, ws);
 }
 static int conv2d_bwd_filter_layout(const struct kcase *c, struct buf *b) {
     b[0] = BUF("x", IN, conv_x_n(&c->cg), -1, 1);
@@ -248,14 +250,15 @@ static int bn_bwd_layout(const struct kcase *c, struct buf *b) {
     b[2] = BUF("gamma", IN, ch, 0.5f, 1.5f);
     b[3] = BUF("mean", IN, ch, -0.5f, 0.5f);
     b[4] = BUF("invstd", IN, ch, 0.5f, 2);
-    b[5] = BUF("dx", ACC, x, -1, 1);
+    b[5] = BUF("dx", c->overwrite ? OUT : ACC, x, -1, 1);
     b[6] = BUF("dgamma", ACC, ch, -1, 1);
     b[7] = BUF("dbeta", ACC, ch, -1, 1);
     return 8;
 }
 static void bn_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
     (void)ws;
-    be->bn_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+    be->bn_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], !c->overwrite, b[6],
+               b[7]);
 }
 
 /* batch norm + relu: d = (n, c, hw), s = (momentum, eps), flag = with a residual */
@@ -287,8 +290,8 @@ static int bn_relu_bwd_layout(const struct kcase *c, struct buf *b) {
     b[3] = BUF("gamma", IN, ch, 0.5f, 1.5f);
     b[4] = BUF("mean", IN, ch, -0.5f, 0.5f);
     b[5] = BUF("invstd", IN, ch, 0.5f, 2);
-    b[6] = BUF("dx", ACC, x, -1, 1);
-    b[7] = BUF("dres", ACC, c->flag ? x : 0, -1, 1);
+    b[6] = BUF("dx", c->overwrite ? OUT : ACC, x, -1, 1);
+    b[7] = BUF("dres", c->overwrite ? OUT : ACC, c->flag ? x : 0, -1, 1);
     b[8] = BUF("dgamma", ACC, ch, -1, 1);
     b[9] = BUF("dbeta", ACC, ch, -1, 1);
     return 10;
@@ -296,8 +299,8 @@ static int bn_relu_bwd_layout(const struct kcase *c, struct buf *b) {
 static void bn_relu_bwd_call(const struct backend *be, const struct kcase *c, float **b,
                              void *ws) {
     (void)ws;
-    be->bn_relu_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-                    b[8], b[9]);
+    be->bn_relu_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+                    !c->overwrite, b[7], !c->overwrite, b[8], b[9]);
 }
 
 /* elementwise: d = (n) */
@@ -486,12 +489,14 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
 #define GEMM(m, n, k, ta_, tb_, alpha, beta) \
     {.op = OP_gemm, .d = {m, n, k}, .ta = ta_, .tb = tb_, .s = {alpha, beta}}
 #define SIZED(op_, a, b, c_, d_) {.op = OP_##op_, .d = {a, b, c_, d_}}
-/* every geometry for all three conv entries, with and without bias */
+/* every geometry for all three conv entries, with and without bias; dx added to
+ * and overwritten */
 #define CONV_GEOM(n, c, h, w, k, r, s, st, pad) .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}
 #define CONV(...)                                                          \
     {.op = OP_conv2d_fwd, CONV_GEOM(__VA_ARGS__)},                         \
     {.op = OP_conv2d_fwd, CONV_GEOM(__VA_ARGS__), .flag = true},           \
     {.op = OP_conv2d_bwd_data, CONV_GEOM(__VA_ARGS__)},                    \
+    {.op = OP_conv2d_bwd_data, CONV_GEOM(__VA_ARGS__), .overwrite = true}, \
     {.op = OP_conv2d_bwd_filter, CONV_GEOM(__VA_ARGS__)},                  \
     {.op = OP_conv2d_bwd_filter, CONV_GEOM(__VA_ARGS__), .flag = true}
 /* with and without bias; backward with and without dx */
@@ -503,13 +508,16 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
 #define BN(n, c, hw)                                                       \
     {.op = OP_bn_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},          \
     {.op = OP_bn_fwd_eval, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},           \
-    {.op = OP_bn_bwd, .d = {n, c, hw}}
-/* with and without the residual */
+    {.op = OP_bn_bwd, .d = {n, c, hw}},                                    \
+    {.op = OP_bn_bwd, .d = {n, c, hw}, .overwrite = true}
+/* with and without the residual; gradients added to and overwritten */
 #define BN_RELU(n, c, hw)                                                          \
     {.op = OP_bn_relu_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},              \
     {.op = OP_bn_relu_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}, .flag = true}, \
     {.op = OP_bn_relu_bwd, .d = {n, c, hw}},                                        \
-    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .flag = true}
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .flag = true},                          \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .overwrite = true},                     \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .flag = true, .overwrite = true}
 #define POOL_GEOM(n, c, h, w, size, st, pad) .pg = {n, c, h, w, size, st, pad, 0, 0}
 #define POOL(...)                                                          \
     {.op = OP_maxpool_fwd, POOL_GEOM(__VA_ARGS__)},                        \
@@ -733,7 +741,7 @@ static void fd_conv_fwd(const struct backend *be, const struct kcase *c, float *
 static void fd_conv_bwd(const struct backend *be, const struct kcase *c, float **in,
                         const float *dout, float **grad) {
     void *ws = conv_ws(be, c);
-    be->conv2d_bwd_data(&c->cg, dout, in[1], grad[0], ws);
+    be->conv2d_bwd_data(&c->cg, dout, in[1], grad[0], true, ws);
     be->conv2d_bwd_filter(&c->cg, in[0], dout, grad[1], grad[2], ws);
     free(ws);
 }
@@ -774,8 +782,8 @@ static void fd_bn_bwd(const struct backend *be, const struct kcase *c, float **i
     float mean[64], invstd[64];
     float *y = malloc((size_t)c->d[0] * c->d[1] * c->d[2] * sizeof *y);
     bn_train_saving(be, c, in, y, mean, invstd);
-    be->bn_bwd(c->d[0], c->d[1], c->d[2], in[0], dout, in[1], mean, invstd, grad[0], grad[1],
-               grad[2]);
+    be->bn_bwd(c->d[0], c->d[1], c->d[2], in[0], dout, in[1], mean, invstd, grad[0], true,
+               grad[1], grad[2]);
     free(y);
 }
 
@@ -801,7 +809,7 @@ static void fd_bn_relu_bwd(const struct backend *be, const struct kcase *c, floa
     float *y = malloc((size_t)c->d[0] * c->d[1] * c->d[2] * sizeof *y);
     bn_relu_saving(be, c, in, y, mean, invstd);
     be->bn_relu_bwd(c->d[0], c->d[1], c->d[2], in[0], y, dout, in[1], mean, invstd, grad[0],
-                    grad[3], grad[1], grad[2]);
+                    true, grad[3], true, grad[1], grad[2]);
     free(y);
 }
 /* Moves the inputs to where no finite-difference step crosses the relu's kink: x away
@@ -1070,7 +1078,7 @@ Test(kernels, conv_3x3_by_hand) {
                       9, 1e-6);
         /* dx(i,j) = 10 + (1 when output (i+1,j+1) exists) */
         float dx[9] = {0};
-        be->conv2d_bwd_data(&g, ones, w, dx, ws);
+        be->conv2d_bwd_data(&g, ones, w, dx, true, ws);
         expect_values("conv dx", be, dx, (const float[]){11, 11, 10, 11, 11, 10, 10, 10, 10},
                       9, 1e-6);
         /* dw(r,s) = sum of x under tap (r,s) over all outputs: the centre sees all of x,
@@ -1111,7 +1119,7 @@ Test(kernels, vectorized_same_bits_on_any_thread_count) {
         void *ws = malloc(be->conv2d_workspace(&g));
         float *y = malloc(ny * sizeof *y), *dx = calloc(nx, sizeof *dx), *dw = calloc(nw, sizeof *dw);
         be->conv2d_fwd(&g, x, w, NULL, y, ws);
-        be->conv2d_bwd_data(&g, dy, w, dx, ws);
+        be->conv2d_bwd_data(&g, dy, w, dx, false, ws);
         be->conv2d_bwd_filter(&g, x, dy, dw, NULL, ws);
         /* batch norm + relu over the conv's output, (n, k, oh*ow) */
         float gamma[16], beta[16], mean[16], invstd[16], rm[16] = {0}, rv[16] = {0};
@@ -1120,8 +1128,8 @@ Test(kernels, vectorized_same_bits_on_any_thread_count) {
         float *z = malloc(ny * sizeof *z), *dbn = calloc(ny, sizeof *dbn);
         be->bn_relu_fwd_train(g.n, g.k, g.oh * g.ow, y, NULL, gamma, beta, z, mean, invstd, rm, rv,
                               0.1f, 1e-5f);
-        be->bn_relu_bwd(g.n, g.k, g.oh * g.ow, y, z, dy, gamma, mean, invstd, dbn, NULL, dgamma,
-                        dbeta);
+        be->bn_relu_bwd(g.n, g.k, g.oh * g.ow, y, z, dy, gamma, mean, invstd, dbn, false, NULL,
+                        false, dgamma, dbeta);
         out[t][0] = y, out[t][1] = dx, out[t][2] = dw, out[t][3] = z, out[t][4] = dbn;
         out[t][5] = malloc(2 * 16 * sizeof(float));
         memcpy(out[t][5], dgamma, sizeof dgamma);

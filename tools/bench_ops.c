@@ -137,9 +137,9 @@ static void add_buf(struct kcase *k, size_t bytes, enum fill fill, bool check) {
 static void call_conv_fwd(const struct kcase *k, const struct backend *be, void *const *b, void *ws) {
     be->conv2d_fwd(&k->g, b[0], b[1], NULL, b[2], ws);
 }
-// dy (n,k,oh,ow), w -> dx (n,c,h,w) +=
+// dy (n,k,oh,ow), w -> dx (n,c,h,w) =, as for a gradient's first writer in training
 static void call_conv_bwd_data(const struct kcase *k, const struct backend *be, void *const *b, void *ws) {
-    be->conv2d_bwd_data(&k->g, b[0], b[1], b[2], ws);
+    be->conv2d_bwd_data(&k->g, b[0], b[1], b[2], false, ws);
 }
 // x, dy -> dw (k,c,r,s) +=
 static void call_conv_bwd_filter(const struct kcase *k, const struct backend *be, void *const *b, void *ws) {
@@ -169,10 +169,10 @@ static void call_bn_fwd(const struct kcase *k, const struct backend *be, void *c
     (void)ws;
     be->bn_fwd_train(k->n, k->c, k->hw, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], 0.1f, 1e-5f);
 }
-// x, dy (n,c,hw), gamma, mean, invstd (c) -> dx +=, dgamma, dbeta (c) +=
+// x, dy (n,c,hw), gamma, mean, invstd (c) -> dx =, dgamma, dbeta (c) +=
 static void call_bn_bwd(const struct kcase *k, const struct backend *be, void *const *b, void *ws) {
     (void)ws;
-    be->bn_bwd(k->n, k->c, k->hw, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+    be->bn_bwd(k->n, k->c, k->hw, b[0], b[1], b[2], b[3], b[4], b[5], false, b[6], b[7]);
 }
 
 static const char *const pass_name[] = {"fwd", "bwd-data", "bwd-filter"};

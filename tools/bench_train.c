@@ -64,8 +64,9 @@ static void book(enum entry_id e, double t0) {
     }
 TIMED(conv2d_fwd, (const struct conv_geom *g, const float *x, const float *w, const float *b, float *y, void *ws),
       (g, x, w, b, y, ws))
-TIMED(conv2d_bwd_data, (const struct conv_geom *g, const float *dy, const float *w, float *dx, void *ws),
-      (g, dy, w, dx, ws))
+TIMED(conv2d_bwd_data,
+      (const struct conv_geom *g, const float *dy, const float *w, float *dx, bool acc, void *ws),
+      (g, dy, w, dx, acc, ws))
 TIMED(conv2d_bwd_filter,
       (const struct conv_geom *g, const float *x, const float *dy, float *dw, float *db, void *ws),
       (g, x, dy, dw, db, ws))
@@ -75,16 +76,17 @@ TIMED(bn_fwd_train,
       (n, c, hw, x, ga, be, y, mean, is, rm, rv, mom, eps))
 TIMED(bn_bwd,
       (int n, int c, int hw, const float *x, const float *dy, const float *ga, const float *mean,
-       const float *is, float *dx, float *dg, float *db),
-      (n, c, hw, x, dy, ga, mean, is, dx, dg, db))
+       const float *is, float *dx, bool acc, float *dg, float *db),
+      (n, c, hw, x, dy, ga, mean, is, dx, acc, dg, db))
 TIMED(bn_relu_fwd_train,
       (int n, int c, int hw, const float *x, const float *res, const float *ga, const float *be, float *y,
        float *mean, float *is, float *rm, float *rv, float mom, float eps),
       (n, c, hw, x, res, ga, be, y, mean, is, rm, rv, mom, eps))
 TIMED(bn_relu_bwd,
       (int n, int c, int hw, const float *x, const float *y, const float *dy, const float *ga,
-       const float *mean, const float *is, float *dx, float *dres, float *dg, float *db),
-      (n, c, hw, x, y, dy, ga, mean, is, dx, dres, dg, db))
+       const float *mean, const float *is, float *dx, bool acc_dx, float *dres, bool acc_dres,
+       float *dg, float *db),
+      (n, c, hw, x, y, dy, ga, mean, is, dx, acc_dx, dres, acc_dres, dg, db))
 TIMED(relu_fwd, (size_t n, const float *x, float *y), (n, x, y))
 TIMED(relu_bwd, (size_t n, const float *y, const float *dy, float *dx), (n, y, dy, dx))
 TIMED(add_fwd, (size_t n, const float *a, const float *b, float *y), (n, a, b, y))

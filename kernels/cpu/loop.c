@@ -2,6 +2,8 @@
  * nested loops to read line by line. It is the reference the fast kernels are
  * checked against, and the baseline the benchmarks measure them by.
  * Entries that would be the same code in both CPU tables live in cpu_common.c. */
+#include <string.h>
+
 #include "cpu_common.h"
 #include "ns_math.h"
 
@@ -50,11 +52,12 @@ static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
                 }
 }
 
-// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=
+// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += (= when !acc)
 // Every input pixel collects dy*w from each output position whose window covers it.
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
-                                 float *dx, void *ws) {
+                                 float *dx, bool acc, void *ws) {
     (void)ws;
+    if (!acc) memset(dx, 0, sizeof(float) * g->n * g->c * g->h * g->w);
     for (int b = 0; b < g->n; b++)
         for (int ko = 0; ko < g->k; ko++)
             for (int oy = 0; oy < g->oh; oy++)
@@ -181,11 +184,13 @@ static void loop_bn_fwd_eval(int n, int c, int hw, const float *x, const float *
         }
 }
 
-// x, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dgamma (c) +=, dbeta (c) +=
+// x, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) += (= when !acc_dx),
+// dgamma (c) +=, dbeta (c) +=
 static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
                         const float *gamma, const float *mean, const float *invstd, float *dx,
-                        float *dgamma, float *dbeta) {
+                        bool acc_dx, float *dgamma, float *dbeta) {
     long m = (long)n * hw;
+    if (!acc_dx) memset(dx, 0, sizeof(float) * n * c * hw);
     for (int ch = 0; ch < c; ch++) {
         double sum_dy = 0.0, sum_dy_xhat = 0.0;
         for (int i = 0; i < n; i++)
@@ -221,14 +226,16 @@ static void loop_bn_relu_fwd_train(int n, int c, int hw, const float *x, const f
 }
 
 // x, y, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dres (n,c,hw) += (or NULL),
-// dgamma (c) +=, dbeta (c) +=
+// dgamma (c) +=, dbeta (c) +=; dx and dres zeroed first when !acc_dx, !acc_dres
 // The gradient reaching the sum bn(x) + res is g = dy where y > 0: res gets it as is,
 // and batch norm's backward takes it from there (loop_bn_bwd's sums, with g for dy).
 static void loop_bn_relu_bwd(int n, int c, int hw, const float *x, const float *y,
                              const float *dy, const float *gamma, const float *mean,
-                             const float *invstd, float *dx, float *dres, float *dgamma,
-                             float *dbeta) {
+                             const float *invstd, float *dx, bool acc_dx, float *dres,
+                             bool acc_dres, float *dgamma, float *dbeta) {
     long m = (long)n * hw;
+    if (!acc_dx) memset(dx, 0, sizeof(float) * n * c * hw);
+    if (dres && !acc_dres) memset(dres, 0, sizeof(float) * n * c * hw);
     for (int ch = 0; ch < c; ch++) {
         double sum_g = 0.0, sum_g_xhat = 0.0;
         for (int i = 0; i < n; i++)

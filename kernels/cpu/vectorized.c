@@ -21,9 +21,10 @@ enum { PAR_MIN_WORK = 1 << 16 }; /* multiply-adds, or elements touched */
 static int threads_for(double work) { return work >= PAR_MIN_WORK ? cpu_threads() : 1; }
 
 /* ---- memory ----
- * Backward kernels accumulate, so every activation gradient is zeroed before its
- * first use (about 70 MB per resnet_small step at batch 128): in blocks, on all
- * threads, rather than as one memset on one. */
+ * Gradients that more than one backward adds to, and those of kernels that can
+ * only add, are zeroed before their first use: in blocks, on all threads, rather
+ * than as one memset on one. (The first writer of the others overwrites instead,
+ * the `acc` flags of backend.h.) */
 enum { ZERO_BLOCK = 1 << 18 };
 
 struct zero_job { char *p; size_t bytes; };
@@ -280,7 +281,7 @@ static void chunk_input(const struct conv_geom *g, const struct conv_plan *p, co
 struct cell_map { int stride, ry, rx, ni, nj, h, w; };
 
 // t (rows, QT): cells q0.. of a chunk of `cells` cells -> dense (images, channels, h, w),
-// starting at the chunk's first image and the tile's first row: = t + bias, or += t
+// starting at the chunk's first image and the tile's first row: += t, or = t + bias
 SIMD_CLONES
 static void tile_out(const float *t, int rows, size_t q0, size_t cells, const struct conv_plan *p,
                      const struct cell_map *m, float *dense, int channels, const float *bias,
@@ -299,17 +300,20 @@ static void tile_out(const float *t, int rows, size_t q0, size_t cells, const st
             float *to = dense + b * channels * hw + (size_t)(st * i + m->ry) * m->w + st * j + m->rx;
             for (int row = 0; row < rows; row++, from += QT, to += hw) {
                 float shift = bias ? bias[row] : 0.0f;
-                if (st == 2) /* bwd_data of a strided conv: one phase of dx */
-#pragma omp simd
-                    for (int u = 0; u < n; u++) to[2 * u] += from[u];
-                else if (st > 2)
-                    for (int u = 0; u < n; u++) to[u * st] += from[u];
-                else if (add)
+                if (st == 1 && add)
 #pragma omp simd
                     for (int u = 0; u < n; u++) to[u] += from[u];
-                else
+                else if (st == 1)
 #pragma omp simd
                     for (int u = 0; u < n; u++) to[u] = from[u] + shift;
+                else if (st == 2 && add) /* bwd_data of a strided conv: one phase of dx */
+#pragma omp simd
+                    for (int u = 0; u < n; u++) to[2 * u] += from[u];
+                else if (st == 2)
+#pragma omp simd
+                    for (int u = 0; u < n; u++) to[2 * u] = from[u];
+                else
+                    for (int u = 0; u < n; u++) to[u * st] = (add ? to[u * st] : 0.0f) + from[u];
             }
         }
         q += seg;
@@ -376,6 +380,7 @@ struct conv_job {
     const float *x, *dy, *bias;
     float *y, *dx, *dw;
     int J;            /* gemm/dot rows: c*r*s (fwd, bwd_filter) */
+    bool acc;         /* bwd_data: dx += (else dx =) */
     int *first;       /* bwd_data: each phase's first row, phases + 1 entries */
 };
 
@@ -466,17 +471,24 @@ static void conv_bwd_data_chunk(void *ctx, int ch, int thread) {
                 const float *a = j->cw.packed + ((size_t)(c0 / MR) * rows + first) * MR;
                 gemm_tile(J, a, buf + q, j->cw.off + first, t);
                 tile_out(t, min_int(MR, g->c - c0), q, cells, p, &m,
-                         j->dx + ((size_t)b0 * g->c + c0) * g->h * g->w, g->c, NULL, true);
+                         j->dx + ((size_t)b0 * g->c + c0) * g->h * g->w, g->c, NULL, j->acc);
             }
     }
 }
 
-// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) +=
+// dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += (= when !acc)
+// Each dx pixel is one cell of its phase's grid, written once by one tile; pixels of
+// no phase (a 1x1 conv of stride 2 never reads the odd ones) get no gradient, so
+// there `=` needs a zero-fill first.
 static void vec_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
-                                float *dx, void *ws) {
+                                float *dx, bool acc, void *ws) {
     struct conv_job j;
     conv_job_init(&j, g, ws);
-    j.dy = dy, j.dx = dx;
+    if (!acc && (j.p.npy < g->stride || j.p.npx < g->stride)) {
+        vec_zero(dx, sizeof(float) * g->n * g->c * g->h * g->w);
+        acc = true;
+    }
+    j.dy = dy, j.dx = dx, j.acc = acc;
     int phases = j.p.npy * j.p.npx, first[phases + 1];
     first[0] = 0;
     for (int ph = 0; ph < phases; ph++) first[ph + 1] = first[ph] + bwd_data_rows(&j, w, ph, first[ph]);
@@ -597,6 +609,7 @@ struct bn_job {
     const float *running_mean, *running_var;    /* eval */
     bool relu;
     float *y, *dx, *dres, *dgamma, *dbeta;
+    bool acc_dx, acc_dres;                      /* bwd: += (else =) into dx, dres */
     float *save_mean, *save_invstd, *update_mean, *update_var; /* fwd_train */
     float momentum, eps;
 };
@@ -701,8 +714,20 @@ static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *g
     cpu_parallel(c, bn_threads(n, c, hw), bn_eval_channel, &j);
 }
 
+enum { BN_PIECE = 256 };
+
+// out (n) += v, or = v when !acc (out's old contents unread)
+static inline void put_row(float *out, const float *v, int n, bool acc) {
+    if (acc)
+#pragma omp simd
+        for (int q = 0; q < n; q++) out[q] += v[q];
+    else
+#pragma omp simd
+        for (int q = 0; q < n; q++) out[q] = v[q];
+}
+
 // channel ch: dx, dgamma, dbeta += batch norm's backward of g, where g = dy, or with
-// the fused relu g = dy where y > 0 (and dres += g)
+// the fused relu g = dy where y > 0 (and dres += g); dx, dres = when not acc_dx, acc_dres
 SIMD_CLONES
 static void bn_bwd_channel(void *ctx, int ch, int thread) {
     (void)thread;
@@ -731,49 +756,49 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
         sum_g_xhat += sx;
     }
     float sg = (float)sum_g, sgx = (float)sum_g_xhat;
-    for (int i = 0; i < j->n; i++) {
-        size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
-        const float *xr = j->x + at, *dyr = j->dy + at, *yr = j->y_in ? j->y_in + at : NULL;
-        float *dxr = j->dx + at, *dres = j->dres ? j->dres + at : NULL;
-        if (dres)
+    /* the second pass by pieces of a row: g and dx's share land in L1 first, and
+     * put_row adds or overwrites (one test per piece, not one per element) */
+    float g[BN_PIECE], v[BN_PIECE];
+    for (int i = 0; i < j->n; i++)
+        for (int q0 = 0; q0 < j->hw; q0 += BN_PIECE) {
+            size_t at = ns_idx3(i, ch, q0, j->c, j->hw);
+            int len = min_int(BN_PIECE, j->hw - q0);
+            const float *xr = j->x + at, *dyr = j->dy + at, *gr = dyr;
+            if (j->y_in) {
+                const float *yr = j->y_in + at;
 #pragma omp simd
-            for (int q = 0; q < j->hw; q++) {
-                float g = ns_relu_grad(yr[q], dyr[q]);
-                dxr[q] += ns_bn_dx(g, (xr[q] - mu) * is, gamma, is, m, sg, sgx);
-                dres[q] += g;
+                for (int q = 0; q < len; q++) g[q] = ns_relu_grad(yr[q], dyr[q]);
+                gr = g;
             }
-        else if (yr)
 #pragma omp simd
-            for (int q = 0; q < j->hw; q++)
-                dxr[q] += ns_bn_dx(ns_relu_grad(yr[q], dyr[q]), (xr[q] - mu) * is, gamma, is, m,
-                                   sg, sgx);
-        else
-#pragma omp simd
-            for (int q = 0; q < j->hw; q++)
-                dxr[q] += ns_bn_dx(dyr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
-    }
+            for (int q = 0; q < len; q++) v[q] = ns_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
+            put_row(j->dx + at, v, len, j->acc_dx);
+            if (j->dres) put_row(j->dres + at, gr, len, j->acc_dres);
+        }
     j->dgamma[ch] += sgx;
     j->dbeta[ch] += sg;
 }
 
-// x, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dgamma (c) +=, dbeta (c) +=
+// x, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) += (= when !acc_dx),
+// dgamma (c) +=, dbeta (c) +=
 static void vec_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
                        const float *gamma, const float *mean, const float *invstd, float *dx,
-                       float *dgamma, float *dbeta) {
+                       bool acc_dx, float *dgamma, float *dbeta) {
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .dy = dy, .gamma = gamma, .mean = mean,
-                       .invstd = invstd, .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+                       .invstd = invstd, .dx = dx, .acc_dx = acc_dx, .dgamma = dgamma,
+                       .dbeta = dbeta};
     cpu_parallel(c, bn_threads(n, c, hw), bn_bwd_channel, &j);
 }
 
 // x, y, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dres (n,c,hw) += (or NULL),
-// dgamma (c) +=, dbeta (c) +=
+// each = instead when its acc flag is false; dgamma (c) +=, dbeta (c) +=
 static void vec_bn_relu_bwd(int n, int c, int hw, const float *x, const float *y,
                             const float *dy, const float *gamma, const float *mean,
-                            const float *invstd, float *dx, float *dres, float *dgamma,
-                            float *dbeta) {
+                            const float *invstd, float *dx, bool acc_dx, float *dres,
+                            bool acc_dres, float *dgamma, float *dbeta) {
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .y_in = y, .dy = dy, .gamma = gamma,
-                       .mean = mean, .invstd = invstd, .dx = dx, .dres = dres, .dgamma = dgamma,
-                       .dbeta = dbeta};
+                       .mean = mean, .invstd = invstd, .dx = dx, .acc_dx = acc_dx, .dres = dres,
+                       .acc_dres = acc_dres, .dgamma = dgamma, .dbeta = dbeta};
     cpu_parallel(c, bn_threads(n, c, hw), bn_bwd_channel, &j);
 }
 

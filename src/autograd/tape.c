@@ -59,6 +59,12 @@ struct tensor *ag_grad(struct ag_ctx *c, struct tensor *t) {
     return t->grad;
 }
 
+struct tensor *ag_grad_out(struct ag_ctx *c, struct tensor *t, bool *acc) {
+    *acc = t->grad != NULL;
+    if (!t->grad) t->grad = tensor_arena(&c->arena, t->ndim, t->shape);
+    return t->grad;
+}
+
 static int walk_back(struct ag_ctx *c) {
     for (int i = c->tape.n - 1; i >= 0; i--) {
         struct ag_node *n = &c->tape.nodes[i];

@@ -21,20 +21,24 @@ static int need_vec(const char *op, const char *what, const struct tensor *t, in
     return 0;
 }
 
-/* Gradient buffer of an input if it wants one, else NULL (nothing to accumulate). */
-static float *grad_of(struct ag_ctx *c, struct tensor *t, int *failed) {
+/* Gradient buffer of an input if it wants one, else NULL (nothing to accumulate).
+ * With `acc` the caller's kernel can overwrite: a gradient nobody has written yet
+ * comes back unzeroed, with *acc = false (ag_grad_out). */
+static float *grad_of(struct ag_ctx *c, struct tensor *t, bool *acc, int *failed) {
     if (!t || !t->requires_grad) return NULL;
-    struct tensor *g = ag_grad(c, t);
+    struct tensor *g = acc ? ag_grad_out(c, t, acc) : ag_grad(c, t);
     if (!g) { *failed = 1; return NULL; }
     return g->data;
 }
 
-/* Kernels that fill several gradients at once get scratch for the ones nobody wants. */
-static float *grad_or_scratch(struct ag_ctx *c, struct tensor *t, size_t numel) {
+/* Kernels that fill several gradients at once get scratch for the ones nobody
+ * wants (overwritten, when the kernel can: *acc = false). */
+static float *grad_or_scratch(struct ag_ctx *c, struct tensor *t, size_t numel, bool *acc) {
     if (t && t->requires_grad) {
-        struct tensor *g = ag_grad(c, t);
+        struct tensor *g = acc ? ag_grad_out(c, t, acc) : ag_grad(c, t);
         return g ? g->data : NULL;
     }
+    if (acc) *acc = false;
     return arena_alloc(&c->arena, numel * sizeof(float));
 }
 
@@ -44,12 +48,13 @@ static int conv2d_backward(struct ag_ctx *c, struct ag_node *n) {
     const struct conv_geom *g = &n->g.conv;
     struct tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     int failed = 0;
-    float *dx = grad_of(c, x, &failed), *db = grad_of(c, b, &failed);
+    bool acc;
+    float *dx = grad_of(c, x, &acc, &failed), *db = grad_of(c, b, NULL, &failed);
     void *ws = arena_alloc(&c->arena, c->be->conv2d_workspace(g));
     if (failed || !ws) return -1;
-    if (dx) c->be->conv2d_bwd_data(g, n->out->grad->data, w->data, dx, ws);
+    if (dx) c->be->conv2d_bwd_data(g, n->out->grad->data, w->data, dx, acc, ws);
     if (w->requires_grad || db) {
-        float *dw = grad_or_scratch(c, w, w->numel);
+        float *dw = grad_or_scratch(c, w, w->numel, NULL);
         if (!dw) return -1;
         c->be->conv2d_bwd_filter(g, x->data, n->out->grad->data, dw, db, ws);
     }
@@ -92,8 +97,8 @@ struct tensor *op_conv2d(struct ag_ctx *c, struct tensor *x, struct tensor *w, s
 
 static int linear_backward(struct ag_ctx *c, struct ag_node *n) {
     struct tensor *x = n->in[0], *w = n->in[1];
-    float *dx = grad_or_scratch(c, x, x->numel), *dw = grad_or_scratch(c, w, w->numel);
-    float *db = grad_or_scratch(c, n->in[2], (size_t)w->shape[0]);
+    float *dx = grad_or_scratch(c, x, x->numel, NULL), *dw = grad_or_scratch(c, w, w->numel, NULL);
+    float *db = grad_or_scratch(c, n->in[2], (size_t)w->shape[0], NULL);
     if (!dx || !dw || !db) return -1;
     c->be->linear_bwd(x->shape[0], x->shape[1], w->shape[0], x->data, w->data, n->out->grad->data,
                       dx, dw, db);
@@ -121,11 +126,12 @@ struct tensor *op_linear(struct ag_ctx *c, struct tensor *x, struct tensor *w, s
 static int bn_backward(struct ag_ctx *c, struct ag_node *n) {
     struct tensor *x = n->in[0];
     int nn = x->shape[0], ch = x->shape[1], hw = x->shape[2] * x->shape[3];
-    float *dx = grad_or_scratch(c, x, x->numel), *dg = grad_or_scratch(c, n->in[1], (size_t)ch);
-    float *db = grad_or_scratch(c, n->in[2], (size_t)ch);
+    bool acc;
+    float *dx = grad_or_scratch(c, x, x->numel, &acc), *dg = grad_or_scratch(c, n->in[1], (size_t)ch, NULL);
+    float *db = grad_or_scratch(c, n->in[2], (size_t)ch, NULL);
     if (!dx || !dg || !db) return -1;
     c->be->bn_bwd(nn, ch, hw, x->data, n->out->grad->data, n->in[1]->data, n->saved[0]->data,
-                  n->saved[1]->data, dx, dg, db);
+                  n->saved[1]->data, dx, acc, dg, db);
     return 0;
 }
 
@@ -166,11 +172,15 @@ struct tensor *op_batchnorm2d(struct ag_ctx *c, struct tensor *x, struct tensor 
 static int bn_relu_backward(struct ag_ctx *c, struct ag_node *n) {
     struct tensor *x = n->in[0], *res = n->in[3];
     int nn = x->shape[0], ch = x->shape[1], hw = x->shape[2] * x->shape[3], failed = 0;
-    float *dx = grad_or_scratch(c, x, x->numel), *dg = grad_or_scratch(c, n->in[1], (size_t)ch);
-    float *db = grad_or_scratch(c, n->in[2], (size_t)ch), *dres = grad_of(c, res, &failed);
+    /* bn_relu(x, x) would give dx and dres one buffer: then both accumulate */
+    bool acc_dx = true, acc_dres = true, alias = x == res;
+    float *dx = grad_or_scratch(c, x, x->numel, alias ? NULL : &acc_dx);
+    float *dres = grad_of(c, res, alias ? NULL : &acc_dres, &failed);
+    float *dg = grad_or_scratch(c, n->in[1], (size_t)ch, NULL);
+    float *db = grad_or_scratch(c, n->in[2], (size_t)ch, NULL);
     if (!dx || !dg || !db || failed) return -1;
     c->be->bn_relu_bwd(nn, ch, hw, x->data, n->out->data, n->out->grad->data, n->in[1]->data,
-                       n->saved[0]->data, n->saved[1]->data, dx, dres, dg, db);
+                       n->saved[0]->data, n->saved[1]->data, dx, acc_dx, dres, acc_dres, dg, db);
     return 0;
 }
 
@@ -216,7 +226,7 @@ struct tensor *op_batchnorm2d_relu(struct ag_ctx *c, struct tensor *x, struct te
 
 static int relu_backward(struct ag_ctx *c, struct ag_node *n) {
     int failed = 0;
-    float *dx = grad_of(c, n->in[0], &failed);
+    float *dx = grad_of(c, n->in[0], NULL, &failed);
     if (failed) return -1;
     if (dx) c->be->relu_bwd(n->out->numel, n->out->data, n->out->grad->data, dx);
     return 0;
@@ -235,7 +245,7 @@ struct tensor *op_relu(struct ag_ctx *c, struct tensor *x) {
 static int passthrough_backward(struct ag_ctx *c, struct ag_node *n) {
     for (int i = 0; i < 2; i++) {
         int failed = 0;
-        float *d = grad_of(c, n->in[i], &failed);
+        float *d = grad_of(c, n->in[i], NULL, &failed);
         if (failed) return -1;
         if (d) c->be->axpy(n->out->numel, 1.0f, n->out->grad->data, d);
     }
@@ -285,7 +295,7 @@ static int pool_geom_for(const char *op, const struct tensor *x, int size, int s
 
 static int maxpool_backward(struct ag_ctx *c, struct ag_node *n) {
     int failed = 0;
-    float *dx = grad_of(c, n->in[0], &failed);
+    float *dx = grad_of(c, n->in[0], NULL, &failed);
     if (failed) return -1;
     if (dx) c->be->maxpool_bwd(&n->g.pool, n->aux, n->out->grad->data, dx);
     return 0;
@@ -305,7 +315,7 @@ struct tensor *op_maxpool2d(struct ag_ctx *c, struct tensor *x, int size, int st
 
 static int avgpool_backward(struct ag_ctx *c, struct ag_node *n) {
     int failed = 0;
-    float *dx = grad_of(c, n->in[0], &failed);
+    float *dx = grad_of(c, n->in[0], NULL, &failed);
     if (failed) return -1;
     if (dx) c->be->avgpool_bwd(&n->g.pool, n->out->grad->data, dx);
     return 0;
@@ -325,7 +335,7 @@ struct tensor *op_avgpool2d(struct ag_ctx *c, struct tensor *x, int size, int st
 static int gap_backward(struct ag_ctx *c, struct ag_node *n) {
     struct tensor *x = n->in[0];
     int failed = 0;
-    float *dx = grad_of(c, x, &failed);
+    float *dx = grad_of(c, x, NULL, &failed);
     if (failed) return -1;
     if (dx) c->be->gap_bwd(x->shape[0], x->shape[1], x->shape[2] * x->shape[3], n->out->grad->data, dx);
     return 0;
@@ -345,7 +355,7 @@ struct tensor *op_global_avgpool(struct ag_ctx *c, struct tensor *x) {
 static int xent_backward(struct ag_ctx *c, struct ag_node *n) {
     struct tensor *logits = n->in[0];
     int failed = 0;
-    float *dl = grad_of(c, logits, &failed);
+    float *dl = grad_of(c, logits, NULL, &failed);
     if (failed) return -1;
     if (dl)
         c->be->softmax_xent_bwd(logits->shape[0], logits->shape[1], n->saved[0]->data, n->aux,
