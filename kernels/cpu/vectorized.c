@@ -600,7 +600,22 @@ static void vec_linear_bwd(int n, int in, int out, const float *x, const float *
         for (int i = 0; i < n; i++) cpu_axpy((size_t)out, 1.0f, dy + (size_t)i * out, dbias);
 }
 
-/* ---- batch norm, alone or fused with the ReLU after it: a task per channel ---- */
+/* ---- batch norm, alone or fused with the ReLU after it: a task per channel ----
+ * A channel's rows lie c*hw floats apart, one per image: each a short stream the
+ * hardware prefetcher meets too late (it doesn't cross 4 KB pages). Tensors this
+ * big come from memory, not cache, so the first pass asks for the next image's
+ * rows while it sums this one's, and the second pass for the rows it will write. */
+enum { BN_AHEAD_FLOATS = 1024 }; /* how far ahead to ask: about 4 KB of each tensor */
+
+/* images ahead: at least one, more when rows are short */
+static inline int bn_ahead(int hw) { return hw >= BN_AHEAD_FLOATS ? 1 : BN_AHEAD_FLOATS / hw; }
+
+static inline void prefetch_read(const float *row, int n) {
+    for (int q = 0; q < n; q += VL) __builtin_prefetch(row + q, 0, 3);
+}
+static inline void prefetch_write(float *row, int n) {
+    for (int q = 0; q < n; q += VL) __builtin_prefetch(row + q, 1, 3);
+}
 
 struct bn_job {
     int n, c, hw;
@@ -628,9 +643,12 @@ static void bn_train_channel(void *ctx, int ch, int thread) {
     long m = (long)j->n * j->hw;
     float shift = j->x[ns_idx3(0, ch, 0, j->c, j->hw)];
     double sum = 0.0, squares = 0.0;
+    int la = bn_ahead(j->hw);
+    size_t ahead = (size_t)la * j->c * j->hw;
     for (int i = 0; i < j->n; i++) {
         const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
         float s = 0.0f, ss = 0.0f;
+        if (i + la < j->n) prefetch_read(row + ahead, j->hw);
 #pragma omp simd reduction(+ : s, ss)
         for (int q = 0; q < j->hw; q++) {
             float d = row[q] - shift;
@@ -648,6 +666,10 @@ static void bn_train_channel(void *ctx, int ch, int thread) {
         size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
         const float *row = j->x + at, *res = j->res ? j->res + at : NULL;
         float *out = j->y + at;
+        if (i + la < j->n) {
+            if (res) prefetch_read(res + ahead, j->hw);
+            prefetch_write(out + ahead, j->hw);
+        }
         if (res)
 #pragma omp simd
             for (int q = 0; q < j->hw; q++)
@@ -735,10 +757,17 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
     long m = (long)j->n * j->hw;
     float mu = j->mean[ch], is = j->invstd[ch], gamma = j->gamma[ch];
     double sum_g = 0.0, sum_g_xhat = 0.0;
+    int la = bn_ahead(j->hw);
+    size_t ahead = (size_t)la * j->c * j->hw;
     for (int i = 0; i < j->n; i++) {
         size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
         const float *xr = j->x + at, *dyr = j->dy + at, *yr = j->y_in ? j->y_in + at : NULL;
         float s = 0.0f, sx = 0.0f;
+        if (i + la < j->n) {
+            prefetch_read(xr + ahead, j->hw);
+            prefetch_read(dyr + ahead, j->hw);
+            if (yr) prefetch_read(yr + ahead, j->hw);
+        }
         if (yr)
 #pragma omp simd reduction(+ : s, sx)
             for (int q = 0; q < j->hw; q++) {
@@ -763,6 +792,10 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
         for (int q0 = 0; q0 < j->hw; q0 += BN_PIECE) {
             size_t at = ns_idx3(i, ch, q0, j->c, j->hw);
             int len = min_int(BN_PIECE, j->hw - q0);
+            if (i + la < j->n) {
+                prefetch_write(j->dx + at + ahead, len);
+                if (j->dres) prefetch_write(j->dres + at + ahead, len);
+            }
             const float *xr = j->x + at, *dyr = j->dy + at, *gr = dyr;
             if (j->y_in) {
                 const float *yr = j->y_in + at;
