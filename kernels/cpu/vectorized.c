@@ -554,6 +554,18 @@ static void conv_bwd_filter_share(void *ctx, int share, int thread) {
     }
 }
 
+// row k of dw += the partials, in share order (so the bits don't depend on threads)
+static void conv_bwd_filter_sum(void *ctx, int k, int thread) {
+    (void)thread;
+    const struct conv_job *j = ctx;
+    int kp = (int)round_up(j->g->k, VL), shares = conv_shares(j->g, &j->p);
+    for (int r = 0; r < j->J; r++) {
+        float sum = j->dw[(size_t)k * j->J + r];
+        for (int s = 0; s < shares; s++) sum += conv_partial(j, s)[(size_t)r * kp + k];
+        j->dw[(size_t)k * j->J + r] = sum;
+    }
+}
+
 // x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=, dbias (k) += (if not NULL)
 static void vec_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                   float *dw, float *dbias, void *ws) {
@@ -561,14 +573,9 @@ static void vec_conv2d_bwd_filter(const struct conv_geom *g, const float *x, con
     conv_job_init(&j, g, ws);
     j.x = x, j.dy = dy;
     conv_input_rows(&j);
-    int shares = conv_shares(g, &j.p);
-    cpu_parallel(shares, conv_threads(g), conv_bwd_filter_share, &j);
-    int kp = (int)round_up(g->k, VL);
-    for (int s = 0; s < shares; s++) {
-        const float *part = conv_partial(&j, s);
-        for (int k = 0; k < g->k; k++)
-            for (int r = 0; r < j.J; r++) dw[(size_t)k * j.J + r] += part[(size_t)r * kp + k];
-    }
+    j.dw = dw;
+    cpu_parallel(conv_shares(g, &j.p), conv_threads(g), conv_bwd_filter_share, &j);
+    cpu_parallel(g->k, conv_threads(g), conv_bwd_filter_sum, &j);
     if (dbias)
         for (int i = 0; i < g->n; i++)
             for (int ko = 0; ko < g->k; ko++) {
