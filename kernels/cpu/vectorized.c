@@ -227,15 +227,28 @@ static size_t vec_conv2d_workspace(const struct conv_geom *g) {
     return conv_ws_layout(g, &p, NULL, NULL);
 }
 
-// src (h,w) one plane -> dst (gy,gx): dst(i,j) = src(stride*i + ry, stride*j + rx), 0 outside
+// src (h,w) one plane -> dst (gy,gx): dst(i,j) = src(stride*i + ry, stride*j + rx), 0 outside.
+// With odd (stride 2, rx = 0): odd(i,j) = src(2i + ry, 2j + 1) too, both column phases
+// from one read of each row (read phase by phase, a row's lines came in twice).
 SIMD_CLONES
 static void to_grid(const float *src, int h, int w, int stride, int ry, int rx,
-                    const struct conv_plan *p, float *dst) {
+                    const struct conv_plan *p, float *dst, float *odd) {
     int cols = min_int(phase_len(w, stride, rx), p->gx);
+    int odd_cols = odd ? min_int(phase_len(w, 2, 1), p->gx) : 0;
     for (int i = 0; i < p->gy; i++, dst += p->gx) {
         int y = stride * i + ry, n = y < h ? cols : 0;
         const float *row = src + (size_t)(y < h ? y : 0) * w + rx;
-        if (stride == 1) {
+        if (odd) {
+            int m = y < h ? odd_cols : 0; /* m <= n: a row has no more odd columns than even */
+#pragma omp simd
+            for (int j = 0; j < m; j++) {
+                dst[j] = row[2 * j];
+                odd[j] = row[2 * j + 1];
+            }
+            for (int j = m; j < n; j++) dst[j] = row[2 * j];
+            for (int j = m; j < p->gx; j++) odd[j] = 0.0f;
+            odd += p->gx;
+        } else if (stride == 1) {
 #pragma omp simd
             for (int j = 0; j < n; j++) dst[j] = row[j];
         } else if (stride == 2) {
@@ -250,16 +263,20 @@ static void to_grid(const float *src, int h, int w, int stride, int ry, int rx,
 
 // planes (n, count, h, w), images b0..b0+nb -> buf (count, plane): each on the grid
 // through to_grid's phase (stride, ry, rx), zeros in the guards
+// With odd != 0 (stride 2, rx = 0) the odd columns' phase too, its plane odd floats on.
 static void chunk_planes(const float *planes, int count, int h, int w, int stride, int ry, int rx,
-                         int b0, int nb, const struct conv_plan *p, float *buf, size_t buf_stride) {
+                         int b0, int nb, const struct conv_plan *p, float *buf, size_t buf_stride,
+                         ptrdiff_t odd) {
+    size_t used = p->guard + (size_t)nb * p->img;
     for (int c = 0; c < count; c++) {
         float *plane = buf + (size_t)c * buf_stride;
-        memset(plane, 0, sizeof(float) * p->guard);
         for (int b = 0; b < nb; b++)
             to_grid(planes + ((size_t)(b0 + b) * count + c) * h * w, h, w, stride, ry, rx, p,
-                    plane + p->guard + b * p->img);
-        size_t used = p->guard + (size_t)nb * p->img;
-        memset(plane + used, 0, sizeof(float) * (p->plane - used));
+                    plane + p->guard + b * p->img, odd ? plane + odd + p->guard + b * p->img : NULL);
+        for (int k = 0; k < (odd ? 2 : 1); k++, plane += odd) { /* the guards */
+            memset(plane, 0, sizeof(float) * p->guard);
+            memset(plane + used, 0, sizeof(float) * (p->plane - used));
+        }
     }
 }
 
@@ -267,12 +284,17 @@ static void chunk_planes(const float *planes, int count, int h, int w, int strid
 static void chunk_input(const struct conv_geom *g, const struct conv_plan *p, const float *x,
                         int b0, int nb, float *buf) {
     int phases = p->npy * p->npx;
-    for (int ph = 0; ph < phases; ph++) {
+    /* stride 2, both column phases in use: a pass per row phase does both. Phase
+     * (residues ry, rx) is number ((ry - a0) mod 2) * 2 + ((rx - a0) mod 2). */
+    bool pairs = g->stride == 2 && p->npx == 2;
+    for (int ph = 0; ph < phases; ph += pairs ? 2 : 1) {
         int ry, rx;
         phase_residues(g, p, ph, &ry, &rx);
         /* channel c's plane of phase ph sits at (c*phases + ph) * plane */
-        chunk_planes(x, g->c, g->h, g->w, g->stride, ry, rx, b0, nb, p, buf + ph * p->plane,
-                     phases * p->plane);
+        int at = pairs ? ph + p->a0 : ph; /* the even columns' phase */
+        ptrdiff_t odd = pairs ? (ptrdiff_t)(1 - 2 * p->a0) * (ptrdiff_t)p->plane : 0;
+        chunk_planes(x, g->c, g->h, g->w, g->stride, ry, pairs ? 0 : rx, b0, nb, p,
+                     buf + at * p->plane, phases * p->plane, odd);
     }
 }
 
@@ -459,7 +481,7 @@ static void conv_bwd_data_chunk(void *ctx, int ch, int thread) {
     float *buf = j->cw.slots + thread * j->cw.slot, t[MR * QT];
     int b0 = ch * p->chunk, nb = min_int(p->chunk, g->n - b0), rows = g->k * g->r * g->s;
     size_t cells = (size_t)nb * p->img;
-    chunk_planes(j->dy, g->k, g->oh, g->ow, 1, 0, 0, b0, nb, p, buf, p->plane);
+    chunk_planes(j->dy, g->k, g->oh, g->ow, 1, 0, 0, b0, nb, p, buf, p->plane, 0);
     for (int ph = 0; ph < p->npy * p->npx; ph++) {
         struct cell_map m = {g->stride, 0, 0, 0, 0, g->h, g->w};
         phase_residues(g, p, ph, &m.ry, &m.rx);
