@@ -22,6 +22,9 @@
 
 #define TIMELINE_NAME_LEN 32
 #define TIMELINE_TRAINING_TID 0
+/* a device's streams, after any number of loader workers */
+#define TIMELINE_COPY_STREAM_TID 1000
+#define TIMELINE_COMPUTE_STREAM_TID 1001
 
 struct timeline_span {
     int tid;

@@ -3,7 +3,9 @@
  * flags. It checks what the real GPU path relies on: every sample arrives exactly
  * once per epoch with the right bytes in the device twin, with pinned or pageable
  * slots, overlap on or off, one slot or several, and a run stopped mid-epoch gives
- * its held slots back (otherwise the next epoch would deadlock). */
+ * its held slots back (otherwise the next epoch would deadlock). The fake events
+ * carry the host time they were recorded at, so the spans the feeder places on the
+ * host's clock for the trace can be checked against when things happened. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +14,7 @@
 #include "feeder.h"
 #include "fixtures/datagen.h"
 
-struct device_event { int recorded, done; };
+struct device_event { int recorded, done; int64_t t_ns; };
 static int pinned_live, copies_on[2], waits;
 
 static void *fake_pinned_alloc(size_t n) { pinned_live++; return malloc(n); }
@@ -20,11 +22,11 @@ static void fake_pinned_free(void *p) { pinned_live--; free(p); }
 static void fake_copy(void *dst, const void *src, size_t n, enum stream_id s) { memcpy(dst, src, n); copies_on[s]++; }
 static struct device_event *fake_event_create(void) { return calloc(1, sizeof(struct device_event)); }
 static void fake_event_destroy(struct device_event *e) { free(e); }
-static void fake_record(struct device_event *e, enum stream_id s) { (void)s; e->recorded++; e->done = 1; }
+static void fake_record(struct device_event *e, enum stream_id s) { (void)s; e->recorded++; e->done = 1; e->t_ns = data_now_ns(); }
 static void fake_wait(enum stream_id s, struct device_event *e) { (void)s; cr_assert(e->recorded, "waited on an event never recorded"); waits++; }
 static bool fake_done(struct device_event *e) { return e->done; }
 static void fake_sync(struct device_event *e) { cr_assert(e->recorded, "synced an event never recorded"); }
-static float fake_elapsed(struct device_event *a, struct device_event *b) { (void)a, (void)b; return 0.001f; }
+static float fake_elapsed(struct device_event *a, struct device_event *b) { return (float)((double)(b->t_ns - a->t_ns) / 1e6); }
 
 static const struct copy_stage fake_stage = {
     .pinned_alloc = fake_pinned_alloc, .pinned_free = fake_pinned_free, .copy_h2d_async = fake_copy,
@@ -75,10 +77,11 @@ static void run(const struct backend *be, int prefetch, int workers, int batch, 
     if (be->stage && pinned) cr_expect_eq(pinned_live, prefetch, "every ring slot should be pinned");
     for (int epoch = 0; epoch < 3; epoch++) {
         int seen[N] = {0}, batches = 0;
+        int64_t epoch_ns = data_now_ns(), slack = 50000; /* float milliseconds, rounded */
         cr_assert_eq(feeder_start_epoch(f, epoch, 0), 0, "%s", err_get());
         struct fed_batch fb;
         int rc;
-        while ((rc = feeder_next(f, &fb)) == 1) {
+        for (int64_t asked = data_now_ns(); (rc = feeder_next(f, &fb)) == 1; asked = data_now_ns()) {
             const struct batch *b = fb.host;
             size_t bytes = (size_t)b->n * H * W;
             if (be->stage) cr_expect_neq((void *)fb.images, (void *)b->images, "device path must use the twin");
@@ -92,6 +95,17 @@ static void run(const struct backend *be, int prefetch, int workers, int batch, 
                 cr_expect_eq(fb.labels[i], id / PER_CLASS);
             }
             feeder_done(f, &fb);
+            struct device_spans sp;
+            cr_expect_eq(feeder_last_spans(f, &sp), be->stage != NULL, "device spans exactly when there is a device");
+            if (be->stage) {
+                int64_t now = data_now_ns();
+                /* the copy was queued this epoch (one batch early with overlap), the compute after
+                 * this feeder_next asked, and both had finished when feeder_done returned */
+                cr_expect(sp.copy_start_ns >= epoch_ns - slack && sp.copy_ns >= 0, "copy at %lld", (long long)sp.copy_start_ns);
+                cr_expect(sp.copy_start_ns + sp.copy_ns <= sp.compute_start_ns + slack, "copy ends after compute starts");
+                cr_expect(sp.compute_start_ns >= asked - slack && sp.compute_ns >= 0, "compute placed before it was asked for");
+                cr_expect(sp.compute_start_ns + sp.compute_ns <= now + slack, "compute placed after it ended");
+            }
             if (epoch == 0 && cut > 0 && ++batches == cut) break;
         }
         cr_assert_neq(rc, -1, "%s", err_get());

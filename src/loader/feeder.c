@@ -25,7 +25,21 @@ struct feeder {
     int ahead_rc;                  /* 1: `ahead` holds a batch; 0: epoch over; -1: error; 2: none */
     int64_t host_start_ns;
     int64_t h2d_ns, compute_ns;
+    struct device_event *anchor;   /* recorded and waited for: device time = host time here */
+    int64_t anchor_ns;
+    struct device_spans last;      /* the last batch done, on the host's clock */
+    bool have_last;
 };
+
+static int64_t ms_to_ns(float ms) { return (int64_t)(1e6 * ms); }
+
+/* Ties the device's clock to the host's: an event on the compute stream, waited for.
+ * Done at each epoch's start, so float milliseconds since it stay precise. */
+static void set_anchor(struct feeder *f) {
+    f->st->event_record(f->anchor, STREAM_COMPUTE);
+    f->st->event_sync(f->anchor);
+    f->anchor_ns = data_now_ns();
+}
 
 void *feeder_slot_ctx(const struct backend *be, bool pinned) {
     return be->stage && pinned ? (void *)be : NULL;
@@ -54,6 +68,13 @@ int feeder_create(const struct backend *be, struct loader *ld, int prefetch, siz
     if (!f->st) return 0;
     f->twins = calloc((size_t)prefetch, sizeof *f->twins);
     if (!f->twins) { feeder_destroy(f); return err_set("feeder: out of host memory"); }
+    if (!(f->anchor = f->st->event_create())) {
+        err_wrap("feeder: clock anchor: ");
+        feeder_destroy(f);
+        *out = NULL;
+        return -1;
+    }
+    set_anchor(f);
     for (int i = 0; i < prefetch; i++) {
         struct twin *t = &f->twins[i];
         t->images = be->alloc((size_t)batch * sample_bytes);
@@ -102,7 +123,10 @@ static void drop_ahead(struct feeder *f) {
 }
 
 int feeder_start_epoch(struct feeder *f, int64_t epoch, int64_t first_batch) {
-    drop_ahead(f);
+    if (f->st) {
+        drop_ahead(f);
+        set_anchor(f);
+    }
     return loader_start_epoch_at(f->ld, epoch, first_batch);
 }
 
@@ -138,8 +162,14 @@ void feeder_done(struct feeder *f, const struct fed_batch *fb) {
     /* The trainer reads the loss every step, which waits for the device anyway; so
      * waiting here costs nothing and returns the slot as early as is safe. */
     f->st->event_sync(t->consumed);
-    f->h2d_ns += (int64_t)(1e6 * f->st->event_elapsed_ms(t->copy_start, t->copied));
-    f->compute_ns += (int64_t)(1e6 * f->st->event_elapsed_ms(t->compute_start, t->consumed));
+    float (*ms)(struct device_event *, struct device_event *) = f->st->event_elapsed_ms;
+    f->last = (struct device_spans){f->anchor_ns + ms_to_ns(ms(f->anchor, t->copy_start)),
+                                    ms_to_ns(ms(t->copy_start, t->copied)),
+                                    f->anchor_ns + ms_to_ns(ms(f->anchor, t->compute_start)),
+                                    ms_to_ns(ms(t->compute_start, t->consumed))};
+    f->have_last = true;
+    f->h2d_ns += f->last.copy_ns;
+    f->compute_ns += f->last.compute_ns;
     loader_release_batch(f->ld, fb->host);
 }
 
@@ -147,6 +177,11 @@ void feeder_take_times(struct feeder *f, int64_t *h2d_ns, int64_t *compute_ns) {
     *h2d_ns = f->h2d_ns;
     *compute_ns = f->compute_ns;
     f->h2d_ns = f->compute_ns = 0;
+}
+
+bool feeder_last_spans(const struct feeder *f, struct device_spans *out) {
+    if (f->have_last) *out = f->last;
+    return f->have_last;
 }
 
 void feeder_destroy(struct feeder *f) {
@@ -162,6 +197,7 @@ void feeder_destroy(struct feeder *f) {
                 if (ev[k]) f->st->event_destroy(ev[k]);
         }
         free(f->twins);
+        if (f->anchor) f->st->event_destroy(f->anchor);
     }
     free(f);
 }

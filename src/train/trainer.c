@@ -373,6 +373,10 @@ static enum train_status run(struct trainer *t) {
         trace_thread_name(t->tr, w + 1, name);
     }
     if (loader_workers(t->train_ld) == 0) trace_thread_name(t->tr, 1, "loading, on the training thread");
+    if (t->be->stage) {
+        trace_thread_name(t->tr, TIMELINE_COPY_STREAM_TID, "copy stream (device)");
+        trace_thread_name(t->tr, TIMELINE_COMPUTE_STREAM_TID, "compute stream (device)");
+    }
     int64_t cpu0 = process_cpu_ns(), loader0;
     book_loader_cpu(t, &loader0);
 
@@ -400,6 +404,12 @@ static enum train_status run(struct trainer *t) {
                                b->spans[w].end_ns - b->spans[w].start_ns);
             trace_counter(t->tr, "ring slots ready", t1, b->ring_ready);
             feeder_done(t->train_feed, &fb);
+            struct device_spans dev;
+            if (feeder_last_spans(t->train_feed, &dev)) {
+                trace_span(t->tr, TIMELINE_COPY_STREAM_TID, "h2d copy", "device", dev.copy_start_ns, dev.copy_ns);
+                trace_span(t->tr, TIMELINE_COMPUTE_STREAM_TID, "compute on the device", "device",
+                           dev.compute_start_ns, dev.compute_ns);
+            }
             int64_t t2 = data_now_ns(), h2d, compute;
             feeder_take_times(t->train_feed, &h2d, &compute);
             trace_span(t->tr, 0, "wait", "step", t1 - fb.wait_ns, fb.wait_ns);
