@@ -658,7 +658,27 @@ struct bn_job {
     float momentum, eps;
 };
 
-static int bn_threads(int n, int c, int hw) { return threads_for((double)n * c * hw); }
+/* A task is a block of neighbouring channels, one after the other. Two threads on
+ * neighbouring channels would write the two ends of one cache line wherever a row
+ * (hw floats) doesn't end on a line, 784 bytes at 14x14, and pass that line back and
+ * forth between their cores; by blocks, they meet only at the blocks' edges. */
+enum { BN_TASKS = 8 };
+
+struct bn_blocks {
+    void (*channel)(void *ctx, int ch, int thread);
+    void *job;
+    int c, per;
+};
+
+static void bn_block(void *ctx, int task, int thread) {
+    const struct bn_blocks *b = ctx;
+    for (int ch = task * b->per; ch < b->c && ch < (task + 1) * b->per; ch++) b->channel(b->job, ch, thread);
+}
+
+static void bn_parallel(struct bn_job *j, void (*channel)(void *ctx, int ch, int thread)) {
+    struct bn_blocks b = {channel, j, j->c, (j->c + BN_TASKS - 1) / BN_TASKS};
+    cpu_parallel((j->c + b.per - 1) / b.per, threads_for((double)j->n * j->c * j->hw), bn_block, &b);
+}
 
 // channel ch of x (n,c,hw) -> y = bn(x), or relu(bn(x) + res); mean, invstd; running
 // statistics updated
@@ -726,7 +746,7 @@ static void vec_bn_fwd_train(int n, int c, int hw, const float *x, const float *
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .gamma = gamma, .beta = beta, .y = y,
                        .save_mean = mean, .save_invstd = invstd, .update_mean = running_mean,
                        .update_var = running_var, .momentum = momentum, .eps = eps};
-    cpu_parallel(c, bn_threads(n, c, hw), bn_train_channel, &j);
+    bn_parallel(&j, bn_train_channel);
 }
 
 // x (n,c,hw), res (n,c,hw) or NULL, gamma (c), beta (c) -> y = relu(bn(x) + res),
@@ -739,7 +759,7 @@ static void vec_bn_relu_fwd_train(int n, int c, int hw, const float *x, const fl
                        .gamma = gamma, .beta = beta, .y = y, .save_mean = mean,
                        .save_invstd = invstd, .update_mean = running_mean,
                        .update_var = running_var, .momentum = momentum, .eps = eps};
-    cpu_parallel(c, bn_threads(n, c, hw), bn_train_channel, &j);
+    bn_parallel(&j, bn_train_channel);
 }
 
 SIMD_CLONES
@@ -762,7 +782,7 @@ static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *g
                             const float *running_var, float eps, float *y) {
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .gamma = gamma, .beta = beta,
                        .running_mean = running_mean, .running_var = running_var, .y = y, .eps = eps};
-    cpu_parallel(c, bn_threads(n, c, hw), bn_eval_channel, &j);
+    bn_parallel(&j, bn_eval_channel);
 }
 
 enum { BN_PIECE = 256 };
@@ -849,7 +869,7 @@ static void vec_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .dy = dy, .gamma = gamma, .mean = mean,
                        .invstd = invstd, .dx = dx, .acc_dx = acc_dx, .dgamma = dgamma,
                        .dbeta = dbeta};
-    cpu_parallel(c, bn_threads(n, c, hw), bn_bwd_channel, &j);
+    bn_parallel(&j, bn_bwd_channel);
 }
 
 // x, y, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dres (n,c,hw) += (or NULL),
@@ -861,7 +881,7 @@ static void vec_bn_relu_bwd(int n, int c, int hw, const float *x, const float *y
     struct bn_job j = {.n = n, .c = c, .hw = hw, .x = x, .y_in = y, .dy = dy, .gamma = gamma,
                        .mean = mean, .invstd = invstd, .dx = dx, .acc_dx = acc_dx, .dres = dres,
                        .acc_dres = acc_dres, .dgamma = dgamma, .dbeta = dbeta};
-    cpu_parallel(c, bn_threads(n, c, hw), bn_bwd_channel, &j);
+    bn_parallel(&j, bn_bwd_channel);
 }
 
 /* ---- elementwise: blocks of EW_BLOCK floats, a task each ---- */
