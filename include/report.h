@@ -21,15 +21,24 @@
 struct run_totals {
     int64_t wall_ns, wait_ns, h2d_ns, compute_ns;
     int64_t images, steps;
+    /* The run's first RUN_WARM_STEPS steps, also counted above: the step arena
+     * grows to its high-water mark and first touches its memory (page faults;
+     * under a hypervisor, the host backing fresh pages), a one-off cost that the
+     * steady-state rate leaves out. */
+    int64_t warm_ns, warm_images;
     int64_t loader_cpu_ns;    /* worker threads' CPU time (or inline loading time) */
     int64_t process_cpu_ns;   /* the whole process's CPU time over the same stretch */
     int cores;                /* online CPUs */
     bool on_gpu;
 };
 
+enum { RUN_WARM_STEPS = 2 };
+
 enum input_bound { INPUT_NOT_BOUND, INPUT_MODERATELY, INPUT_HIGHLY };
 
 double report_share(int64_t part, int64_t whole);
+/* images per second of wall time; 0 for no time */
+double report_rate(int64_t images, int64_t ns);
 enum input_bound report_classify(double input_share);
 /* The knob to try next, in words, given the settings and what the timings show. */
 const char *report_advice(const struct run_totals *t, const struct config *cfg, char *buf, size_t len);

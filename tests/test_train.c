@@ -16,6 +16,7 @@
 #include "config.h"
 #include "error.h"
 #include "models.h"
+#include "report.h"
 #include "testutil.h"
 
 static char dir[64];
@@ -98,6 +99,13 @@ Test(train, smoke_run_learns_and_reports) {
     cr_expect_null(strchr(out, '\r'), "non-TTY output has a carriage return");
     cr_expect(strstr(out, "total parameters"), "no layer table:\n%s", out);
     cr_expect(strstr(out, "verdict:") && strstr(out, "next:"), "no pipeline report:\n%s", out);
+    /* the whole run's rate, then the steady rate without the arena-sizing first steps */
+    const char *tp = strstr(out, "throughput");
+    double whole = 0, steady = 0, warm = -1;
+    int warm_steps = 0;
+    cr_assert(tp && sscanf(tp, "throughput %lf images/s; %lf after the first %d steps (%lf ms", &whole, &steady,
+                           &warm_steps, &warm) == 4, "no steady-state throughput:\n%s", out);
+    cr_expect(whole > 0 && steady > 0 && warm >= 0 && warm_steps == RUN_WARM_STEPS, "%s", tp);
     /* the last epoch's test accuracy: well above chance (25%) */
     const char *last = NULL;
     for (const char *p = strstr(out, "test loss"); p; p = strstr(p + 1, "test loss")) last = p;

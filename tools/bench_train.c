@@ -7,7 +7,8 @@
  *               batches read once from the packed file: no loader, no disk, no decode.
  * end to end    train_run itself on the config as given (PNG folder, loader workers),
  *               cut to --e2e-steps steps with no evaluation and no checkpoint; the
- *               trainer's own totals give images/s.
+ *               trainer's own totals give images/s, after its first RUN_WARM_STEPS
+ *               steps (they size the step arena; compute-only leaves them out too).
  * Both are measured in rounds, one of each per round (compute at every batch size,
  * then end to end), and the median of the rounds is printed: on a machine shared with
  * other jobs, load that comes and goes then hits every variant alike.
@@ -29,6 +30,7 @@
 #include "models.h"
 #include "ops.h"
 #include "optim.h"
+#include "report.h"
 #include "train.h"
 
 enum { MAX_BATCHES = 8, MAX_ROUNDS = 64, BATCHES_IN_MEMORY = 4 };
@@ -247,7 +249,9 @@ static int session_rate(struct session *s, double seconds, struct rate *r) {
 /* ---- end to end: the trainer itself ---- */
 
 struct e2e {
-    double images_per_s, wait_share, loader_cpu_share;
+    double images_per_s;       /* after the run's first RUN_WARM_STEPS steps, as compute-only */
+    double whole_per_s;        /* every step, the warm-up included */
+    double wait_share, loader_cpu_share;
 };
 
 static int run_e2e(const struct config *base, int steps, struct e2e *r) {
@@ -261,7 +265,8 @@ static int run_e2e(const struct config *base, int steps, struct e2e *r) {
     memset(&tot, 0, sizeof tot);
     struct train_options opt = {.quiet = true, .totals = &tot};
     if (train_run(&cfg, &opt) != TRAIN_OK) return err_wrap("end-to-end run: ");
-    r->images_per_s = tot.wall_ns ? (double)tot.images / ((double)tot.wall_ns * 1e-9) : 0;
+    r->images_per_s = report_rate(tot.images - tot.warm_images, tot.wall_ns - tot.warm_ns);
+    r->whole_per_s = report_rate(tot.images, tot.wall_ns);
     r->wait_share = report_share(tot.wait_ns, tot.wall_ns);
     r->loader_cpu_share = report_share(tot.loader_cpu_ns, tot.process_cpu_ns);
     return 0;
@@ -409,7 +414,7 @@ int bench_train(int argc, char **argv) {
            path, be->name, omp_get_max_threads(), BATCHES_IN_MEMORY, seconds, e2e_steps, rounds);
     double ips[MAX_BATCHES][MAX_ROUNDS], faults[MAX_BATCHES][MAX_ROUNDS], cpu[MAX_BATCHES][MAX_ROUNDS];
     double allocs[MAX_BATCHES] = {0};
-    double e2e_ips[MAX_ROUNDS], e2e_wait[MAX_ROUNDS], e2e_loader[MAX_ROUNDS];
+    double e2e_ips[MAX_ROUNDS], e2e_whole[MAX_ROUNDS], e2e_wait[MAX_ROUNDS], e2e_loader[MAX_ROUNDS];
     for (int r = 0; r < rounds && !rc; r++) {
         for (int b = 0; b < n_batches && !rc; b++) {
             struct rate rt = {0};
@@ -421,7 +426,7 @@ int bench_train(int argc, char **argv) {
         }
         struct e2e e = {0};
         if (!rc && e2e_steps > 0) rc = run_e2e(&cfg, e2e_steps, &e);
-        e2e_ips[r] = e.images_per_s, e2e_wait[r] = e.wait_share, e2e_loader[r] = e.loader_cpu_share;
+        e2e_ips[r] = e.images_per_s, e2e_whole[r] = e.whole_per_s, e2e_wait[r] = e.wait_share, e2e_loader[r] = e.loader_cpu_share;
     }
     int at128 = -1;
     for (int b = 0; b < n_batches && !rc; b++) {
@@ -443,6 +448,8 @@ int bench_train(int argc, char **argv) {
                cfg_enum_name("data.dataset", cfg.data.dataset), cfg_enum_name("loader.cache", cfg.loader.cache),
                cfg.loader.workers, 100 * median(e2e_wait, rounds), 100 * median(e2e_loader, rounds));
         print_rounds(e2e_ips, rounds);
+        printf("              (after the run's first %d steps, as compute-only; with them, as the trainer "
+               "reports its whole run: %.0f images/s)\n", RUN_WARM_STEPS, median(e2e_whole, rounds));
         for (int b = 0; b < n_batches; b++)
             if (batches[b] == cfg.loader.batch)
                 printf("end to end / compute-only at batch %d: %.0f%%\n", cfg.loader.batch,

@@ -5,6 +5,8 @@
 
 double report_share(int64_t part, int64_t whole) { return whole > 0 ? (double)part / (double)whole : 0.0; }
 
+double report_rate(int64_t images, int64_t ns) { return ns > 0 ? (double)images / ((double)ns * 1e-9) : 0.0; }
+
 enum input_bound report_classify(double input_share) {
     return input_share < 0.05 ? INPUT_NOT_BOUND : input_share <= 0.20 ? INPUT_MODERATELY : INPUT_HIGHLY;
 }
@@ -65,7 +67,12 @@ void report_print(FILE *f, const struct run_totals *t, const struct config *cfg)
     line(f, "copy h2d", t->h2d_ns, t->wall_ns);
     line(f, "compute", t->compute_ns, t->wall_ns);
     line(f, "other", other, t->wall_ns);
-    fprintf(f, "  throughput %.0f images/s\n", t->wall_ns > 0 ? (double)t->images / ((double)t->wall_ns * 1e-9) : 0.0);
+    fprintf(f, "  throughput %.0f images/s", report_rate(t->images, t->wall_ns));
+    if (t->steps > RUN_WARM_STEPS)
+        fprintf(f, "; %.0f after the first %d steps (%.0f ms: the step arena sizing itself)",
+                report_rate(t->images - t->warm_images, t->wall_ns - t->warm_ns), RUN_WARM_STEPS,
+                (double)t->warm_ns * 1e-6);
+    fputc('\n', f);
     fprintf(f, "  loader CPU %.1f%% of the process's CPU time (%d cores)\n",
             100 * report_share(t->loader_cpu_ns, t->process_cpu_ns), t->cores);
     fprintf(f, "verdict: %s (%.1f%% of step time waiting for input)\n", bound_words[report_classify(input)],

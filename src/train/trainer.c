@@ -432,7 +432,9 @@ static enum train_status run(struct trainer *t) {
             t->tot.wait_ns += fb.wait_ns;
             t->tot.h2d_ns += h2d;
             t->tot.compute_ns += compute;
-            t->tot.wall_ns += data_now_ns() - t0;
+            int64_t step_ns = data_now_ns() - t0;
+            if (t->tot.steps < RUN_WARM_STEPS) t->tot.warm_ns += step_ns, t->tot.warm_images += n;
+            t->tot.wall_ns += step_ns;
             t->tot.images += n;
             t->tot.steps++;
             progress(t, epoch, i, nb, &m, false);
