@@ -78,6 +78,8 @@ $(BUILD)/bin/%: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(wildcard tests/fixtures/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcriterion -o $@
+# The kernel cases the CPU and CUDA kernel suites share.
+$(BUILD)/tests/test_kernels $(BUILD)/tests/test_cuda: tests/kcases.h
 
 # Installs only what is missing; prints what it does.
 DEB_PKGS := build-essential pkg-config libcriterion-dev libstb-dev libopenblas-dev zlib1g-dev

@@ -36,6 +36,7 @@
 #include "autograd.h"
 #include "backend.h"
 #include "error.h"
+#include "kcases.h"
 #include "ns_math.h"
 #include "models.h"
 #include "nn.h"
@@ -87,405 +88,15 @@ static void expect_no_cuda_error(const char *what) {
     cr_expect(e == NULL, "%s: the CUDA backend recorded an error: %s", what, e ? e : "");
 }
 
-/* ---- one case: an entry, its sizes, its scalars ---- */
+/* ---- what kcases.h leaves to this suite ---- */
 
-struct kcase;
-
-enum role {
-    IN,    /* random input; must come back unchanged */
-    OUT,   /* forward output, or a gradient with acc = false: starts NaN, must be overwritten */
-    INOUT, /* random, updated in place (running stats, optimizer state, gemm's C) */
-    ACC,   /* gradient: starts random, must be accumulated into */
-};
-
-struct buf {
-    const char *name;
-    enum role role;
-    size_t n;   /* floats; 0: the entry gets NULL */
-    float lo, hi;
-    bool exact; /* integers stored as floats (max indices, counts): must match exactly */
-};
-
-enum { MAX_BUFS = 8 };
-
-struct op {
-    const char *name;
-    int (*layout)(const struct kcase *c, struct buf *b);
-    /* b: the buffers in be's memory, in layout order */
-    void (*call)(const struct backend *be, const struct kcase *c, float **b, void *ws);
-    bool conv_ws;
-};
-
-#define OPS(X)                                                                              \
-    X(gemm, false) X(axpy, false) X(conv2d_fwd, true) X(conv2d_bwd_data, true)              \
-    X(conv2d_bwd_filter, true) X(linear_fwd, false) X(linear_bwd, false)                    \
-    X(bn_fwd_train, false) X(bn_fwd_eval, false) X(bn_bwd, false) X(relu_fwd, false)        \
-    X(relu_bwd, false) X(add_fwd, false) X(maxpool_fwd, false) X(maxpool_bwd, false)        \
-    X(avgpool_fwd, false) X(avgpool_bwd, false) X(gap_fwd, false) X(gap_bwd, false)         \
-    X(softmax_xent_fwd, false) X(softmax_xent_bwd, false) X(argmax_correct, false)          \
-    X(normalize_u8, false) X(sgd_step, false)
-
-#define OP_ENUM(id, ws) OP_##id,
-enum op_id { OPS(OP_ENUM) };
-
-struct kcase {
-    enum op_id op;
-    int d[4];            /* sizes, meaning per op (see each layout) */
-    struct conv_geom cg; /* conv ops; oh, ow filled in by case_complete */
-    struct pool_geom pg; /* pool ops; oh, ow filled in by case_complete */
-    bool ta, tb;         /* gemm */
-    bool flag;           /* bias (conv, linear), nesterov (sgd), dx wanted (linear_bwd) */
-    bool overwrite;      /* conv2d_bwd_data, bn_bwd: called with acc = false */
-    float s[3];          /* scalars per op */
-    int shift;           /* buffers start this many floats into their block: misaligned */
-    bool integers;       /* random inputs rounded down to integers: ties for max, argmax */
-    float offset;        /* added to batch norm's x: a mean large against the spread */
-};
-
-static void case_complete(struct kcase *c) {
-    if (c->cg.n) {
-        c->cg.oh = conv_out_size(c->cg.h, c->cg.r, c->cg.stride, c->cg.pad);
-        c->cg.ow = conv_out_size(c->cg.w, c->cg.s, c->cg.stride, c->cg.pad);
-    }
-    if (c->pg.n) {
-        c->pg.oh = conv_out_size(c->pg.h, c->pg.size, c->pg.stride, c->pg.pad);
-        c->pg.ow = conv_out_size(c->pg.w, c->pg.size, c->pg.stride, c->pg.pad);
-    }
-}
-
-static const char *case_str(const char *op, const struct kcase *c, char *buf, size_t len) {
-    const struct conv_geom *g = &c->cg;
-    const struct pool_geom *p = &c->pg;
-    int at;
-    if (g->n)
-        at = snprintf(buf, len, "%s n%d c%d %dx%d k%d %dx%d stride %d pad %d%s", op, g->n, g->c,
-                      g->h, g->w, g->k, g->r, g->s, g->stride, g->pad, c->flag ? " +bias" : "");
-    else if (p->n)
-        at = snprintf(buf, len, "%s n%d c%d %dx%d size %d stride %d pad %d", op, p->n, p->c, p->h,
-                      p->w, p->size, p->stride, p->pad);
-    else
-        at = snprintf(buf, len, "%s [%d,%d,%d,%d] ta%d tb%d flag%d s=(%g,%g,%g)", op, c->d[0],
-                      c->d[1], c->d[2], c->d[3], c->ta, c->tb, c->flag, c->s[0], c->s[1], c->s[2]);
-    if (at > 0 && (size_t)at < len)
-        snprintf(buf + at, len - at, "%s%s%s%s", c->shift ? " misaligned" : "",
-                 c->integers ? " integers" : "", c->offset != 0.0f ? " offset" : "",
-                 c->overwrite ? " overwrite" : "");
-    return buf;
-}
-
-#define BUF(name, role, n, lo, hi) ((struct buf){name, role, (size_t)(n), lo, hi, false})
-
-static size_t conv_x_n(const struct conv_geom *g) { return (size_t)g->n * g->c * g->h * g->w; }
-static size_t conv_y_n(const struct conv_geom *g) { return (size_t)g->n * g->k * g->oh * g->ow; }
-static size_t conv_w_n(const struct conv_geom *g) { return (size_t)g->k * g->c * g->r * g->s; }
-static size_t pool_x_n(const struct pool_geom *g) { return (size_t)g->n * g->c * g->h * g->w; }
-static size_t pool_y_n(const struct pool_geom *g) { return (size_t)g->n * g->c * g->oh * g->ow; }
-
-/* `bytes` of host data copied into a new buffer in be's memory; free with be->free. */
-static void *table_copy_of(const struct backend *be, const void *host, size_t bytes) {
+/* labels, max indices, the workspace and u8 images: in the table's own memory */
+static void *table_alloc(const struct backend *be, size_t bytes) {
     void *d = be->alloc(bytes ? bytes : 1);
     cr_assert_not_null(d, "%s: alloc of %zu bytes: %s", be->name, bytes, err_get());
-    be->copy(d, host, bytes, COPY_H2D);
     return d;
 }
-
-/* int32 labels in [0,k), the same on every call, in be's memory */
-static int32_t *labels_in(const struct backend *be, int n, int k) {
-    int32_t *h = malloc(sizeof(int32_t) * (n ? n : 1));
-    uint64_t seed = 0x1abe15;
-    for (int i = 0; i < n; i++) h[i] = (int32_t)(tu_rand_u32(&seed) % (uint32_t)k);
-    int32_t *d = table_copy_of(be, h, sizeof(int32_t) * n);
-    free(h);
-    return d;
-}
-
-/* ---- the entries: layout + call ---- */
-
-/* gemm: d = (m, n, k), s = (alpha, beta); with beta == 0, C starts as NaN */
-static int gemm_layout(const struct kcase *c, struct buf *b) {
-    int m = c->d[0], n = c->d[1], k = c->d[2];
-    b[0] = BUF("a", IN, m * k, -1, 1);
-    b[1] = BUF("b", IN, k * n, -1, 1);
-    b[2] = BUF("c", c->s[1] == 0.0f ? OUT : INOUT, m * n, -1, 1);
-    return 3;
-}
-static void gemm_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->gemm(c->ta, c->tb, c->d[0], c->d[1], c->d[2], c->s[0], b[0], b[1], c->s[1], b[2]);
-}
-
-/* axpy: d = (n), s = (alpha) */
-static int axpy_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, c->d[0], -1, 1);
-    b[1] = BUF("y", ACC, c->d[0], -1, 1);
-    return 2;
-}
-static void axpy_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->axpy((size_t)c->d[0], c->s[0], b[0], b[1]);
-}
-
-/* conv: cg, flag = bias */
-static int conv2d_fwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, conv_x_n(&c->cg), -1, 1);
-    b[1] = BUF("w", IN, conv_w_n(&c->cg), -1, 1);
-    b[2] = BUF("bias", IN, c->flag ? c->cg.k : 0, -1, 1);
-    b[3] = BUF("y", OUT, conv_y_n(&c->cg), -1, 1);
-    return 4;
-}
-static void conv2d_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    be->conv2d_fwd(&c->cg, b[0], b[1], b[2], b[3], ws);
-}
-static int conv2d_bwd_data_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("dy", IN, conv_y_n(&c->cg), -1, 1);
-    b[1] = BUF("w", IN, conv_w_n(&c->cg), -1, 1);
-    b[2] = BUF("dx", c->overwrite ? OUT : ACC, conv_x_n(&c->cg), -1, 1);
-    return 3;
-}
-static void conv2d_bwd_data_call(const struct backend *be, const struct kcase *c, float **b,
-                                 void *ws) {
-    be->conv2d_bwd_data(&c->cg, b[0], b[1], b[2], !c->overwrite, ws);
-}
-static int conv2d_bwd_filter_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, conv_x_n(&c->cg), -1, 1);
-    b[1] = BUF("dy", IN, conv_y_n(&c->cg), -1, 1);
-    b[2] = BUF("dw", ACC, conv_w_n(&c->cg), -1, 1);
-    b[3] = BUF("dbias", ACC, c->flag ? c->cg.k : 0, -1, 1);
-    return 4;
-}
-static void conv2d_bwd_filter_call(const struct backend *be, const struct kcase *c, float **b,
-                                   void *ws) {
-    be->conv2d_bwd_filter(&c->cg, b[0], b[1], b[2], b[3], ws);
-}
-
-/* linear: d = (n, in, out), flag = bias (fwd) or dx wanted (bwd) */
-static int linear_fwd_layout(const struct kcase *c, struct buf *b) {
-    int n = c->d[0], in = c->d[1], out = c->d[2];
-    b[0] = BUF("x", IN, n * in, -1, 1);
-    b[1] = BUF("w", IN, out * in, -1, 1);
-    b[2] = BUF("bias", IN, c->flag ? out : 0, -1, 1);
-    b[3] = BUF("y", OUT, n * out, -1, 1);
-    return 4;
-}
-static void linear_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->linear_fwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3]);
-}
-static int linear_bwd_layout(const struct kcase *c, struct buf *b) {
-    int n = c->d[0], in = c->d[1], out = c->d[2];
-    b[0] = BUF("x", IN, n * in, -1, 1);
-    b[1] = BUF("w", IN, out * in, -1, 1);
-    b[2] = BUF("dy", IN, n * out, -1, 1);
-    b[3] = BUF("dx", ACC, c->flag ? n * in : 0, -1, 1);
-    b[4] = BUF("dw", ACC, out * in, -1, 1);
-    b[5] = BUF("dbias", ACC, out, -1, 1);
-    return 6;
-}
-static void linear_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->linear_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5]);
-}
-
-/* batch norm: d = (n, c, hw), s = (momentum, eps), offset shifts x */
-static int bn_fwd_train_layout(const struct kcase *c, struct buf *b) {
-    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
-    b[0] = BUF("x", IN, x, -2 + c->offset, 3 + c->offset);
-    b[1] = BUF("gamma", IN, ch, 0.5f, 1.5f);
-    b[2] = BUF("beta", IN, ch, -1, 1);
-    b[3] = BUF("y", OUT, x, 0, 0);
-    b[4] = BUF("mean", OUT, ch, 0, 0);
-    b[5] = BUF("invstd", OUT, ch, 0, 0);
-    b[6] = BUF("running_mean", INOUT, ch, -1, 1);
-    b[7] = BUF("running_var", INOUT, ch, 0.5f, 2);
-    return 8;
-}
-static void bn_fwd_train_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->bn_fwd_train(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-                     c->s[0], c->s[1]);
-}
-static int bn_fwd_eval_layout(const struct kcase *c, struct buf *b) {
-    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
-    b[0] = BUF("x", IN, x, -2, 3);
-    b[1] = BUF("gamma", IN, ch, 0.5f, 1.5f);
-    b[2] = BUF("beta", IN, ch, -1, 1);
-    b[3] = BUF("running_mean", IN, ch, -1, 1);
-    b[4] = BUF("running_var", IN, ch, 0.1f, 2);
-    b[5] = BUF("y", OUT, x, 0, 0);
-    return 6;
-}
-static void bn_fwd_eval_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->bn_fwd_eval(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], c->s[1], b[5]);
-}
-static int bn_bwd_layout(const struct kcase *c, struct buf *b) {
-    size_t x = (size_t)c->d[0] * c->d[1] * c->d[2], ch = (size_t)c->d[1];
-    b[0] = BUF("x", IN, x, -2, 3);
-    b[1] = BUF("dy", IN, x, -1, 1);
-    b[2] = BUF("gamma", IN, ch, 0.5f, 1.5f);
-    b[3] = BUF("mean", IN, ch, -0.5f, 0.5f);
-    b[4] = BUF("invstd", IN, ch, 0.5f, 2);
-    b[5] = BUF("dx", c->overwrite ? OUT : ACC, x, -1, 1);
-    b[6] = BUF("dgamma", ACC, ch, -1, 1);
-    b[7] = BUF("dbeta", ACC, ch, -1, 1);
-    return 8;
-}
-static void bn_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->bn_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1], b[2], b[3], b[4], b[5], !c->overwrite, b[6],
-               b[7]);
-}
-
-/* elementwise: d = (n) */
-static int relu_fwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, c->d[0], -1, 1);
-    b[1] = BUF("y", OUT, c->d[0], 0, 0);
-    return 2;
-}
-static void relu_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->relu_fwd((size_t)c->d[0], b[0], b[1]);
-}
-static int relu_bwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("y", IN, c->d[0], -1, 1); /* negatives stand for zeros: both mean "off" */
-    b[1] = BUF("dy", IN, c->d[0], -1, 1);
-    b[2] = BUF("dx", ACC, c->d[0], -1, 1);
-    return 3;
-}
-static void relu_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->relu_bwd((size_t)c->d[0], b[0], b[1], b[2]);
-}
-static int add_fwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("a", IN, c->d[0], -1, 1);
-    b[1] = BUF("b", IN, c->d[0], -1, 1);
-    b[2] = BUF("y", OUT, c->d[0], 0, 0);
-    return 3;
-}
-static void add_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->add_fwd((size_t)c->d[0], b[0], b[1], b[2]);
-}
-
-/* pooling: pg. The int32 max indices come back as floats (NaN where unwritten). */
-static int maxpool_fwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, pool_x_n(&c->pg), -1, 1);
-    b[1] = BUF("y", OUT, pool_y_n(&c->pg), 0, 0);
-    b[2] = BUF("idx", OUT, pool_y_n(&c->pg), 0, 0);
-    b[2].exact = true;
-    return 3;
-}
-static void maxpool_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    size_t n = pool_y_n(&c->pg);
-    int32_t *h = calloc(n + 1, sizeof *h);
-    float *f = calloc(n + 1, sizeof *f);
-    for (size_t i = 0; i < n; i++) h[i] = INT32_MIN;
-    int32_t *idx = table_copy_of(be, h, n * sizeof *h);
-    be->maxpool_fwd(&c->pg, b[0], b[1], idx);
-    be->copy(h, idx, n * sizeof *h, COPY_D2H);
-    for (size_t i = 0; i < n; i++) f[i] = h[i] == INT32_MIN ? NAN : (float)h[i];
-    be->copy(b[2], f, n * sizeof *f, COPY_H2D);
-    be->free(idx);
-    free(h);
-    free(f);
-}
-static int maxpool_bwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, pool_x_n(&c->pg), -1, 1);
-    b[1] = BUF("dy", IN, pool_y_n(&c->pg), -1, 1);
-    b[2] = BUF("dx", ACC, pool_x_n(&c->pg), -1, 1);
-    return 3;
-}
-static void maxpool_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    size_t n = pool_y_n(&c->pg);
-    float *y = be->alloc(n * sizeof(float));
-    int32_t *idx = be->alloc(n * sizeof(int32_t));
-    cr_assert(y && idx, "%s", err_get());
-    be->maxpool_fwd(&c->pg, b[0], y, idx);
-    be->maxpool_bwd(&c->pg, idx, b[1], b[2]);
-    be->free(y);
-    be->free(idx);
-}
-static int avgpool_fwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, pool_x_n(&c->pg), -1, 1);
-    b[1] = BUF("y", OUT, pool_y_n(&c->pg), 0, 0);
-    return 2;
-}
-static void avgpool_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->avgpool_fwd(&c->pg, b[0], b[1]);
-}
-static int avgpool_bwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("dy", IN, pool_y_n(&c->pg), -1, 1);
-    b[1] = BUF("dx", ACC, pool_x_n(&c->pg), -1, 1);
-    return 2;
-}
-static void avgpool_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->avgpool_bwd(&c->pg, b[0], b[1]);
-}
-
-/* global average pool: d = (n, c, hw) */
-static int gap_fwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("x", IN, c->d[0] * c->d[1] * c->d[2], -1, 1);
-    b[1] = BUF("y", OUT, c->d[0] * c->d[1], 0, 0);
-    return 2;
-}
-static void gap_fwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->gap_fwd(c->d[0], c->d[1], c->d[2], b[0], b[1]);
-}
-static int gap_bwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("dy", IN, c->d[0] * c->d[1], -1, 1);
-    b[1] = BUF("dx", ACC, c->d[0] * c->d[1] * c->d[2], -1, 1);
-    return 2;
-}
-static void gap_bwd_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->gap_bwd(c->d[0], c->d[1], c->d[2], b[0], b[1]);
-}
-
-/* loss: d = (n, k) */
-static int softmax_xent_fwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("logits", IN, c->d[0] * c->d[1], -5, 5);
-    b[1] = BUF("probs", OUT, c->d[0] * c->d[1], 0, 0);
-    b[2] = BUF("loss", OUT, 1, 0, 0);
-    return 3;
-}
-static void softmax_xent_fwd_call(const struct backend *be, const struct kcase *c, float **b,
-                                  void *ws) {
-    (void)ws;
-    int32_t *labels = labels_in(be, c->d[0], c->d[1]);
-    be->softmax_xent_fwd(c->d[0], c->d[1], b[0], labels, b[1], b[2]);
-    be->free(labels);
-}
-static int softmax_xent_bwd_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("probs", IN, c->d[0] * c->d[1], 0, 1);
-    b[1] = BUF("dloss", IN, 1, 0.5f, 2);
-    b[2] = BUF("dlogits", ACC, c->d[0] * c->d[1], -1, 1);
-    return 3;
-}
-static void softmax_xent_bwd_call(const struct backend *be, const struct kcase *c, float **b,
-                                  void *ws) {
-    (void)ws;
-    int32_t *labels = labels_in(be, c->d[0], c->d[1]);
-    be->softmax_xent_bwd(c->d[0], c->d[1], b[0], labels, b[1], b[2]);
-    be->free(labels);
-}
-static int argmax_correct_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("logits", IN, c->d[0] * c->d[1], -1, 1);
-    b[1] = BUF("correct", OUT, 1, 0, 0);
-    b[1].exact = true;
-    return 2;
-}
-static void argmax_correct_call(const struct backend *be, const struct kcase *c, float **b,
-                                void *ws) {
-    (void)ws;
-    int32_t *labels = labels_in(be, c->d[0], c->d[1]);
-    be->argmax_correct(c->d[0], c->d[1], b[0], labels, b[1]);
-    be->free(labels);
-}
+static void table_free(const struct backend *be, void *p) { be->free(p); }
 
 /* normalize_u8: d = (n, h, w, c). mean and std are host arrays (backend.h), so they
  * are made here rather than being buffers of the table. */
@@ -506,148 +117,52 @@ static void normalize_u8_call(const struct backend *be, const struct kcase *c, f
     tu_fill(&seed, std, ch, 0.2f, 1);
     uint8_t *dsrc = table_copy_of(be, src, n);
     be->normalize_u8(c->d[0], c->d[1], c->d[2], ch, dsrc, mean, std, b[0]);
-    be->free(dsrc);
+    table_free(be, dsrc);
     free(src);
     free(mean);
     free(std);
 }
 
-/* sgd_step: d = (n), s = (lr, momentum, weight_decay), flag = nesterov */
-static int sgd_step_layout(const struct kcase *c, struct buf *b) {
-    b[0] = BUF("w", INOUT, c->d[0], -1, 1);
-    b[1] = BUF("g", IN, c->d[0], -1, 1);
-    b[2] = BUF("v", INOUT, c->d[0], -1, 1);
-    return 3;
-}
-static void sgd_step_call(const struct backend *be, const struct kcase *c, float **b, void *ws) {
-    (void)ws;
-    be->sgd_step((size_t)c->d[0], b[0], b[1], b[2], c->s[0], c->s[1], c->flag, c->s[2]);
-}
+/* ---- the cases: the shared ones, and the CUDA tables' own ---- */
 
-#define OP_ENTRY(id, ws) [OP_##id] = {#id, id##_layout, id##_call, ws},
-static const struct op ops[] = {OPS(OP_ENTRY)};
-
-static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
-
-/* ---- the cases ---- */
-
-#define GEMM(m, n, k, ta_, tb_, alpha, beta) \
-    {.op = OP_gemm, .d = {m, n, k}, .ta = ta_, .tb = tb_, .s = {alpha, beta}}
-#define SIZED(op_, a, b, c_, d_) {.op = OP_##op_, .d = {a, b, c_, d_}}
 #define MISALIGNED(op_, n) {.op = OP_##op_, .d = {n}, .s = {0.5f}, .shift = 1}
-#define CONV(n, c, h, w, k, r, s, st, pad)                                                  \
-    {.op = OP_conv2d_fwd, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                        \
-    {.op = OP_conv2d_fwd, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .flag = true},          \
-    {.op = OP_conv2d_bwd_data, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                   \
-    {.op = OP_conv2d_bwd_data, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .overwrite = true},\
-    {.op = OP_conv2d_bwd_filter, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}},                 \
-    {.op = OP_conv2d_bwd_filter, .cg = {n, c, h, w, k, r, s, st, pad, 0, 0}, .flag = true}
-#define LINEAR(n, in, out)                                                                   \
-    {.op = OP_linear_fwd, .d = {n, in, out}}, {.op = OP_linear_fwd, .d = {n, in, out}, .flag = true}, \
-    {.op = OP_linear_bwd, .d = {n, in, out}}, {.op = OP_linear_bwd, .d = {n, in, out}, .flag = true}
-#define BN(n, c, hw)                                                                         \
-    {.op = OP_bn_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},                              \
-    {.op = OP_bn_fwd_eval, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},                               \
-    {.op = OP_bn_bwd, .d = {n, c, hw}}, {.op = OP_bn_bwd, .d = {n, c, hw}, .overwrite = true}
-#define POOL(n, c, h, w, size, st, pad)                                                      \
-    {.op = OP_maxpool_fwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
-    {.op = OP_maxpool_bwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
-    {.op = OP_avgpool_fwd, .pg = {n, c, h, w, size, st, pad, 0, 0}},                          \
-    {.op = OP_avgpool_bwd, .pg = {n, c, h, w, size, st, pad, 0, 0}}
-#define LOSS(n, k) SIZED(softmax_xent_fwd, n, k, 0, 0), SIZED(softmax_xent_bwd, n, k, 0, 0), \
-                   SIZED(argmax_correct, n, k, 0, 0)
-#define SGD(n, lr, momentum, wd, nesterov) \
-    {.op = OP_sgd_step, .d = {n}, .s = {lr, momentum, wd}, .flag = nesterov}
 
 enum { BIG = (1 << 20) + 3 }; /* many blocks, and a tail after the last float4 */
 
 static struct kcase cases[] = {
-    GEMM(1, 1, 1, false, false, 1, 0),
-    GEMM(5, 7, 3, false, false, 1, 0),
-    GEMM(5, 7, 3, true, false, -1.5f, 0.5f),
-    GEMM(4, 9, 6, false, true, 1, 0),
-    GEMM(7, 3, 11, true, true, 0.7f, 1),
-    GEMM(33, 17, 65, false, false, 1, 0.3f),
-    GEMM(3, 4, 0, false, false, 1, 0),   /* k = 0: C = 0 */
+    KCASES_SHARED,
     GEMM(3, 4, 0, false, false, 1, 0.5f), /* k = 0: C = beta C */
     GEMM(129, 257, 65, false, false, 1, 0),
     GEMM(129, 257, 65, true, false, 1, 1),
     GEMM(129, 257, 65, false, true, 2, 0),
     GEMM(129, 257, 65, true, true, 1, -1),
     GEMM(1, 1000, 3, false, false, 1, 0),
-    {.op = OP_axpy, .d = {1}, .s = {2}},
-    {.op = OP_axpy, .d = {1003}, .s = {-0.75f}},
     {.op = OP_axpy, .d = {BIG}, .s = {0.25f}},
     MISALIGNED(axpy, 1027),
     /*   n  c   h   w  k  r  s st pad */
-    CONV(1, 1,  5,  5, 1, 3, 3, 1, 1),
-    CONV(3, 3,  7,  9, 4, 3, 3, 2, 1),
-    CONV(3, 2,  8,  6, 5, 1, 1, 1, 0), /* pointwise */
-    CONV(1, 5,  6,  6, 4, 1, 1, 1, 0), /* pointwise, batch 1 */
-    CONV(1, 4,  9,  7, 3, 1, 1, 2, 0), /* the resnet shortcut */
-    CONV(3, 3, 11, 10, 2, 5, 5, 1, 2),
-    CONV(3, 2,  6,  7, 3, 5, 3, 2, 2),
-    CONV(1, 2,  4,  5, 3, 3, 3, 2, 2), /* pad wider than half the kernel */
-    CONV(3, 3,  5,  5, 2, 3, 3, 1, 0),
-    CONV(3, 2,  7,  7, 4, 3, 3, 2, 0),
     CONV(1, 3,  9,  9, 2, 5, 5, 2, 1),
-    CONV(3, 16, 13, 13, 8, 3, 3, 1, 1),
-    CONV(3, 16, 20, 20, 16, 1, 1, 1, 0),
-    CONV(3, 8, 15, 17, 8, 5, 5, 2, 2),
     /* resnet_small's layers at batch 8 */
     CONV(8, 1, 28, 28, 16, 3, 3, 1, 1),
     CONV(8, 16, 28, 28, 32, 3, 3, 2, 1),
     CONV(8, 32, 14, 14, 64, 1, 1, 2, 0),
     CONV(8, 64, 7, 7, 64, 3, 3, 1, 1),
-    LINEAR(1, 1, 1),
-    LINEAR(3, 7, 5),
-    LINEAR(5, 33, 10),
     LINEAR(64, 300, 10),
-    BN(1, 1, 7),
-    BN(2, 3, 1),
-    BN(3, 4, 5),
-    BN(3, 16, 49),
-    BN(8, 16, 784),
     BN(3, 5, 10007), /* slices of a channel that don't divide evenly */
     BN(128, 16, 784), /* resnet_small's stem at batch 128: 64 slices per channel */
     {.op = OP_bn_fwd_train, .d = {3, 4, 999}, .s = {0.1f, 1e-5f}, .offset = 50},
-    SIZED(relu_fwd, 1, 0, 0, 0), SIZED(relu_fwd, 1001, 0, 0, 0), SIZED(relu_fwd, BIG, 0, 0, 0),
-    SIZED(relu_bwd, 1, 0, 0, 0), SIZED(relu_bwd, 1001, 0, 0, 0), SIZED(relu_bwd, BIG, 0, 0, 0),
-    SIZED(add_fwd, 1, 0, 0, 0), SIZED(add_fwd, 1001, 0, 0, 0), SIZED(add_fwd, BIG, 0, 0, 0),
+    SIZED(relu_fwd, BIG, 0, 0, 0), SIZED(relu_bwd, BIG, 0, 0, 0), SIZED(add_fwd, BIG, 0, 0, 0),
     MISALIGNED(relu_fwd, 1027), MISALIGNED(relu_bwd, 1027), MISALIGNED(add_fwd, 1027),
-    /*   n  c  h  w size st pad */
-    POOL(1, 1, 4, 4, 2, 2, 0),
-    POOL(3, 2, 7, 9, 3, 2, 1),
-    POOL(3, 3, 5, 5, 3, 1, 1),
-    POOL(1, 2, 6, 5, 2, 1, 0),
-    POOL(3, 2, 7, 7, 3, 3, 0), /* the last row and column fall outside every window */
-    POOL(1, 2, 6, 6, 5, 2, 2),
-    POOL(8, 16, 28, 28, 3, 2, 1),
     POOL(2, 3, 28, 28, 2, 2, 0),
     {.op = OP_maxpool_fwd, .pg = {3, 2, 9, 9, 3, 1, 1, 0, 0}, .integers = true}, /* ties */
     {.op = OP_maxpool_bwd, .pg = {3, 2, 9, 9, 3, 1, 1, 0, 0}, .integers = true},
-    SIZED(gap_fwd, 1, 1, 1, 0), SIZED(gap_bwd, 1, 1, 1, 0),
-    SIZED(gap_fwd, 3, 5, 49, 0), SIZED(gap_bwd, 3, 5, 49, 0),
-    SIZED(gap_fwd, 2, 3, 7, 0), SIZED(gap_bwd, 2, 3, 7, 0),
     SIZED(gap_fwd, 128, 64, 49, 0), SIZED(gap_bwd, 128, 64, 49, 0),
     SIZED(gap_fwd, 3, 7, 1000, 0), SIZED(gap_bwd, 3, 7, 1000, 0),
-    LOSS(1, 1),
-    LOSS(1, 3),
-    LOSS(3, 10),
-    LOSS(5, 7),
     LOSS(128, 10),
     LOSS(5, 100),  /* more classes than a warp has lanes */
     LOSS(3, 1000),
     {.op = OP_argmax_correct, .d = {200, 6}, .integers = true}, /* ties: the first max wins */
-    SIZED(normalize_u8, 1, 2, 3, 1),
-    SIZED(normalize_u8, 3, 5, 7, 3),
-    SIZED(normalize_u8, 2, 28, 28, 1),
-    SIZED(normalize_u8, 32, 32, 32, 3),
     SIZED(normalize_u8, 2, 5, 7, 70), /* more channels than one launch takes */
     SIZED(normalize_u8, 128, 28, 28, 1),
-    SGD(1003, 0.1f, 0.9f, 5e-4f, true),
-    SGD(1003, 0.1f, 0.9f, 5e-4f, false),
-    SGD(7, 0.5f, 0, 0, false),
     SGD(BIG, 0.1f, 0.9f, 5e-4f, true),
     {.op = OP_sgd_step, .d = {1027}, .s = {0.1f, 0.9f, 5e-4f}, .flag = true, .shift = 1},
 };
@@ -656,23 +171,6 @@ static struct kcase cases[] = {
 
 enum { GUARD = 64 };                    /* floats after every buffer that nothing may touch */
 static const uint32_t GUARD_BITS = 0x7fc0beefu; /* a NaN no kernel computes */
-
-struct run {
-    int nb;
-    struct buf spec[MAX_BUFS];
-    float *data[MAX_BUFS];  /* what the entry left, back on the host */
-    float *start[MAX_BUFS]; /* what it got */
-    bool guard_ok[MAX_BUFS];
-    bool ws_guard_ok;
-};
-
-static uint64_t case_seed(const struct kcase *c) {
-    char name[256];
-    uint64_t h = 1469598103934665603ull; /* FNV-1a of the description */
-    for (const char *p = case_str(op_of(c)->name, c, name, sizeof name); *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    return h | 1;
-}
 
 static float *guard_pattern(void) {
     static float g[GUARD];
@@ -717,7 +215,7 @@ static void run_case(const struct kcase *c, const struct backend *be, struct run
 
     be->copy(ws_host, ws, ws_total, COPY_D2H);
     r->ws_guard_ok = guard_intact((const float *)(ws_host + ws_bytes));
-    be->free(ws);
+    table_free(be, ws);
     free(ws_host);
     for (int i = 0; i < r->nb; i++) {
         if (!raw[i]) continue;
@@ -727,32 +225,11 @@ static void run_case(const struct kcase *c, const struct backend *be, struct run
     }
 }
 
-static void run_free(struct run *r) {
-    for (int i = 0; i < r->nb; i++) {
-        free(r->data[i]);
-        free(r->start[i]);
-    }
-}
-
-/* max |a-b| / max(1, |a|, |b|); infinite where either side is NaN or infinite */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
-        double d = fabs((double)a[i] - (double)b[i]);
-        double m = fmax(1.0, fmax(fabs((double)a[i]), fabs((double)b[i])));
-        if (d / m > worst) worst = d / m;
-    }
-    return worst;
-}
-
 static size_t first_difference(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (memcmp(&a[i], &b[i], sizeof(float)) != 0) return i;
     return n;
 }
-
-static const double AGREE_TOL = 1e-4;
 
 /* Everything the CUDA run `got` must satisfy, against the CPU reference `ref`. */
 static void compare_runs(const char *name, const char *table, const struct run *ref,
@@ -768,7 +245,7 @@ static void compare_runs(const char *name, const char *table, const struct run *
                       s->name, at);
             continue;
         }
-        double err = rel_err(ref->data[i], got->data[i], s->n);
+        double err = tu_max_rel_err(ref->data[i], got->data[i], s->n);
         if (s->exact) {
             size_t at = first_difference(ref->data[i], got->data[i], s->n);
             cr_expect(at == s->n, "%s on %s: %s differs at %zu: cpu %g, cuda %g", name, table,
@@ -843,7 +320,7 @@ static void check_op(enum op_id op) {
 }
 
 #define OP_TEST(id, ws) Test(cuda_ops, id) { check_op(OP_##id); }
-OPS(OP_TEST)
+KCASE_OPS(OP_TEST)
 
 /* ---- the kernels' bodies, run on the CPU ----
  * A CPU table whose gemm, convolution and pooling entries loop over every output
@@ -1033,7 +510,7 @@ Test(cuda, tables_fill_every_entry) {
         cr_expect_str_eq(be->name, f == 0 ? "cuda-loop" : "cuda-vectorized");
         cr_expect_eq((int)be->flavour, f == 0 ? KF_LOOP : KF_VECTORIZED);
 #define ENTRY_SET(id, ws) cr_expect(be->id != NULL, "%s lacks " #id, be->name);
-        OPS(ENTRY_SET)
+        KCASE_OPS(ENTRY_SET)
         cr_expect(be->alloc && be->free && be->zero && be->copy && be->sync && be->conv2d_workspace,
                   "%s lacks a memory entry", be->name);
         const struct copy_stage *s = be->stage;
@@ -1314,9 +791,9 @@ Test(cuda, tf32_is_off_by_default_and_switches) {
         cuda_set_tf32(false);
         run_case(cs[i], be, &off_again);
         int y = off.nb - 1;
-        double e_off = rel_err(ref.data[y], off.data[y], off.spec[y].n);
-        double e_on = rel_err(ref.data[y], on.data[y], on.spec[y].n);
-        double e_again = rel_err(ref.data[y], off_again.data[y], off.spec[y].n);
+        double e_off = tu_max_rel_err(ref.data[y], off.data[y], off.spec[y].n);
+        double e_on = tu_max_rel_err(ref.data[y], on.data[y], on.spec[y].n);
+        double e_again = tu_max_rel_err(ref.data[y], off_again.data[y], off.spec[y].n);
         const char *what = i == 0 ? "gemm" : "conv";
         cr_expect(e_off <= AGREE_TOL, "%s without TF32 (the default): rel err %g", what, e_off);
         cr_expect(e_on <= 2e-2, "%s with TF32: rel err %g", what, e_on);
@@ -1389,8 +866,8 @@ static void resnet_steps(const struct backend *be, struct step_result *out) {
         be->copy(out->buffers + at, t->data, sizeof(float) * t->numel, COPY_D2H);
         at += t->numel;
     }
-    be->free(dimg);
-    be->free(labels);
+    table_free(be, dimg);
+    table_free(be, labels);
     ag_ctx_free(&c);
     nn_model_free(&m);
 }
@@ -1416,8 +893,10 @@ Test(cuda, a_resnet_small_training_step_matches_the_cpu) {
             cr_expect(fabsf(got.loss[s] - ref.loss[s]) <= 1e-4f * fmaxf(1.0f, fabsf(ref.loss[s])),
                       "%s: step %d loss %.7f, cpu %.7f", be->name, s + 1, (double)got.loss[s],
                       (double)ref.loss[s]);
-        double eg = rel_err(ref.g, got.g, ref.total), ew = rel_err(ref.w, got.w, ref.total);
-        double ev = rel_err(ref.v, got.v, ref.total), eb = rel_err(ref.buffers, got.buffers, ref.nbuf);
+        double eg = tu_max_rel_err(ref.g, got.g, ref.total);
+        double ew = tu_max_rel_err(ref.w, got.w, ref.total);
+        double ev = tu_max_rel_err(ref.v, got.v, ref.total);
+        double eb = tu_max_rel_err(ref.buffers, got.buffers, ref.nbuf);
         cr_expect(eg <= AGREE_TOL, "%s: gradients of step 2 differ, max rel err %g", be->name, eg);
         cr_expect(ew <= AGREE_TOL, "%s: weights after step 2 differ, max rel err %g", be->name, ew);
         cr_expect(ev <= AGREE_TOL, "%s: momentum after step 2 differs, max rel err %g", be->name, ev);
