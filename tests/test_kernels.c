@@ -73,6 +73,11 @@ static struct kcase agree_cases[] = {
     /* more output channels than a vector holds (bwd_filter runs 16 at a time) */
     CONV(2, 3, 7, 7, 40, 3, 3, 1, 1),
     CONV(4, 16, 9, 9, 32, 3, 3, 2, 1),
+    /* rows of resnet_small's width: 28 outputs, or 14 per column phase at stride 2,
+     * fill no whole number of vectors (tile_out's overlapping last vector) */
+    CONV(2, 3, 5, 28, 4, 3, 3, 1, 1),
+    CONV(2, 3, 6, 28, 4, 3, 3, 2, 1),
+    CONV(2, 3, 4, 19, 4, 3, 3, 1, 1),
     BN_RELU(1, 1, 7),
     BN_RELU(3, 4, 5),
     BN_RELU(3, 16, 49),
