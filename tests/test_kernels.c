@@ -78,6 +78,10 @@ static struct kcase agree_cases[] = {
     CONV(2, 3, 5, 28, 4, 3, 3, 1, 1),
     CONV(2, 3, 6, 28, 4, 3, 3, 2, 1),
     CONV(2, 3, 4, 19, 4, 3, 3, 1, 1),
+    /* bwd_filter transposes dy by blocks of 16 channels x 16 pixels: a plane of fewer
+     * pixels goes one at a time; 40 channels are two blocks and 8 one at a time */
+    CONV(2, 4, 3, 3, 16, 3, 3, 1, 1),
+    CONV(2, 3, 5, 7, 40, 3, 3, 1, 1),
     BN_RELU(1, 1, 7),
     BN_RELU(3, 4, 5),
     BN_RELU(3, 16, 49),

@@ -547,22 +547,65 @@ static float *conv_partial(const struct conv_job *j, int share) {
     return j->cw.partials + (size_t)share * conv_partial_floats(j->g);
 }
 
+/* m (VL rows of VL) -> its transpose, in four rounds: round s swaps the s x s blocks
+ * off the diagonal of every 2s x 2s block (s = 8, 4, 2, 1): rows r and r + s trade
+ * halves. A shuffle index past 15 picks from the second operand. */
+typedef int ivec __attribute__((vector_size(64)));
+static inline __attribute__((always_inline)) void transpose16(vec *m) {
+    static const ivec lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                               {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                               {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                               {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+    static const ivec hi[4] = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                               {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+                               {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+                               {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+#pragma GCC unroll 4
+    for (int round = 0, s = VL / 2; round < 4; round++, s /= 2)
+#pragma GCC unroll 16
+        for (int r = 0; r < VL; r++)
+            if (!(r & s)) {
+                vec a = m[r], b = m[r + s];
+                m[r] = __builtin_shuffle(a, b, lo[round]);
+                m[r + s] = __builtin_shuffle(a, b, hi[round]);
+            }
+}
+
 // dy (n,k,oh,ow), images b0.. -> dt (cells, kp): dt[q][k] = dy of channel k at cell q of
 // the grid, 0 on the margin's cells and for k >= the channels
+// By blocks of VL channels x VL pixels, transposed in registers: a pixel at a time,
+// each of its channels' loads came from a different plane and waited on memory. A
+// plane's last block overlaps the one before it; channels past the last whole block
+// (or all, on planes of fewer than VL pixels) go one at a time.
 SIMD_CLONES
 static void chunk_dy_t(const struct conv_geom *g, const struct conv_plan *p, const float *dy,
                        int b0, int nb, int kp, float *dt) {
-    size_t plane = (size_t)g->oh * g->ow;
+    int plane = g->oh * g->ow, blocked = plane >= VL ? g->k / VL * VL : 0;
     for (int b = 0; b < nb; b++) {
         const float *img = dy + (size_t)(b0 + b) * g->k * plane;
-        for (int i = 0; i < p->gy; i++)
-            for (int j = 0; j < p->gx; j++) {
-                float *to = dt + ((size_t)b * p->img + (size_t)i * p->gx + j) * kp;
-                int k = 0;
-                if (i < g->oh && j < g->ow)
-                    for (const float *from = img + (size_t)i * g->ow + j; k < g->k; k++) to[k] = from[k * plane];
-                for (; k < kp; k++) to[k] = 0.0f;
+        float *grid = dt + (size_t)b * p->img * kp;
+        for (int i = 0; i < p->gy; i++) /* the margin */
+            for (int j = i < g->oh ? g->ow : 0; j < p->gx; j++)
+                memset(grid + ((size_t)i * p->gx + j) * kp, 0, sizeof(float) * kp);
+        for (int k0 = 0; k0 < blocked; k0 += VL)
+            for (int at = 0; at < plane; at += VL) {
+                int a = min_int(at, plane - VL), i = a / g->ow, j = a % g->ow;
+                vec m[VL];
+                for (int c = 0; c < VL; c++) m[c] = VEC_AT(img + (size_t)(k0 + c) * plane + a);
+                transpose16(m);
+                for (int u = 0; u < VL; u++) {
+                    VEC_AT(grid + ((size_t)i * p->gx + j) * kp + k0) = m[u];
+                    if (++j == g->ow) j = 0, i++;
+                }
             }
+        if (blocked < kp)
+            for (int i = 0; i < g->oh; i++)
+                for (int j = 0; j < g->ow; j++) {
+                    float *to = grid + ((size_t)i * p->gx + j) * kp;
+                    int k = blocked;
+                    for (const float *from = img + (size_t)i * g->ow + j; k < g->k; k++) to[k] = from[k * plane];
+                    for (; k < kp; k++) to[k] = 0.0f;
+                }
     }
 }
 
