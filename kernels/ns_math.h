@@ -1,7 +1,9 @@
 /* kernels/ns_math.h — the per-element math and index arithmetic that every backend
  * shares. The CPU kernels call these, and the CUDA kernels call the very same
  * functions, so the CPU tests exercise the code the GPU runs. Everything here
- * carries an `ns_` prefix (conv_out_size keeps the name the ops know it by). */
+ * carries an `ns_` prefix (conv_out_size keeps the name the ops know it by).
+ * Whole per-element kernel bodies built on these (convolution, pooling, ...) are
+ * in ns_elem.h. */
 #ifndef NS_KERNELS_MATH_H
 #define NS_KERNELS_MATH_H
 

@@ -14,9 +14,12 @@
  *    inputs must come back bit for bit; the workspace starts as NaN bytes and has
  *    its own guard; and a second run of the same case must give the same bits.
  *  - cuda_bodies: no GPU needed. The per-element bodies the CUDA kernels call
- *    (kernels/cuda/cuda_kernels.h: gemm, direct and im2col convolution, pooling)
- *    run here over every element, as a CPU table, through the same cases and
- *    checks against the CPU loop table; and the window arithmetic against brute force.
+ *    (kernels/ns_elem.h: gemm, direct and im2col convolution, pooling) run here
+ *    over every element, as a CPU table, through the same cases and checks
+ *    against the CPU loop table; and the window arithmetic against brute force.
+ *    The loop table runs most of these bodies itself (all but im2col), so for
+ *    those this checks the CUDA-side wiring; test_kernels checks the bodies
+ *    against the vectorized table and finite differences.
  *  - cuda: the tables are complete; the copy stage moves bytes unchanged from
  *    pinned and pageable memory on either stream; events order the streams; a
  *    ring of two slots with a slow consumer never overwrites a slot the device
@@ -37,6 +40,7 @@
 #include "backend.h"
 #include "error.h"
 #include "kcases.h"
+#include "ns_elem.h"
 #include "ns_math.h"
 #include "models.h"
 #include "nn.h"
@@ -44,7 +48,6 @@
 #include "optim.h"
 #include "testutil.h"
 
-#include "cuda/cuda_kernels.h"
 #ifdef NS_HAVE_CUDA
 #include "cuda/cuda_backend.h"
 #else
@@ -324,7 +327,7 @@ KCASE_OPS(OP_TEST)
 
 /* ---- the kernels' bodies, run on the CPU ----
  * A CPU table whose gemm, convolution and pooling entries loop over every output
- * element calling the same cuda_kernels.h function a CUDA thread calls for it. */
+ * element calling the same ns_elem.h function a CUDA thread calls for it. */
 
 static void body_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
                       const float *b, float beta, float *c) {
@@ -339,11 +342,10 @@ static void body_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
 static void body_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
                                  float *dx, bool acc, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < conv_x_n(g); o++) {
-        float v = ns_conv_bwd_data_at(g, dy, w, o);
-        dx[o] = acc ? dx[o] + v : v;
-    }
+    for (size_t o = 0; o < conv_x_n(g); o++)
+        dx[o] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[o] : 0.0f, o);
 }
+/* the im2col path's bias gradient (cu_bias_grad): each channel's sum, then added */
 static void body_bias_grad(const struct conv_geom *g, const float *dy, float *dbias) {
     size_t ohow = (size_t)g->oh * g->ow;
     for (int ko = 0; ko < g->k; ko++) {
@@ -356,8 +358,10 @@ static void body_bias_grad(const struct conv_geom *g, const float *dy, float *db
 static void body_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                    float *dw, float *dbias, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < conv_w_n(g); o++) dw[o] += ns_conv_bwd_filter_at(g, x, dy, o);
-    if (dbias) body_bias_grad(g, dy, dbias);
+    for (size_t o = 0; o < conv_w_n(g); o++) dw[o] = ns_conv_bwd_filter_at(g, x, dy, dw[o], o);
+    if (dbias)
+        for (int ko = 0; ko < g->k; ko++)
+            dbias[ko] = ns_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
 }
 
 /* The im2col path of cuda_conv_im2col.cu, two images per chunk (so a batch of 3

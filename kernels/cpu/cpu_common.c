@@ -10,6 +10,7 @@
 
 #include "cpu_common.h"
 #include "error.h"
+#include "ns_elem.h"
 #include "ns_math.h"
 
 /* ---- memory ---- */
@@ -227,21 +228,7 @@ void cpu_gap_bwd(int n, int c, int hw, const float *dy, float *dx) {
 void cpu_softmax_xent_fwd(int n, int k, const float *logits, const int32_t *labels,
                           float *probs, float *loss) {
     double total = 0.0;
-    for (int i = 0; i < n; i++) {
-        const float *row = logits + (size_t)i * k;
-        float *p = probs + (size_t)i * k;
-        /* Subtracting the row max keeps exp() from overflowing. */
-        float max = row[0];
-        for (int j = 1; j < k; j++) max = fmaxf(max, row[j]);
-        double sum = 0.0;
-        for (int j = 0; j < k; j++) {
-            p[j] = expf(row[j] - max);
-            sum += p[j];
-        }
-        for (int j = 0; j < k; j++) p[j] = (float)(p[j] / sum);
-        /* -log p[label], computed from the logits so a tiny p can't underflow to log(0) */
-        total += log(sum) + max - row[labels[i]];
-    }
+    for (int i = 0; i < n; i++) total += ns_softmax_xent_row(k, logits, labels, probs, i);
     *loss = (float)(total / n);
 }
 
@@ -249,25 +236,15 @@ void cpu_softmax_xent_fwd(int n, int k, const float *logits, const int32_t *labe
 void cpu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *labels,
                           const float *dloss, float *dlogits) {
     float scale = *dloss / (float)n;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < k; j++) {
-            size_t at = (size_t)i * k + j;
-            float onehot = j == labels[i] ? 1.0f : 0.0f;
-            dlogits[at] += scale * (probs[at] - onehot);
-        }
+    for (size_t o = 0; o < (size_t)n * k; o++)
+        dlogits[o] += ns_softmax_xent_grad_at(k, probs, labels, scale, o);
 }
 
 // logits (n,k), labels (n) -> *correct (scalar)
 void cpu_argmax_correct(int n, int k, const float *logits, const int32_t *labels,
                         float *correct) {
     int hits = 0;
-    for (int i = 0; i < n; i++) {
-        const float *row = logits + (size_t)i * k;
-        int best = 0;
-        for (int j = 1; j < k; j++)
-            if (row[j] > row[best]) best = j;
-        hits += best == labels[i];
-    }
+    for (int i = 0; i < n; i++) hits += ns_argmax_row(k, logits, i) == labels[i];
     *correct = (float)hits;
 }
 
@@ -276,26 +253,12 @@ void cpu_argmax_correct(int n, int k, const float *logits, const int32_t *labels
 // x (h,w) -> y (oh,ow), idx (oh,ow) = flat h*w index of each max
 static void maxpool_plane_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
     for (int oy = 0; oy < g->oh; oy++)
-        for (int ox = 0; ox < g->ow; ox++) {
-            float best = 0.0f;
-            int32_t at = -1; /* stays -1 only for a window wholly in the padding */
-            for (int ky = 0; ky < g->size; ky++)
-                for (int kx = 0; kx < g->size; kx++) {
-                    int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                    int ix = ns_conv_in_pos(ox, kx, g->stride, g->pad);
-                    if (!ns_in_range(iy, g->h) || !ns_in_range(ix, g->w)) continue;
-                    int32_t here = iy * g->w + ix;
-                    if (at < 0 || x[here] > best) {
-                        best = x[here];
-                        at = here;
-                    }
-                }
-            y[oy * g->ow + ox] = best;
-            idx[oy * g->ow + ox] = at;
-        }
+        for (int ox = 0; ox < g->ow; ox++)
+            y[oy * g->ow + ox] = ns_maxpool_window(g, x, oy, ox, &idx[oy * g->ow + ox]);
 }
 
-// idx (oh,ow), dy (oh,ow) -> dx (h,w) +=
+// idx (oh,ow), dy (oh,ow) -> dx (h,w) +=; a scatter: the same sums, in the same order, as
+// the gather of ns_maxpool_bwd_at that the GPU runs, without its search for the windows
 static void maxpool_plane_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy,
                            float *dx) {
     for (int o = 0; o < g->oh * g->ow; o++)
@@ -305,19 +268,10 @@ static void maxpool_plane_bwd(const struct pool_geom *g, const int32_t *idx, con
 // x (h,w) -> y (oh,ow); padded taps count as zeros in the size*size divisor
 static void avgpool_plane_fwd(const struct pool_geom *g, const float *x, float *y) {
     for (int oy = 0; oy < g->oh; oy++)
-        for (int ox = 0; ox < g->ow; ox++) {
-            float sum = 0.0f;
-            for (int ky = 0; ky < g->size; ky++)
-                for (int kx = 0; kx < g->size; kx++) {
-                    int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                    int ix = ns_conv_in_pos(ox, kx, g->stride, g->pad);
-                    if (ns_in_range(iy, g->h) && ns_in_range(ix, g->w)) sum += x[iy * g->w + ix];
-                }
-            y[oy * g->ow + ox] = sum / (float)(g->size * g->size);
-        }
+        for (int ox = 0; ox < g->ow; ox++) y[oy * g->ow + ox] = ns_avgpool_window(g, x, oy, ox);
 }
 
-// dy (oh,ow) -> dx (h,w) +=
+// dy (oh,ow) -> dx (h,w) +=; a scatter, as maxpool_plane_bwd (ns_avgpool_bwd_at on the GPU)
 static void avgpool_plane_bwd(const struct pool_geom *g, const float *dy, float *dx) {
     for (int oy = 0; oy < g->oh; oy++)
         for (int ox = 0; ox < g->ow; ox++) {

@@ -1,10 +1,14 @@
 /* loop.c — the CPU `loop` backend: the textbook version of every kernel, plain
  * nested loops to read line by line. It is the reference the fast kernels are
  * checked against, and the baseline the benchmarks measure them by.
+ * Where a kernel computes each output element on its own, the loop over the
+ * elements is here and the element's body is in ns_elem.h, the very function a
+ * CUDA thread runs for that element (cuda_loop.cu).
  * Entries that would be the same code in both CPU tables live in cpu_common.c. */
 #include <string.h>
 
 #include "cpu_common.h"
+#include "ns_elem.h"
 #include "ns_math.h"
 
 /* ---- dense ---- */
@@ -12,15 +16,8 @@
 // op(a) (m,k), op(b) (k,n) -> c (m,n) = alpha*op(a)op(b) + beta*c
 static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
                       const float *b, float beta, float *c) {
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) {
-            float acc = 0.0f;
-            for (int p = 0; p < k; p++)
-                acc += a[ns_idx_op(ta, i, p, m, k)] * b[ns_idx_op(tb, p, j, k, n)];
-            /* beta == 0 ignores c entirely, as BLAS does: it may hold garbage or NaN */
-            float *out = &c[(size_t)i * n + j];
-            *out = beta == 0.0f ? alpha * acc : alpha * acc + beta * *out;
-        }
+    for (size_t o = 0; o < (size_t)m * n; o++)
+        c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, o);
 }
 
 /* ---- convolution ---- */
@@ -34,22 +31,8 @@ static size_t loop_conv2d_workspace(const struct conv_geom *g) {
 static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
                             const float *bias, float *y, void *ws) {
     (void)ws;
-    for (int b = 0; b < g->n; b++)
-        for (int ko = 0; ko < g->k; ko++)
-            for (int oy = 0; oy < g->oh; oy++)
-                for (int ox = 0; ox < g->ow; ox++) {
-                    float acc = bias ? bias[ko] : 0.0f;
-                    for (int ci = 0; ci < g->c; ci++)
-                        for (int ky = 0; ky < g->r; ky++)
-                            for (int kx = 0; kx < g->s; kx++) {
-                                int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                                int ix = ns_conv_in_pos(ox, kx, g->stride, g->pad);
-                                if (!ns_in_range(iy, g->h) || !ns_in_range(ix, g->w)) continue;
-                                acc += x[ns_idx4(b, ci, iy, ix, g->c, g->h, g->w)] *
-                                       w[ns_idx4(ko, ci, ky, kx, g->c, g->r, g->s)];
-                            }
-                    y[ns_idx4(b, ko, oy, ox, g->k, g->oh, g->ow)] = acc;
-                }
+    for (size_t o = 0; o < (size_t)g->n * g->k * g->oh * g->ow; o++)
+        y[o] = ns_conv_fwd_at(g, x, w, bias, o);
 }
 
 // dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += (= when !acc)
@@ -57,44 +40,19 @@ static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
                                  float *dx, bool acc, void *ws) {
     (void)ws;
-    if (!acc) memset(dx, 0, sizeof(float) * g->n * g->c * g->h * g->w);
-    for (int b = 0; b < g->n; b++)
-        for (int ko = 0; ko < g->k; ko++)
-            for (int oy = 0; oy < g->oh; oy++)
-                for (int ox = 0; ox < g->ow; ox++) {
-                    float grad = dy[ns_idx4(b, ko, oy, ox, g->k, g->oh, g->ow)];
-                    for (int ci = 0; ci < g->c; ci++)
-                        for (int ky = 0; ky < g->r; ky++)
-                            for (int kx = 0; kx < g->s; kx++) {
-                                int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                                int ix = ns_conv_in_pos(ox, kx, g->stride, g->pad);
-                                if (!ns_in_range(iy, g->h) || !ns_in_range(ix, g->w)) continue;
-                                dx[ns_idx4(b, ci, iy, ix, g->c, g->h, g->w)] +=
-                                    grad * w[ns_idx4(ko, ci, ky, kx, g->c, g->r, g->s)];
-                            }
-                }
+    for (size_t o = 0; o < (size_t)g->n * g->c * g->h * g->w; o++)
+        dx[o] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[o] : 0.0f, o);
 }
 
 // x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=, dbias (k) += (if not NULL)
 static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                    float *dw, float *dbias, void *ws) {
     (void)ws;
-    for (int b = 0; b < g->n; b++)
+    for (size_t o = 0; o < (size_t)g->k * g->c * g->r * g->s; o++)
+        dw[o] = ns_conv_bwd_filter_at(g, x, dy, dw[o], o);
+    if (dbias)
         for (int ko = 0; ko < g->k; ko++)
-            for (int oy = 0; oy < g->oh; oy++)
-                for (int ox = 0; ox < g->ow; ox++) {
-                    float grad = dy[ns_idx4(b, ko, oy, ox, g->k, g->oh, g->ow)];
-                    if (dbias) dbias[ko] += grad;
-                    for (int ci = 0; ci < g->c; ci++)
-                        for (int ky = 0; ky < g->r; ky++)
-                            for (int kx = 0; kx < g->s; kx++) {
-                                int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                                int ix = ns_conv_in_pos(ox, kx, g->stride, g->pad);
-                                if (!ns_in_range(iy, g->h) || !ns_in_range(ix, g->w)) continue;
-                                dw[ns_idx4(ko, ci, ky, kx, g->c, g->r, g->s)] +=
-                                    grad * x[ns_idx4(b, ci, iy, ix, g->c, g->h, g->w)];
-                            }
-                }
+            dbias[ko] = ns_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
 }
 
 /* ---- linear ---- */
@@ -102,12 +60,7 @@ static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, co
 // x (n,in), w (out,in), bias (out) or NULL -> y (n,out) = x w^T + bias
 static void loop_linear_fwd(int n, int in, int out, const float *x, const float *w,
                             const float *bias, float *y) {
-    for (int i = 0; i < n; i++)
-        for (int o = 0; o < out; o++) {
-            float acc = bias ? bias[o] : 0.0f;
-            for (int j = 0; j < in; j++) acc += x[(size_t)i * in + j] * w[(size_t)o * in + j];
-            y[(size_t)i * out + o] = acc;
-        }
+    for (size_t o = 0; o < (size_t)n * out; o++) y[o] = ns_linear_fwd_at(in, out, x, w, bias, o);
 }
 
 // x (n,in), w (out,in), dy (n,out) -> dx (n,in) +=, dw (out,in) +=, dbias (out) +=
@@ -115,23 +68,12 @@ static void loop_linear_fwd(int n, int in, int out, const float *x, const float 
 static void loop_linear_bwd(int n, int in, int out, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *dbias) {
     if (dx)
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < in; j++) {
-                float acc = 0.0f;
-                for (int o = 0; o < out; o++)
-                    acc += dy[(size_t)i * out + o] * w[(size_t)o * in + j];
-                dx[(size_t)i * in + j] += acc;
-            }
+        for (size_t o = 0; o < (size_t)n * in; o++) dx[o] += ns_linear_bwd_x_at(in, out, w, dy, o);
     if (dw)
-        for (int o = 0; o < out; o++)
-            for (int j = 0; j < in; j++) {
-                float acc = 0.0f;
-                for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + o] * x[(size_t)i * in + j];
-                dw[(size_t)o * in + j] += acc;
-            }
+        for (size_t o = 0; o < (size_t)out * in; o++)
+            dw[o] += ns_linear_bwd_w_at(n, in, out, x, dy, o);
     if (dbias)
-        for (int o = 0; o < out; o++)
-            for (int i = 0; i < n; i++) dbias[o] += dy[(size_t)i * out + o];
+        for (int o = 0; o < out; o++) dbias[o] = ns_bias_grad_at(n, out, 1, dy, dbias[o], o);
 }
 
 /* ---- batch norm ---- */
@@ -142,31 +84,13 @@ static void loop_bn_fwd_train(int n, int c, int hw, const float *x, const float 
                               const float *beta, float *y, float *mean, float *invstd,
                               float *running_mean, float *running_var, float momentum,
                               float eps) {
-    long m = (long)n * hw;
     for (int ch = 0; ch < c; ch++) {
-        double sum = 0.0;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < hw; j++) sum += x[ns_idx3(i, ch, j, c, hw)];
-        float mu = (float)(sum / m);
-
-        double squares = 0.0;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < hw; j++) {
-                float d = x[ns_idx3(i, ch, j, c, hw)] - mu;
-                squares += d * d;
-            }
-        float var = (float)(squares / m);
-        float is = 1.0f / sqrtf(var + eps);
-
+        ns_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, ch);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < hw; j++) {
                 size_t at = ns_idx3(i, ch, j, c, hw);
-                y[at] = ns_bn_normalize(x[at], mu, is, gamma[ch], beta[ch]);
+                y[at] = ns_bn_normalize(x[at], mean[ch], invstd[ch], gamma[ch], beta[ch]);
             }
-        mean[ch] = mu;
-        invstd[ch] = is;
-        running_mean[ch] = ns_running_update(running_mean[ch], mu, momentum);
-        running_var[ch] = ns_running_update(running_var[ch], ns_unbiased_var(var, m), momentum);
     }
 }
 
@@ -192,14 +116,8 @@ static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
     long m = (long)n * hw;
     if (!acc_dx) memset(dx, 0, sizeof(float) * n * c * hw);
     for (int ch = 0; ch < c; ch++) {
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < hw; j++) {
-                size_t at = ns_idx3(i, ch, j, c, hw);
-                float xhat = (x[at] - mean[ch]) * invstd[ch];
-                sum_dy += dy[at];
-                sum_dy_xhat += dy[at] * xhat;
-            }
+        double sum_dy, sum_dy_xhat;
+        ns_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, ch, &sum_dy, &sum_dy_xhat);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < hw; j++) {
                 size_t at = ns_idx3(i, ch, j, c, hw);

@@ -78,6 +78,38 @@ unsigned cu_blocks(size_t n, unsigned threads);
 // Blocks for a grid-stride loop: enough to fill every SM a few times over.
 unsigned cu_stride_blocks(size_t n, unsigned threads);
 
+// Launches `kernel` with one thread per element of an n-element output on the compute
+// stream; nothing when n is 0.
+#define CU_LAUNCH_PER_ELEMENT(kernel, n, ...)                                            \
+    do {                                                                                 \
+        unsigned blocks_ = cu_blocks((n), CU_THREADS);                                   \
+        if (blocks_) {                                                                   \
+            kernel<<<blocks_, CU_THREADS, 0, cu_compute()>>>(__VA_ARGS__);               \
+            CU_LAUNCHED(#kernel);                                                        \
+        }                                                                                \
+    } while (0)
+
+// normalize_u8's per-channel constants travel by value in the kernel's parameters
+// (they are host arrays); more channels than this go in groups, one launch each.
+enum { NS_NORM_MAX_CH = 64 };
+struct ns_norm_params {
+    int c0, cn;  // channels [c0, c0 + cn) of this launch
+    float mean[NS_NORM_MAX_CH], std[NS_NORM_MAX_CH];
+};
+
+// The launch for the group of channels from c0, of c in all; mean, std (c) on the host.
+static inline struct ns_norm_params cu_norm_params(int c0, int c, const float *mean,
+                                                   const float *std) {
+    struct ns_norm_params p;
+    p.c0 = c0;
+    p.cn = c - c0 < NS_NORM_MAX_CH ? c - c0 : NS_NORM_MAX_CH;
+    for (int j = 0; j < p.cn; j++) {
+        p.mean[j] = mean[c0 + j];
+        p.std[j] = std[c0 + j];
+    }
+    return p;
+}
+
 // The flat index of this thread over the whole grid, and the grid's size.
 __device__ static inline size_t cu_tid(void) {
     return (size_t)blockIdx.x * blockDim.x + threadIdx.x;

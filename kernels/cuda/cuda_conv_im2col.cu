@@ -14,7 +14,7 @@
 #if !NS_HAVE_CUDNN
 #include "cuda_backend.h"
 #include "cuda_common.h"
-#include "cuda_kernels.h"
+#include "ns_elem.h"
 
 static size_t chunk_bytes = (size_t)64 << 20;
 
@@ -75,15 +75,6 @@ __global__ static void scatter_y_kernel(struct conv_geom g, int b0, int nb, cons
         y[b0 * image + o] = yp[ns_chunk_kp_index(&g, nb, o)] + (bias ? bias[o / ohow % g.k] : 0.0f);
 }
 
-#define LAUNCH_OVER(kernel, n, ...)                                                          \
-    do {                                                                                     \
-        unsigned blocks_ = cu_blocks((n), CU_THREADS);                                       \
-        if (blocks_) {                                                                       \
-            kernel<<<blocks_, CU_THREADS, 0, cu_compute()>>>(__VA_ARGS__);                   \
-            CU_LAUNCHED(#kernel);                                                            \
-        }                                                                                    \
-    } while (0)
-
 // x (n,c,h,w), w (k,c,r,s), bias (k) or NULL -> y (n,k,oh,ow)
 void cu_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w, const float *bias,
                    float *y, void *ws) {
@@ -92,9 +83,9 @@ void cu_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w, co
     float *col = (float *)ws, *yp = col + crs_of(g) * chunk * ohow;
     for (int b0 = 0; b0 < g->n; b0 += chunk) {
         int nb = g->n - b0 < chunk ? g->n - b0 : chunk, cols = (int)(nb * ohow);
-        LAUNCH_OVER(im2col_kernel, crs_of(g) * cols, *g, b0, nb, x, col);
+        CU_LAUNCH_PER_ELEMENT(im2col_kernel, crs_of(g) * cols, *g, b0, nb, x, col);
         cu_gemm(false, false, g->k, cols, crs, 1.0f, w, col, 0.0f, yp);
-        LAUNCH_OVER(scatter_y_kernel, (size_t)g->k * cols, *g, b0, nb, yp, bias, y);
+        CU_LAUNCH_PER_ELEMENT(scatter_y_kernel, (size_t)g->k * cols, *g, b0, nb, yp, bias, y);
     }
 }
 
@@ -106,9 +97,10 @@ void cu_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float 
     float *col = (float *)ws, *yp = col + crs_of(g) * chunk * ohow;
     for (int b0 = 0; b0 < g->n; b0 += chunk) {
         int nb = g->n - b0 < chunk ? g->n - b0 : chunk, cols = (int)(nb * ohow);
-        LAUNCH_OVER(gather_dy_kernel, (size_t)g->k * cols, *g, b0, nb, dy, yp);
+        CU_LAUNCH_PER_ELEMENT(gather_dy_kernel, (size_t)g->k * cols, *g, b0, nb, dy, yp);
         cu_gemm(true, false, crs, cols, g->k, 1.0f, w, yp, 0.0f, col);
-        LAUNCH_OVER(col2im_kernel, (size_t)nb * g->c * g->h * g->w, *g, b0, nb, col, dx, acc);
+        CU_LAUNCH_PER_ELEMENT(col2im_kernel, (size_t)nb * g->c * g->h * g->w, *g, b0, nb, col, dx,
+                              acc);
     }
 }
 
@@ -120,8 +112,8 @@ void cu_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float
     float *col = (float *)ws, *yp = col + crs_of(g) * chunk * ohow;
     for (int b0 = 0; b0 < g->n; b0 += chunk) {
         int nb = g->n - b0 < chunk ? g->n - b0 : chunk, cols = (int)(nb * ohow);
-        LAUNCH_OVER(im2col_kernel, crs_of(g) * cols, *g, b0, nb, x, col);
-        LAUNCH_OVER(gather_dy_kernel, (size_t)g->k * cols, *g, b0, nb, dy, yp);
+        CU_LAUNCH_PER_ELEMENT(im2col_kernel, crs_of(g) * cols, *g, b0, nb, x, col);
+        CU_LAUNCH_PER_ELEMENT(gather_dy_kernel, (size_t)g->k * cols, *g, b0, nb, dy, yp);
         cu_gemm(false, true, g->k, crs, cols, 1.0f, yp, col, 1.0f, dw);
     }
     if (dbias) cu_bias_grad(g->n, g->k, g->oh * g->ow, dy, dbias);

@@ -5,23 +5,14 @@
 // what kernels/cpu/loop.c would be with its outer loops turned into threads, and
 // the baseline the vectorized table is measured against.
 //
-// Every kernel starts from its flat output index `o`; the bodies of the big ones
-// (gemm, convolution, pooling) are in cuda_kernels.h, where the CPU tests run them
-// too, and split `o` into coordinates, innermost (fastest-varying) first. Entries return at once when there
-// is nothing to compute; pooling, the loss gradient and accuracy are shared with the
-// vectorized table (cuda_shared.cu).
+// Every kernel starts from its flat output index `o` (or its channel, or row); the
+// bodies of most (gemm, convolution, linear, batch norm, the softmax rows) are in
+// kernels/ns_elem.h, the same functions kernels/cpu/loop.c runs for each element,
+// and split `o` into coordinates, innermost (fastest-varying) first. Entries return
+// at once when there is nothing to compute; pooling, the loss gradient and accuracy
+// are shared with the vectorized table (cuda_shared.cu).
 #include "cuda_common.h"
-#include "cuda_kernels.h"
-
-// Launches one thread per element of an n-element output on the compute stream.
-#define LAUNCH_PER_ELEMENT(kernel, n, ...)                                                   \
-    do {                                                                                     \
-        unsigned blocks_ = cu_blocks((n), CU_THREADS);                                       \
-        if (blocks_) {                                                                       \
-            kernel<<<blocks_, CU_THREADS, 0, cu_compute()>>>(__VA_ARGS__);                   \
-            CU_LAUNCHED(#kernel);                                                            \
-        }                                                                                    \
-    } while (0)
+#include "ns_elem.h"
 
 // ---- dense -------------------------------------------------------------------------
 
@@ -34,7 +25,7 @@ __global__ static void gemm_kernel(bool ta, bool tb, int m, int n, int k, float 
 
 static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
                       const float *b, float beta, float *c) {
-    LAUNCH_PER_ELEMENT(gemm_kernel, (size_t)m * n, ta, tb, m, n, k, alpha, a, b, beta, c);
+    CU_LAUNCH_PER_ELEMENT(gemm_kernel, (size_t)m * n, ta, tb, m, n, k, alpha, a, b, beta, c);
 }
 
 // x (n), y (n): y += alpha*x
@@ -44,7 +35,7 @@ __global__ static void axpy_kernel(size_t n, float alpha, const float *x, float 
 }
 
 static void loop_axpy(size_t n, float alpha, const float *x, float *y) {
-    LAUNCH_PER_ELEMENT(axpy_kernel, n, n, alpha, x, y);
+    CU_LAUNCH_PER_ELEMENT(axpy_kernel, n, n, alpha, x, y);
 }
 
 // ---- convolution --------------------------------------------------------------------
@@ -64,7 +55,7 @@ __global__ static void conv_fwd_kernel(struct conv_geom g, const float *x, const
 static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
                             const float *bias, float *y, void *ws) {
     (void)ws;
-    LAUNCH_PER_ELEMENT(conv_fwd_kernel, (size_t)g->n * g->k * g->oh * g->ow, *g, x, w, bias, y);
+    CU_LAUNCH_PER_ELEMENT(conv_fwd_kernel, (size_t)g->n * g->k * g->oh * g->ow, *g, x, w, bias, y);
 }
 
 // dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += (= when !acc); a thread per dx element
@@ -72,16 +63,15 @@ static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
 __global__ static void conv_bwd_data_kernel(struct conv_geom g, const float *dy, const float *w,
                                             float *dx, bool acc) {
     size_t o = cu_tid();
-    if (o >= (size_t)g.n * g.c * g.h * g.w) return;
-    float v = ns_conv_bwd_data_at(&g, dy, w, o);
-    dx[o] = acc ? dx[o] + v : v;
+    if (o < (size_t)g.n * g.c * g.h * g.w)
+        dx[o] = ns_conv_bwd_data_at(&g, dy, w, acc ? dx[o] : 0.0f, o);  // dx not read when !acc
 }
 
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
                                  float *dx, bool acc, void *ws) {
     (void)ws;
-    LAUNCH_PER_ELEMENT(conv_bwd_data_kernel, (size_t)g->n * g->c * g->h * g->w, *g, dy, w, dx,
-                       acc);
+    CU_LAUNCH_PER_ELEMENT(conv_bwd_data_kernel, (size_t)g->n * g->c * g->h * g->w, *g, dy, w, dx,
+                          acc);
 }
 
 // x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=; a thread per dw element sums
@@ -89,24 +79,22 @@ static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, con
 __global__ static void conv_bwd_filter_kernel(struct conv_geom g, const float *x,
                                               const float *dy, float *dw) {
     size_t o = cu_tid();
-    if (o < (size_t)g.k * g.c * g.r * g.s) dw[o] += ns_conv_bwd_filter_at(&g, x, dy, o);
+    if (o < (size_t)g.k * g.c * g.r * g.s) dw[o] = ns_conv_bwd_filter_at(&g, x, dy, dw[o], o);
 }
 
 // dy (n,k,hw) -> dbias (k) +=; a thread per channel
 __global__ static void channel_sum_kernel(int n, int k, int hw, const float *dy, float *dbias) {
     size_t ko = cu_tid();
-    if (ko >= (size_t)k) return;
-    float acc = 0.0f;
-    for (int b = 0; b < n; b++)
-        for (int j = 0; j < hw; j++) acc += dy[ns_idx3(b, (int)ko, j, k, hw)];
-    dbias[ko] += acc;
+    if (ko < (size_t)k) dbias[ko] = ns_bias_grad_at(n, k, hw, dy, dbias[ko], (int)ko);
 }
 
 static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                    float *dw, float *dbias, void *ws) {
     (void)ws;
-    LAUNCH_PER_ELEMENT(conv_bwd_filter_kernel, (size_t)g->k * g->c * g->r * g->s, *g, x, dy, dw);
-    if (dbias) LAUNCH_PER_ELEMENT(channel_sum_kernel, (size_t)g->k, g->n, g->k, g->oh * g->ow, dy, dbias);
+    CU_LAUNCH_PER_ELEMENT(conv_bwd_filter_kernel, (size_t)g->k * g->c * g->r * g->s, *g, x, dy, dw);
+    if (dbias)
+        CU_LAUNCH_PER_ELEMENT(channel_sum_kernel, (size_t)g->k, g->n, g->k, g->oh * g->ow, dy,
+                              dbias);
 }
 
 // ---- linear ---------------------------------------------------------------------------
@@ -115,47 +103,35 @@ static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, co
 __global__ static void linear_fwd_kernel(int n, int in, int out, const float *x, const float *w,
                                          const float *bias, float *y) {
     size_t o = cu_tid();
-    if (o >= (size_t)n * out) return;
-    int i = (int)(o / out), j = (int)(o % out);
-    float acc = bias ? bias[j] : 0.0f;
-    for (int p = 0; p < in; p++) acc += x[(size_t)i * in + p] * w[(size_t)j * in + p];
-    y[o] = acc;
+    if (o < (size_t)n * out) y[o] = ns_linear_fwd_at(in, out, x, w, bias, o);
 }
 
 static void loop_linear_fwd(int n, int in, int out, const float *x, const float *w,
                             const float *bias, float *y) {
-    LAUNCH_PER_ELEMENT(linear_fwd_kernel, (size_t)n * out, n, in, out, x, w, bias, y);
+    CU_LAUNCH_PER_ELEMENT(linear_fwd_kernel, (size_t)n * out, n, in, out, x, w, bias, y);
 }
 
 // dy (n,out), w (out,in) -> dx (n,in) += dy w
 __global__ static void linear_bwd_x_kernel(int n, int in, int out, const float *w,
                                            const float *dy, float *dx) {
     size_t o = cu_tid();
-    if (o >= (size_t)n * in) return;
-    int i = (int)(o / in), j = (int)(o % in);
-    float acc = 0.0f;
-    for (int p = 0; p < out; p++) acc += dy[(size_t)i * out + p] * w[(size_t)p * in + j];
-    dx[o] += acc;
+    if (o < (size_t)n * in) dx[o] += ns_linear_bwd_x_at(in, out, w, dy, o);
 }
 
 // dy (n,out), x (n,in) -> dw (out,in) += dy^T x
 __global__ static void linear_bwd_w_kernel(int n, int in, int out, const float *x,
                                            const float *dy, float *dw) {
     size_t o = cu_tid();
-    if (o >= (size_t)out * in) return;
-    int p = (int)(o / in), j = (int)(o % in);
-    float acc = 0.0f;
-    for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + p] * x[(size_t)i * in + j];
-    dw[o] += acc;
+    if (o < (size_t)out * in) dw[o] += ns_linear_bwd_w_at(n, in, out, x, dy, o);
 }
 
 // Any of dx, dw, dbias may be NULL when nobody wants that gradient.
 static void loop_linear_bwd(int n, int in, int out, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *dbias) {
-    if (dx) LAUNCH_PER_ELEMENT(linear_bwd_x_kernel, (size_t)n * in, n, in, out, w, dy, dx);
-    if (dw) LAUNCH_PER_ELEMENT(linear_bwd_w_kernel, (size_t)out * in, n, in, out, x, dy, dw);
+    if (dx) CU_LAUNCH_PER_ELEMENT(linear_bwd_x_kernel, (size_t)n * in, n, in, out, w, dy, dx);
+    if (dw) CU_LAUNCH_PER_ELEMENT(linear_bwd_w_kernel, (size_t)out * in, n, in, out, x, dy, dw);
     // dbias sums dy (n,out) over n: the conv bias sum with one pixel per channel
-    if (dbias) LAUNCH_PER_ELEMENT(channel_sum_kernel, (size_t)out, n, out, 1, dy, dbias);
+    if (dbias) CU_LAUNCH_PER_ELEMENT(channel_sum_kernel, (size_t)out, n, out, 1, dy, dbias);
 }
 
 // ---- batch norm -------------------------------------------------------------------------
@@ -167,23 +143,7 @@ __global__ static void bn_stats_kernel(int n, int c, int hw, const float *x, flo
                                        float momentum, float eps) {
     size_t ch = cu_tid();
     if (ch >= (size_t)c) return;
-    long m = (long)n * hw;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < hw; j++) sum += x[ns_idx3(i, (int)ch, j, c, hw)];
-    float mu = (float)(sum / m);
-    double squares = 0.0;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < hw; j++) {
-            float d = x[ns_idx3(i, (int)ch, j, c, hw)] - mu;
-            squares += d * d;
-        }
-    float var = (float)(squares / m);
-    float is = 1.0f / sqrtf(var + eps);
-    mean[ch] = mu;
-    invstd[ch] = is;
-    running_mean[ch] = ns_running_update(running_mean[ch], mu, momentum);
-    running_var[ch] = ns_running_update(running_var[ch], ns_unbiased_var(var, m), momentum);
+    ns_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, (int)ch);
 }
 
 // x (n,c,hw), per-channel mean, invstd, gamma, beta -> y (n,c,hw)
@@ -191,19 +151,17 @@ __global__ static void bn_apply_kernel(int n, int c, int hw, const float *x, con
                                        const float *invstd, const float *gamma, const float *beta,
                                        float *y) {
     size_t o = cu_tid();
-    if (o >= (size_t)n * c * hw) return;
-    int ch = (int)(o / hw % c);
-    y[o] = ns_bn_normalize(x[o], mean[ch], invstd[ch], gamma[ch], beta[ch]);
+    if (o < (size_t)n * c * hw) y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, o);
 }
 
 static void loop_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
                               const float *beta, float *y, float *mean, float *invstd,
                               float *running_mean, float *running_var, float momentum,
                               float eps) {
-    LAUNCH_PER_ELEMENT(bn_stats_kernel, (size_t)c, n, c, hw, x, mean, invstd, running_mean,
-                       running_var, momentum, eps);
-    LAUNCH_PER_ELEMENT(bn_apply_kernel, (size_t)n * c * hw, n, c, hw, x, mean, invstd, gamma,
-                       beta, y);
+    CU_LAUNCH_PER_ELEMENT(bn_stats_kernel, (size_t)c, n, c, hw, x, mean, invstd, running_mean,
+                          running_var, momentum, eps);
+    CU_LAUNCH_PER_ELEMENT(bn_apply_kernel, (size_t)n * c * hw, n, c, hw, x, mean, invstd, gamma,
+                          beta, y);
 }
 
 // x (n,c,hw), gamma, beta, running_mean, running_var (c) -> y (n,c,hw)
@@ -211,17 +169,15 @@ __global__ static void bn_eval_kernel(int n, int c, int hw, const float *x, cons
                                       const float *beta, const float *running_mean,
                                       const float *running_var, float eps, float *y) {
     size_t o = cu_tid();
-    if (o >= (size_t)n * c * hw) return;
-    int ch = (int)(o / hw % c);
-    float is = 1.0f / sqrtf(running_var[ch] + eps);
-    y[o] = ns_bn_normalize(x[o], running_mean[ch], is, gamma[ch], beta[ch]);
+    if (o < (size_t)n * c * hw)
+        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, o);
 }
 
 static void loop_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
                              const float *beta, const float *running_mean,
                              const float *running_var, float eps, float *y) {
-    LAUNCH_PER_ELEMENT(bn_eval_kernel, (size_t)n * c * hw, n, c, hw, x, gamma, beta,
-                       running_mean, running_var, eps, y);
+    CU_LAUNCH_PER_ELEMENT(bn_eval_kernel, (size_t)n * c * hw, n, c, hw, x, gamma, beta,
+                          running_mean, running_var, eps, y);
 }
 
 // x, dy (n,c,hw), mean, invstd (c) -> sums (c,2) = (sum dy, sum dy*xhat);
@@ -231,14 +187,8 @@ __global__ static void bn_bwd_sums_kernel(int n, int c, int hw, const float *x, 
                                           float *dgamma, float *dbeta) {
     size_t ch = cu_tid();
     if (ch >= (size_t)c) return;
-    double sum_dy = 0.0, sum_dy_xhat = 0.0;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < hw; j++) {
-            size_t at = ns_idx3(i, (int)ch, j, c, hw);
-            float xhat = (x[at] - mean[ch]) * invstd[ch];
-            sum_dy += dy[at];
-            sum_dy_xhat += dy[at] * xhat;
-        }
+    double sum_dy, sum_dy_xhat;
+    ns_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, (int)ch, &sum_dy, &sum_dy_xhat);
     sums[2 * ch] = (float)sum_dy;
     sums[2 * ch + 1] = (float)sum_dy_xhat;
     dgamma[ch] += (float)sum_dy_xhat;
@@ -252,10 +202,7 @@ __global__ static void bn_bwd_dx_kernel(int n, int c, int hw, const float *x, co
                                         bool acc) {
     size_t o = cu_tid();
     if (o >= (size_t)n * c * hw) return;
-    int ch = (int)(o / hw % c);
-    float xhat = (x[o] - mean[ch]) * invstd[ch];
-    float v = ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], (long)n * hw, sums[2 * ch],
-                       sums[2 * ch + 1]);
+    float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, o);
     dx[o] = acc ? dx[o] + v : v;
 }
 
@@ -264,10 +211,10 @@ static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
                         bool acc_dx, float *dgamma, float *dbeta) {
     float *sums = (float *)cu_scratch(sizeof(float) * 2 * (size_t)c);
     if (!sums) return;
-    LAUNCH_PER_ELEMENT(bn_bwd_sums_kernel, (size_t)c, n, c, hw, x, dy, mean, invstd, sums,
-                       dgamma, dbeta);
-    LAUNCH_PER_ELEMENT(bn_bwd_dx_kernel, (size_t)n * c * hw, n, c, hw, x, dy, gamma, mean, invstd,
-                       sums, dx, acc_dx);
+    CU_LAUNCH_PER_ELEMENT(bn_bwd_sums_kernel, (size_t)c, n, c, hw, x, dy, mean, invstd, sums,
+                          dgamma, dbeta);
+    CU_LAUNCH_PER_ELEMENT(bn_bwd_dx_kernel, (size_t)n * c * hw, n, c, hw, x, dy, gamma, mean,
+                          invstd, sums, dx, acc_dx);
 }
 
 // ---- elementwise ---------------------------------------------------------------------------
@@ -278,7 +225,7 @@ __global__ static void relu_fwd_kernel(size_t n, const float *x, float *y) {
 }
 
 static void loop_relu_fwd(size_t n, const float *x, float *y) {
-    LAUNCH_PER_ELEMENT(relu_fwd_kernel, n, n, x, y);
+    CU_LAUNCH_PER_ELEMENT(relu_fwd_kernel, n, n, x, y);
 }
 
 __global__ static void relu_bwd_kernel(size_t n, const float *y, const float *dy, float *dx) {
@@ -287,7 +234,7 @@ __global__ static void relu_bwd_kernel(size_t n, const float *y, const float *dy
 }
 
 static void loop_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
-    LAUNCH_PER_ELEMENT(relu_bwd_kernel, n, n, y, dy, dx);
+    CU_LAUNCH_PER_ELEMENT(relu_bwd_kernel, n, n, y, dy, dx);
 }
 
 __global__ static void add_kernel(size_t n, const float *a, const float *b, float *y) {
@@ -296,7 +243,7 @@ __global__ static void add_kernel(size_t n, const float *a, const float *b, floa
 }
 
 static void loop_add_fwd(size_t n, const float *a, const float *b, float *y) {
-    LAUNCH_PER_ELEMENT(add_kernel, n, n, a, b, y);
+    CU_LAUNCH_PER_ELEMENT(add_kernel, n, n, a, b, y);
 }
 
 // ---- global average pool ---------------------------------------------------------------
@@ -312,7 +259,7 @@ __global__ static void gap_fwd_kernel(size_t planes, int hw, const float *x, flo
 
 static void loop_gap_fwd(int n, int c, int hw, const float *x, float *y) {
     size_t planes = (size_t)n * c;
-    LAUNCH_PER_ELEMENT(gap_fwd_kernel, planes, planes, hw, x, y);
+    CU_LAUNCH_PER_ELEMENT(gap_fwd_kernel, planes, planes, hw, x, y);
 }
 
 // dy (n,c) -> dx (n,c,hw) +=; a thread per dx element
@@ -323,7 +270,7 @@ __global__ static void gap_bwd_kernel(size_t total, int hw, const float *dy, flo
 
 static void loop_gap_bwd(int n, int c, int hw, const float *dy, float *dx) {
     size_t total = (size_t)n * c * hw;
-    LAUNCH_PER_ELEMENT(gap_bwd_kernel, total, total, hw, dy, dx);
+    CU_LAUNCH_PER_ELEMENT(gap_bwd_kernel, total, total, hw, dy, dx);
 }
 
 // ---- loss ------------------------------------------------------------------------------
@@ -334,18 +281,7 @@ __global__ static void softmax_rows_kernel(int n, int k, const float *logits,
                                            const int32_t *labels, float *probs,
                                            double *row_loss) {
     size_t i = cu_tid();
-    if (i >= (size_t)n) return;
-    const float *row = logits + i * k;
-    float *p = probs + i * k;
-    float max = row[0];  // subtracting the max keeps exp() from overflowing
-    for (int j = 1; j < k; j++) max = fmaxf(max, row[j]);
-    double sum = 0.0;
-    for (int j = 0; j < k; j++) {
-        p[j] = expf(row[j] - max);
-        sum += p[j];
-    }
-    for (int j = 0; j < k; j++) p[j] = (float)(p[j] / sum);
-    row_loss[i] = log(sum) + max - row[labels[i]];
+    if (i < (size_t)n) row_loss[i] = ns_softmax_xent_row(k, logits, labels, probs, i);
 }
 
 // row_loss (n) -> *loss = mean; one thread, in row order
@@ -359,7 +295,7 @@ static void loop_softmax_xent_fwd(int n, int k, const float *logits, const int32
                                   float *probs, float *loss) {
     double *row_loss = (double *)cu_scratch(sizeof(double) * (size_t)n);
     if (!row_loss) return;
-    LAUNCH_PER_ELEMENT(softmax_rows_kernel, (size_t)n, n, k, logits, labels, probs, row_loss);
+    CU_LAUNCH_PER_ELEMENT(softmax_rows_kernel, (size_t)n, n, k, logits, labels, probs, row_loss);
     mean_kernel<<<1, 1, 0, cu_compute()>>>(n, row_loss, loss);
     CU_LAUNCHED("mean_kernel");
 }
@@ -381,14 +317,9 @@ __global__ static void normalize_u8_kernel(int n, int h, int w, int c, struct ns
 static void loop_normalize_u8(int n, int h, int w, int c, const uint8_t *src, const float *mean,
                               const float *std, float *dst) {
     for (int c0 = 0; c0 < c; c0 += NS_NORM_MAX_CH) {
-        struct ns_norm_params p;
-        p.c0 = c0;
-        p.cn = c - c0 < NS_NORM_MAX_CH ? c - c0 : NS_NORM_MAX_CH;
-        for (int j = 0; j < p.cn; j++) {
-            p.mean[j] = mean[c0 + j];
-            p.std[j] = std[c0 + j];
-        }
-        LAUNCH_PER_ELEMENT(normalize_u8_kernel, (size_t)n * p.cn * h * w, n, h, w, c, p, src, dst);
+        struct ns_norm_params p = cu_norm_params(c0, c, mean, std);
+        CU_LAUNCH_PER_ELEMENT(normalize_u8_kernel, (size_t)n * p.cn * h * w, n, h, w, c, p, src,
+                              dst);
     }
 }
 
@@ -403,7 +334,7 @@ __global__ static void sgd_kernel(size_t n, float *w, const float *g, float *v, 
 
 static void loop_sgd_step(size_t n, float *w, const float *g, float *v, float lr, float momentum,
                           bool nesterov, float weight_decay) {
-    LAUNCH_PER_ELEMENT(sgd_kernel, n, n, w, g, v, lr, momentum, nesterov, weight_decay);
+    CU_LAUNCH_PER_ELEMENT(sgd_kernel, n, n, w, g, v, lr, momentum, nesterov, weight_decay);
 }
 
 void cu_fill_loop_table(struct backend *b) {

@@ -2,9 +2,10 @@
 // already the right one on a GPU: pooling (one thread per output, and for the
 // backward pass one thread per input gathering from the windows that cover it, so
 // no two threads add into the same element), the loss gradient, accuracy, and the
-// per-channel bias gradient.
+// per-channel bias gradient. The per-element bodies are kernels/ns_elem.h's, the
+// ones the CPU runs.
 #include "cuda_common.h"
-#include "cuda_kernels.h"
+#include "ns_elem.h"
 
 // ---- pooling ----------------------------------------------------------------------
 
@@ -17,11 +18,7 @@ __global__ static void maxpool_fwd_kernel(struct pool_geom g, const float *x, fl
 }
 
 void cu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
-    size_t n = (size_t)g->n * g->c * g->oh * g->ow;
-    unsigned blocks = cu_blocks(n, CU_THREADS);
-    if (!blocks) return;
-    maxpool_fwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, x, y, idx);
-    CU_LAUNCHED("maxpool_fwd_kernel");
+    CU_LAUNCH_PER_ELEMENT(maxpool_fwd_kernel, (size_t)g->n * g->c * g->oh * g->ow, *g, x, y, idx);
 }
 
 // idx, dy (n,c,oh,ow) -> dx (n,c,h,w) +=; one thread per input element, adding the
@@ -33,11 +30,7 @@ __global__ static void maxpool_bwd_kernel(struct pool_geom g, const int32_t *idx
 }
 
 void cu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy, float *dx) {
-    size_t n = (size_t)g->n * g->c * g->h * g->w;
-    unsigned blocks = cu_blocks(n, CU_THREADS);
-    if (!blocks) return;
-    maxpool_bwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, idx, dy, dx);
-    CU_LAUNCHED("maxpool_bwd_kernel");
+    CU_LAUNCH_PER_ELEMENT(maxpool_bwd_kernel, (size_t)g->n * g->c * g->h * g->w, *g, idx, dy, dx);
 }
 
 // x (n,c,h,w) -> y (n,c,oh,ow); padded taps count as zeros in the size*size divisor
@@ -47,11 +40,7 @@ __global__ static void avgpool_fwd_kernel(struct pool_geom g, const float *x, fl
 }
 
 void cu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
-    size_t n = (size_t)g->n * g->c * g->oh * g->ow;
-    unsigned blocks = cu_blocks(n, CU_THREADS);
-    if (!blocks) return;
-    avgpool_fwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, x, y);
-    CU_LAUNCHED("avgpool_fwd_kernel");
+    CU_LAUNCH_PER_ELEMENT(avgpool_fwd_kernel, (size_t)g->n * g->c * g->oh * g->ow, *g, x, y);
 }
 
 // dy (n,c,oh,ow) -> dx (n,c,h,w) +=; one thread per input element
@@ -61,11 +50,7 @@ __global__ static void avgpool_bwd_kernel(struct pool_geom g, const float *dy, f
 }
 
 void cu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
-    size_t n = (size_t)g->n * g->c * g->h * g->w;
-    unsigned blocks = cu_blocks(n, CU_THREADS);
-    if (!blocks) return;
-    avgpool_bwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(*g, dy, dx);
-    CU_LAUNCHED("avgpool_bwd_kernel");
+    CU_LAUNCH_PER_ELEMENT(avgpool_bwd_kernel, (size_t)g->n * g->c * g->h * g->w, *g, dy, dx);
 }
 
 // ---- loss and accuracy ---------------------------------------------------------------
@@ -74,34 +59,23 @@ void cu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
 __global__ static void softmax_xent_bwd_kernel(int n, int k, const float *probs,
                                                const int32_t *labels, const float *dloss,
                                                float *dlogits) {
-    size_t at = cu_tid();
-    if (at >= (size_t)n * k) return;
-    int i = (int)(at / k), j = (int)(at % k);
-    float scale = *dloss / (float)n;
-    float onehot = j == labels[i] ? 1.0f : 0.0f;
-    dlogits[at] += scale * (probs[at] - onehot);
+    size_t o = cu_tid();
+    if (o >= (size_t)n * k) return;
+    dlogits[o] += ns_softmax_xent_grad_at(k, probs, labels, *dloss / (float)n, o);
 }
 
 void cu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *labels,
                          const float *dloss, float *dlogits) {
-    unsigned blocks = cu_blocks((size_t)n * k, CU_THREADS);
-    if (!blocks) return;
-    softmax_xent_bwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(n, k, probs, labels, dloss,
-                                                                     dlogits);
-    CU_LAUNCHED("softmax_xent_bwd_kernel");
+    CU_LAUNCH_PER_ELEMENT(softmax_xent_bwd_kernel, (size_t)n * k, n, k, probs, labels, dloss,
+                          dlogits);
 }
 
 // logits (n,k), labels (n) -> *correct; one block, a thread per row at a time
 __global__ static void argmax_correct_kernel(int n, int k, const float *logits,
                                              const int32_t *labels, float *correct) {
     double hits = 0.0;  // integer-valued: exact, whatever the order
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float *row = logits + (size_t)i * k;
-        int best = 0;
-        for (int j = 1; j < k; j++)
-            if (row[j] > row[best]) best = j;
-        hits += best == labels[i] ? 1.0 : 0.0;
-    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        hits += ns_argmax_row(k, logits, i) == labels[i] ? 1.0 : 0.0;
     hits = cu_block_sum_d(hits);
     if (threadIdx.x == 0) *correct = (float)hits;
 }

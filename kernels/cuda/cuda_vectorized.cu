@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "cuda_common.h"
-#include "cuda_kernels.h"
+#include "ns_elem.h"
 
 // ---- dense -------------------------------------------------------------------------
 
@@ -227,21 +227,15 @@ __global__ static void bn_stats_finish_kernel(int n, int c, int hw, int chunks, 
     double shifted_mean = sum / m, var_d = squares / m - shifted_mean * shifted_mean;
     float var = var_d > 0.0 ? (float)var_d : 0.0f;
     float mu = (float)(x[ns_idx3(0, (int)ch, 0, c, hw)] + shifted_mean);
-    float is = 1.0f / sqrtf(var + eps);
-    mean[ch] = mu;
-    invstd[ch] = is;
-    running_mean[ch] = ns_running_update(running_mean[ch], mu, momentum);
-    running_var[ch] = ns_running_update(running_var[ch], ns_unbiased_var(var, m), momentum);
+    ns_bn_store_stats(mu, var, m, mean, invstd, running_mean, running_var, momentum, eps, (int)ch);
 }
 
 // x (n,c,hw), per-channel mean, invstd, gamma, beta -> y (n,c,hw)
 __global__ static void bn_apply_kernel(size_t total, int c, int hw, const float *x,
                                        const float *mean, const float *invstd, const float *gamma,
                                        const float *beta, float *y) {
-    for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
-        int ch = (int)(o / hw % c);
-        y[o] = ns_bn_normalize(x[o], mean[ch], invstd[ch], gamma[ch], beta[ch]);
-    }
+    for (size_t o = cu_tid(); o < total; o += cu_nthreads())
+        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, o);
 }
 
 static void vec_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
@@ -268,11 +262,8 @@ __global__ static void bn_eval_kernel(size_t total, int c, int hw, const float *
                                       const float *gamma, const float *beta,
                                       const float *running_mean, const float *running_var,
                                       float eps, float *y) {
-    for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
-        int ch = (int)(o / hw % c);
-        float is = 1.0f / sqrtf(running_var[ch] + eps);
-        y[o] = ns_bn_normalize(x[o], running_mean[ch], is, gamma[ch], beta[ch]);
-    }
+    for (size_t o = cu_tid(); o < total; o += cu_nthreads())
+        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, o);
 }
 
 static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
@@ -327,9 +318,7 @@ __global__ static void bn_bwd_dx_kernel(size_t total, int c, int hw, long m, con
                                         const float *invstd, const float *sums, float *dx,
                                         bool acc) {
     for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
-        int ch = (int)(o / hw % c);
-        float xhat = (x[o] - mean[ch]) * invstd[ch];
-        float v = ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], m, sums[2 * ch], sums[2 * ch + 1]);
+        float v = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, o);
         dx[o] = acc ? dx[o] + v : v;
     }
 }
@@ -458,13 +447,7 @@ static void vec_normalize_u8(int n, int h, int w, int c, const uint8_t *src, con
     size_t pixels = (size_t)n * h * w;
     if (pixels == 0) return;
     for (int c0 = 0; c0 < c; c0 += NS_NORM_MAX_CH) {
-        struct ns_norm_params p;
-        p.c0 = c0;
-        p.cn = c - c0 < NS_NORM_MAX_CH ? c - c0 : NS_NORM_MAX_CH;
-        for (int j = 0; j < p.cn; j++) {
-            p.mean[j] = mean[c0 + j];
-            p.std[j] = std[c0 + j];
-        }
+        struct ns_norm_params p = cu_norm_params(c0, c, mean, std);
         normalize_u8_kernel<<<cu_stride_blocks(pixels, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
             pixels, h * w, c, p, src, dst);
         CU_LAUNCHED("normalize_u8_kernel");
