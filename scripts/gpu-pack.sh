@@ -29,12 +29,12 @@ nm -D build/bin/train | grep -q ' U cudaMalloc' ||
   { say "build/bin/train doesn't use CUDA: make it with the toolkit (make CUDA=1)"; exit 1; }
 
 rm -rf "$dest" && mkdir -p "$dest/stage/libs"
-bins="build/bin/train build/bin/bench build/bin/prepare build/tests/test_cuda"
-bash "$bundle" "$dest/stage/libs" $bins >/dev/null
-mkdir -p "$dest/stage/bin" && cp $bins "$dest/stage/bin/"
+bins=(build/bin/train build/bin/bench build/bin/prepare build/tests/test_cuda)
+bash "$bundle" "$dest/stage/libs" "${bins[@]}" >/dev/null
+mkdir -p "$dest/stage/bin" && cp "${bins[@]}" "$dest/stage/bin/"
 tar -cJf "$dest/nostall.tar.xz" -C "$dest/stage" bin libs
 rm -rf "$dest/stage"
 cp "$idx"/*-ubyte.gz "$dest/"
 [ -d ../shared ] && cp -r ../shared "$dest/shared" && chmod -R u+w "$dest/shared" # DESIGN.md, for reading there
 say "packed $(du -sh "$dest" | cut -f1) into $dest (the limit is 64 MiB with the repository):"
-ls -la "$dest" | sed 's/^/  /'
+du -ah "$dest" --max-depth 1 | sed 's/^/  /'

@@ -13,7 +13,7 @@
 # PHASE.txt per phase with every command, its time and its output, plus the files
 # named there. cuDNN 9 and the CUDA runtime come from the toolkit or PyTorch's wheels.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 phase=${1:-check}
 out=${OUT:-.gpu/out}
 mkdir -p "$out"
@@ -25,8 +25,9 @@ say() { printf 'gpu-session: %s\n' "$*" | tee -a "$log"; }
 # ---- unpack, and find the libraries the binaries load -----------------------------
 work=/tmp/nostall-gpu
 if [ ! -x "$work/bin/train" ]; then
-  rm -rf "$work" && mkdir -p "$work" && tar -xJf .gpu/nostall.tar.xz -C "$work" ||
-    { say "unpacking .gpu/nostall.tar.xz failed"; exit 1; }
+  rm -rf "$work"
+  mkdir -p "$work"
+  tar -xJf .gpu/nostall.tar.xz -C "$work" || { say "unpacking .gpu/nostall.tar.xz failed"; exit 1; }
 fi
 dirs=$(python3 - <<'EOF' 2>>"$log"
 import glob, os, site, sys
