@@ -41,6 +41,24 @@ static void vec_zero(void *p, size_t bytes) {
     cpu_parallel((int)((bytes + ZERO_BLOCK - 1) / ZERO_BLOCK), threads_for((double)bytes / 4), zero_block, &j);
 }
 
+/* ---- asking ahead ----
+ * Most kernels here walk one channel's plane of each image in turn, planes that lie
+ * c*h*w floats apart: each a short stream that the hardware prefetcher meets too late
+ * (it doesn't cross 4 KB pages). The tensors are too big to stay in cache between
+ * ops, so each plane's first reads would wait on memory. The kernels ask for the
+ * planes they will read (or write) AHEAD_FLOATS on while they work on this one. */
+enum { AHEAD_FLOATS = 1024 }; /* about 4 KB of each tensor */
+
+/* planes of hw floats ahead: at least one, more when they are short */
+static inline int planes_ahead(int hw) { return hw >= AHEAD_FLOATS ? 1 : AHEAD_FLOATS / hw; }
+
+static inline void prefetch_read(const float *row, int n) {
+    for (int q = 0; q < n; q += 16) __builtin_prefetch(row + q, 0, 3);
+}
+static inline void prefetch_write(float *row, int n) {
+    for (int q = 0; q < n; q += 16) __builtin_prefetch(row + q, 1, 3);
+}
+
 /* ---- dense ---- */
 
 // op(a) (m,k), op(b) (k,n) -> c (m,n) = alpha*op(a)op(b) + beta*c
@@ -227,37 +245,48 @@ static size_t vec_conv2d_workspace(const struct conv_geom *g) {
     return conv_ws_layout(g, &p, NULL, NULL);
 }
 
+/* Lane numbers, and vector v with its lanes from n on cleared (n may be <= 0 or >= VL). */
+typedef int ivec __attribute__((vector_size(64)));
+static const ivec LANES = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+#define FIRST_LANES(v, n) ((vec)((ivec)(v) & (LANES < (n))))
+
 // src (h,w) one plane -> dst (gy,gx): dst(i,j) = src(stride*i + ry, stride*j + rx), 0 outside.
 // With odd (stride 2, rx = 0): odd(i,j) = src(2i + ry, 2j + 1) too, both column phases
 // from one read of each row (read phase by phase, a row's lines came in twice).
+// A row goes by whole vectors: its data, zeros past it, and up to VL - 1 floats past
+// the row's end, which the next row (or the plane's trailing guard) overwrites. The
+// reads run up to a vector past a row's data too, into the next row, so a row whose
+// reads would pass `end` (the last readable float + 1) goes one float at a time.
 SIMD_CLONES
-static void to_grid(const float *src, int h, int w, int stride, int ry, int rx,
+static void to_grid(const float *src, const float *end, int h, int w, int stride, int ry, int rx,
                     const struct conv_plan *p, float *dst, float *odd) {
+    static const ivec even_of = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    static const ivec odd_of = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
     int cols = min_int(phase_len(w, stride, rx), p->gx);
     int odd_cols = odd ? min_int(phase_len(w, 2, 1), p->gx) : 0;
-    for (int i = 0; i < p->gy; i++, dst += p->gx) {
-        int y = stride * i + ry, n = y < h ? cols : 0;
+    const vec zero = {0};
+    for (int i = 0; i < p->gy; i++, dst += p->gx, odd = odd ? odd + p->gx : NULL) {
+        int y = stride * i + ry, n = y < h ? cols : 0, m = y < h ? odd_cols : 0;
         const float *row = src + (size_t)(y < h ? y : 0) * w + rx;
-        if (odd) {
-            int m = y < h ? odd_cols : 0; /* m <= n: a row has no more odd columns than even */
-#pragma omp simd
-            for (int j = 0; j < m; j++) {
-                dst[j] = row[2 * j];
-                odd[j] = row[2 * j + 1];
+        if (stride <= 2 && row + (size_t)stride * round_up(n, VL) <= end) {
+            for (int j = 0; j < p->gx; j += VL) {
+                if (j >= n) { /* m <= n: a row has no more odd columns than even */
+                    VEC_AT(dst + j) = zero;
+                    if (odd) VEC_AT(odd + j) = zero;
+                } else if (stride == 1) {
+                    VEC_AT(dst + j) = FIRST_LANES(VEC_AT(row + j), n - j);
+                } else {
+                    vec a = VEC_AT(row + 2 * j), b = VEC_AT(row + 2 * j + VL);
+                    VEC_AT(dst + j) = FIRST_LANES(__builtin_shuffle(a, b, even_of), n - j);
+                    if (odd) VEC_AT(odd + j) = FIRST_LANES(__builtin_shuffle(a, b, odd_of), m - j);
+                }
             }
-            for (int j = m; j < n; j++) dst[j] = row[2 * j];
-            for (int j = m; j < p->gx; j++) odd[j] = 0.0f;
-            odd += p->gx;
-        } else if (stride == 1) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) dst[j] = row[j];
-        } else if (stride == 2) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) dst[j] = row[2 * j];
-        } else {
-            for (int j = 0; j < n; j++) dst[j] = row[(size_t)j * stride];
+            continue;
         }
-        for (int j = n; j < p->gx; j++) dst[j] = 0.0f;
+        for (int j = 0; j < p->gx; j++) {
+            dst[j] = j < n ? row[(size_t)j * stride] : 0.0f;
+            if (odd) odd[j] = j < m ? row[2 * j + 1] : 0.0f;
+        }
     }
 }
 
@@ -268,11 +297,16 @@ static void chunk_planes(const float *planes, int count, int h, int w, int strid
                          int b0, int nb, const struct conv_plan *p, float *buf, size_t buf_stride,
                          ptrdiff_t odd) {
     size_t used = p->guard + (size_t)nb * p->img;
+    const float *end = planes + (size_t)(b0 + nb) * count * h * w;
+    int la = planes_ahead(h * w);
     for (int c = 0; c < count; c++) {
         float *plane = buf + (size_t)c * buf_stride;
-        for (int b = 0; b < nb; b++)
-            to_grid(planes + ((size_t)(b0 + b) * count + c) * h * w, h, w, stride, ry, rx, p,
+        for (int b = 0; b < nb; b++) {
+            int t = (c * nb + b + la) / nb, u = (c * nb + b + la) % nb; /* la planes on */
+            if (t < count) prefetch_read(planes + ((size_t)(b0 + u) * count + t) * h * w, h * w);
+            to_grid(planes + ((size_t)(b0 + b) * count + c) * h * w, end, h, w, stride, ry, rx, p,
                     plane + p->guard + b * p->img, odd ? plane + odd + p->guard + b * p->img : NULL);
+        }
         for (int k = 0; k < (odd ? 2 : 1); k++, plane += odd) { /* the guards */
             memset(plane, 0, sizeof(float) * p->guard);
             memset(plane + used, 0, sizeof(float) * (p->plane - used));
@@ -550,7 +584,6 @@ static float *conv_partial(const struct conv_job *j, int share) {
 /* m (VL rows of VL) -> its transpose, in four rounds: round s swaps the s x s blocks
  * off the diagonal of every 2s x 2s block (s = 8, 4, 2, 1): rows r and r + s trade
  * halves. A shuffle index past 15 picks from the second operand. */
-typedef int ivec __attribute__((vector_size(64)));
 static inline __attribute__((always_inline)) void transpose16(vec *m) {
     static const ivec lo[4] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
                                {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
@@ -691,21 +724,9 @@ static void vec_linear_bwd(int n, int in, int out, const float *x, const float *
 }
 
 /* ---- batch norm, alone or fused with the ReLU after it: a task per channel ----
- * A channel's rows lie c*hw floats apart, one per image: each a short stream the
- * hardware prefetcher meets too late (it doesn't cross 4 KB pages). Tensors this
- * big come from memory, not cache, so the first pass asks for the next image's
- * rows while it sums this one's, and the second pass for the rows it will write. */
-enum { BN_AHEAD_FLOATS = 1024 }; /* how far ahead to ask: about 4 KB of each tensor */
-
-/* images ahead: at least one, more when rows are short */
-static inline int bn_ahead(int hw) { return hw >= BN_AHEAD_FLOATS ? 1 : BN_AHEAD_FLOATS / hw; }
-
-static inline void prefetch_read(const float *row, int n) {
-    for (int q = 0; q < n; q += VL) __builtin_prefetch(row + q, 0, 3);
-}
-static inline void prefetch_write(float *row, int n) {
-    for (int q = 0; q < n; q += VL) __builtin_prefetch(row + q, 1, 3);
-}
+ * A channel's rows lie c*hw floats apart, one per image (see "asking ahead" above),
+ * so the first pass asks for the next image's rows while it sums this one's, and
+ * the second pass for the rows it will write. */
 
 struct bn_job {
     int n, c, hw;
@@ -753,7 +774,7 @@ static void bn_train_channel(void *ctx, int ch, int thread) {
     long m = (long)j->n * j->hw;
     float shift = j->x[ns_idx3(0, ch, 0, j->c, j->hw)];
     double sum = 0.0, squares = 0.0;
-    int la = bn_ahead(j->hw);
+    int la = planes_ahead(j->hw);
     size_t ahead = (size_t)la * j->c * j->hw;
     for (int i = 0; i < j->n; i++) {
         const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
@@ -867,7 +888,7 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
     long m = (long)j->n * j->hw;
     float mu = j->mean[ch], is = j->invstd[ch], gamma = j->gamma[ch];
     double sum_g = 0.0, sum_g_xhat = 0.0;
-    int la = bn_ahead(j->hw);
+    int la = planes_ahead(j->hw);
     size_t ahead = (size_t)la * j->c * j->hw;
     for (int i = 0; i < j->n; i++) {
         size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
