@@ -624,6 +624,9 @@ static void chunk_dy_t(const struct conv_geom *g, const struct conv_plan *p, con
             for (int at = 0; at < plane; at += VL) {
                 int a = min_int(at, plane - VL), i = a / g->ow, j = a % g->ow;
                 vec m[VL];
+                if (b + 1 < nb) /* the next image's block (see "asking ahead") */
+                    for (int c = 0; c < VL; c++)
+                        __builtin_prefetch(img + ((size_t)g->k + k0 + c) * plane + a, 0, 3);
                 for (int c = 0; c < VL; c++) m[c] = VEC_AT(img + (size_t)(k0 + c) * plane + a);
                 transpose16(m);
                 for (int u = 0; u < VL; u++) {
