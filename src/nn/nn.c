@@ -185,14 +185,18 @@ int nn_add_block(struct nn_model *m, int cin, int cout, int stride) {
 }
 
 static struct tensor *block_forward(struct ag_ctx *c, const struct nn_block *b, struct tensor *x) {
-    struct tensor *h = conv_forward(c, &b->conv1, x);
-    if (h) h = bn_relu_forward(c, &b->bn1, h, NULL);
-    if (h) h = conv_forward(c, &b->conv2, h);
-    /* x feeds both paths: the tape gives it the sum of both gradients */
+    /* x feeds both paths: the tape gives it the sum of both gradients. The shortcut
+     * goes first, so the backward (in reverse) reaches conv1 first: conv1's bwd_data,
+     * which covers every pixel of dx, writes it, and the 1x1 shortcut, which covers a
+     * quarter of them at stride 2, adds to it. The other way round dx was zeroed first
+     * and conv1 read it back to add. */
     struct tensor *s = b->has_short ? conv_forward(c, &b->short_conv, x) : x;
     if (s && b->has_short) s = bn_forward(c, &b->short_bn, s);
+    struct tensor *h = s ? conv_forward(c, &b->conv1, x) : NULL;
+    if (h) h = bn_relu_forward(c, &b->bn1, h, NULL);
+    if (h) h = conv_forward(c, &b->conv2, h);
     /* bn2, the shortcut added, relu: one op */
-    return h && s ? bn_relu_forward(c, &b->bn2, h, s) : NULL;
+    return h ? bn_relu_forward(c, &b->bn2, h, s) : NULL;
 }
 
 /* ---- running the list ---- */
