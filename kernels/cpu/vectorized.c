@@ -354,10 +354,17 @@ static void tile_out(const float *t, int rows, size_t q0, size_t cells, const st
         if (i < m->ni && j < m->nj) {
             int n = rows_meet ? seg : min_int(seg, m->nj - j);
             const float *from = t + (q - q0);
-            float *to = dense + b * channels * hw + (size_t)(st * i + m->ry) * m->w + st * j + m->rx;
+            size_t at = (size_t)(st * i + m->ry) * m->w + st * j + m->rx; /* in the plane */
+            float *to = dense + b * channels * hw + at;
+            /* `=` by whole vectors where they stay in the plane: the floats past n land
+             * on pixels of later cells of it (this thread's image), which later segments
+             * write over */
+            bool whole = st == 1 && !add && at + round_up(n, VL) <= hw;
             for (int row = 0; row < rows; row++, from += QT, to += hw) {
                 float shift = bias ? bias[row] : 0.0f;
-                if (st == 1 && add)
+                if (whole)
+                    for (int u = 0; u < n; u += VL) VEC_AT(to + u) = VEC_AT(from + u) + shift;
+                else if (st == 1 && add)
 #pragma omp simd
                     for (int u = 0; u < n; u++) to[u] += from[u];
                 else if (st == 1)
@@ -482,7 +489,7 @@ static void conv_fwd_chunk(void *ctx, int ch, int thread) {
     struct conv_job *j = ctx;
     const struct conv_geom *g = j->g;
     const struct conv_plan *p = &j->p;
-    float *buf = j->cw.slots + thread * j->cw.slot, t[MR * QT];
+    float *buf = j->cw.slots + thread * j->cw.slot, t[MR * QT + VL]; /* + tile_out's overreach */
     int b0 = ch * p->chunk, nb = min_int(p->chunk, g->n - b0);
     size_t cells = (size_t)nb * p->img;
     struct cell_map out = {1, 0, 0, g->oh, g->ow, g->oh, g->ow};
@@ -529,7 +536,7 @@ static void conv_bwd_data_chunk(void *ctx, int ch, int thread) {
     struct conv_job *j = ctx;
     const struct conv_geom *g = j->g;
     const struct conv_plan *p = &j->p;
-    float *buf = j->cw.slots + thread * j->cw.slot, t[MR * QT];
+    float *buf = j->cw.slots + thread * j->cw.slot, t[MR * QT + VL]; /* + tile_out's overreach */
     int b0 = ch * p->chunk, nb = min_int(p->chunk, g->n - b0), rows = g->k * g->r * g->s;
     size_t cells = (size_t)nb * p->img;
     chunk_planes(j->dy, g->k, g->oh, g->ow, 1, 0, 0, b0, nb, p, buf, p->plane, 0);
