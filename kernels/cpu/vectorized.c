@@ -880,16 +880,6 @@ static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *g
 
 enum { BN_PIECE = 256 };
 
-// out (n) += v, or = v when !acc (out's old contents unread)
-static inline void put_row(float *out, const float *v, int n, bool acc) {
-    if (acc)
-#pragma omp simd
-        for (int q = 0; q < n; q++) out[q] += v[q];
-    else
-#pragma omp simd
-        for (int q = 0; q < n; q++) out[q] = v[q];
-}
-
 // channel ch: dx, dgamma, dbeta += batch norm's backward of g, where g = dy, or with
 // the fused relu g = dy where y > 0 (and dres += g); dx, dres = when not acc_dx, acc_dres
 SIMD_CLONES
@@ -927,9 +917,9 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
         sum_g_xhat += sx;
     }
     float sg = (float)sum_g, sgx = (float)sum_g_xhat;
-    /* the second pass by pieces of a row: g and dx's share land in L1 first, and
-     * put_row adds or overwrites (one test per piece, not one per element) */
-    float g[BN_PIECE], v[BN_PIECE];
+    /* the second pass by pieces of a row, so that g lands in L1 first: straight in
+     * dres where dres is overwritten, else in g[] */
+    float g[BN_PIECE];
     for (int i = 0; i < j->n; i++)
         for (int q0 = 0; q0 < j->hw; q0 += BN_PIECE) {
             size_t at = ns_idx3(i, ch, q0, j->c, j->hw);
@@ -939,16 +929,23 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
                 if (j->dres) prefetch_write(j->dres + at + ahead, len);
             }
             const float *xr = j->x + at, *dyr = j->dy + at, *gr = dyr;
+            float *dxr = j->dx + at, *dres = j->dres ? j->dres + at : NULL;
             if (j->y_in) {
                 const float *yr = j->y_in + at;
+                float *gw = dres && !j->acc_dres ? dres : g;
 #pragma omp simd
-                for (int q = 0; q < len; q++) g[q] = ns_relu_grad(yr[q], dyr[q]);
-                gr = g;
+                for (int q = 0; q < len; q++) gw[q] = ns_relu_grad(yr[q], dyr[q]);
+                gr = gw;
             }
+            if (dres && gr != dres)
 #pragma omp simd
-            for (int q = 0; q < len; q++) v[q] = ns_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
-            put_row(j->dx + at, v, len, j->acc_dx);
-            if (j->dres) put_row(j->dres + at, gr, len, j->acc_dres);
+                for (int q = 0; q < len; q++) dres[q] += gr[q];
+            if (j->acc_dx)
+#pragma omp simd
+                for (int q = 0; q < len; q++) dxr[q] += ns_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
+            else
+#pragma omp simd
+                for (int q = 0; q < len; q++) dxr[q] = ns_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
         }
     j->dgamma[ch] += sgx;
     j->dbeta[ch] += sg;
