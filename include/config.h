@@ -143,6 +143,17 @@ int cfg_format(const struct config *cfg, const char *key, char *buf, size_t len)
  * "memory"); "?" for a key that isn't an enum or a value out of range. */
 const char *cfg_enum_name(const char *key, int value);
 
+/* The allowed range of key i of the key table (0, 1, ...), for tests that walk every
+ * key: 1 for a number or a list of numbers (then `out` is filled), 0 for another key,
+ * -1 past the last key. */
+struct cfg_range {
+    char key[64];             /* "section.key" */
+    bool is_int, is_list;     /* a list's range is that of each entry */
+    double min, max;
+    bool min_open, max_open;  /* > min rather than >= min; < max rather than <= max */
+};
+int cfg_key_range(int i, struct cfg_range *out);
+
 /* Field-by-field equality over every key. */
 bool cfg_equal(const struct config *a, const struct config *b);
 

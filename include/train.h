@@ -11,6 +11,8 @@
 
 struct train_options {
     const char *resume;                 /* checkpoint to continue from, or NULL */
+    const char *metrics;                /* if not NULL: a CSV file, one line per step (step, epoch, batch,
+                                           lr, loss, correct, images); a resumed run appends */
     const char *timeline;               /* if not NULL: an SVG timeline of the trace (needs train.trace) */
     bool tty;                           /* redraw a progress bar in place */
     FILE *out;                          /* progress, tables, report */
@@ -26,6 +28,11 @@ enum train_status {
     TRAIN_DIVERGED = 3,     /* NaN/inf loss: stopped, last good checkpoint kept */
     TRAIN_INTERRUPTED = 130 /* SIGINT/SIGTERM: checkpoint written, resume with --resume */
 };
+
+/* The loader settings cfg gives a training (train) or evaluation loader, less the slot
+ * memory hooks, which depend on the device. */
+struct loader_config;
+void train_loader_config(const struct config *cfg, bool train, struct loader_config *lc);
 
 /* Runs the whole experiment cfg describes. Prints the resolved config, the layer
  * table, progress, per-epoch metrics and the pipeline report to opt->out. */

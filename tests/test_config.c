@@ -2,6 +2,7 @@
  * mistake is reported with file:line and key, --set checks like a file line, a
  * printed config reloads to an equal struct, and no input makes it crash. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,4 +446,36 @@ Test(config, widths_and_blocks_are_checked_only_for_resnet) {
     const char *resnet = "[model]\narch = resnet\nwidths = 16,32\n";
     cr_expect_eq(cfg_load_text(&cfg, resnet, strlen(resnet), "resnet.cfg"), -1);
     cr_expect(strstr(err_get(), "model.blocks"), "%s", err_get());
+}
+
+/* Every number in the key table: just past each bound is refused with the key named,
+ * and a closed bound itself is accepted. A loosened bound in the table fails here. */
+static void expect_set(const struct cfg_range *r, double v, bool ok) {
+    struct config cfg;
+    cfg_defaults(&cfg);
+    char a[160];
+    snprintf(a, sizeof a, r->is_int ? "%s=%.0f" : "%s=%.17g", r->key, v);
+    int rc = cfg_set(&cfg, a);
+    if (ok) {
+        cr_expect_eq(rc, 0, "%s refused: %s", a, err_get());
+    } else {
+        cr_expect_eq(rc, -1, "%s accepted: the range is wider than the table says", a);
+        if (rc) cr_expect(strstr(err_get(), r->key + strcspn(r->key, ".") + 1), "%s: message %s", a, err_get());
+    }
+}
+
+Test(config, every_numeric_key_refuses_values_past_its_range) {
+    struct cfg_range r;
+    int ranged = 0;
+    for (int i = 0; cfg_key_range(i, &r) >= 0; i++) {
+        if (cfg_key_range(i, &r) == 0) continue;
+        ranged++;
+        double below = r.min_open ? r.min : r.is_int ? r.min - 1 : nextafter(r.min, -INFINITY);
+        double above = r.max_open ? r.max : r.is_int ? r.max + 1 : nextafter(r.max, INFINITY);
+        expect_set(&r, below, false);
+        expect_set(&r, above, false);
+        if (!r.is_list && !r.min_open) expect_set(&r, r.min, true);
+        if (!r.is_list && !r.max_open) expect_set(&r, r.max, true);
+    }
+    cr_expect_gt(ranged, 20, "only %d numeric keys found", ranged);
 }

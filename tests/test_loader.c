@@ -475,3 +475,42 @@ Test(loader, bad_configs_are_refused_with_the_key) {
     c.crop_pad = W + 1;
     cr_assert_eq(loader_create(&c, ds, &l), -1);
 }
+
+/* The loader's seam with augmentation: loader_config.flip decides whether samples are
+ * mirrored. With crop_pad = 0 each image is its sample as written or mirrored left to
+ * right; flip = 1 mirrors some and keeps some, flip = 0 mirrors none. */
+Test(loader, flip_reaches_the_augmentation) {
+    uint8_t want[H * W * C], mirrored[H * W * C];
+    for (int flip = 0; flip < 2; flip++) {
+        struct loader_config c = config(8, 2, 2);
+        c.augment = 1;
+        c.crop_pad = 0;
+        c.flip = flip;
+        struct loader *l = make(&c);
+        cr_assert_eq(loader_start_epoch(l, 0), 0, "%s", err_get());
+        const struct batch *b;
+        int n = 0, n_mirrored = 0, rc;
+        while ((rc = loader_next_batch(l, &b)) == 1) {
+            for (int k = 0; k < b->n; k++, n++) {
+                const uint8_t *px = b->images + (size_t)k * H * W * C;
+                bool is_mirror = true, is_plain = true;
+                dg_pixels(dg_sample_id(px), H, W, C, want);
+                /* a mirrored image carries its id at the end of row 0 */
+                int mirrored_id = px[W - 1] | px[W - 2] << 8;
+                if (memcmp(px, want, sizeof want)) is_plain = false;
+                dg_pixels(mirrored_id, H, W, C, want);
+                for (int y = 0; y < H; y++)
+                    for (int x = 0; x < W; x++) mirrored[y * W + x] = want[y * W + (W - 1 - x)];
+                if (memcmp(px, mirrored, sizeof mirrored)) is_mirror = false;
+                cr_assert(is_plain || is_mirror, "sample %d of the epoch is neither its image nor its mirror", n);
+                n_mirrored += is_mirror && !is_plain;
+            }
+            loader_release_batch(l, b);
+        }
+        cr_assert_eq(rc, 0, "%s", err_get());
+        cr_assert_eq(n, N);
+        if (flip) cr_expect(n_mirrored > 0 && n_mirrored < N, "flip = 1 mirrored %d of %d samples", n_mirrored, N);
+        else cr_expect_eq(n_mirrored, 0, "flip = 0 mirrored %d samples", n_mirrored);
+        loader_destroy(l);
+    }
+}

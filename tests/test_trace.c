@@ -326,13 +326,14 @@ Test(trace, times_are_microseconds_and_names_are_escaped) {
 
     struct jv *root = load_trace(path);
     const struct jv *ev = get(root, "traceEvents");
-    const struct jv *first = NULL, *later = NULL;
+    const struct jv *first = NULL, *later = NULL, *counter = NULL;
     int cut_ok = 0;
     for (int i = 0; i < ev->n; i++) {
         const struct jv *e = ev->items[i];
         const char *name = get_str(e, "name");
         if (strcmp(name, odd) == 0) first = e;
         if (strcmp(name, "later") == 0) later = e;
+        if (strcmp(name, "nan") == 0) counter = e;
         const char *tname = get_str(get(e, "args"), "name");
         if (tname && get(e, "tid")->num == 2)
             cut_ok = strlen(tname) == 30 && memcmp(tname, long_utf8, 30) == 0; /* 15 whole "é" */
@@ -344,6 +345,12 @@ Test(trace, times_are_microseconds_and_names_are_escaped) {
     cr_expect(fabs(get(later, "ts")->num - get(first, "ts")->num - 1.5) < 1e-9, "ts %f vs %f",
               get(later, "ts")->num, get(first, "ts")->num);
     cr_expect(cut_ok, "a long UTF-8 name was not cut at a character boundary");
+    /* spans and counters share one time base: both are made relative to trace_open */
+    cr_assert_not_null(counter, "the counter was not found");
+    cr_expect_eq(get(counter, "ts")->num, get(first, "ts")->num, "counter at %f us, span at %f us, same instant",
+                 get(counter, "ts")->num, get(first, "ts")->num);
+    cr_expect(get(first, "ts")->num >= 0 && get(first, "ts")->num < 60e6, "ts %f us is not since trace_open",
+              get(first, "ts")->num);
     jv_free(root);
 }
 

@@ -15,8 +15,11 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "error.h"
+#include "loader.h"
 #include "models.h"
+#include "optim.h"
 #include "report.h"
+#include "train.h"
 #include "testutil.h"
 
 static char dir[64];
@@ -219,4 +222,104 @@ Test(train, trace_has_the_event_kinds_and_thread_names) {
     cr_expect(strstr(json, "\"ph\":\"M\"") && strstr(json, "training thread"), "no thread names");
     cr_expect(strstr(json, "\"wait\"") && strstr(json, "\"compute\""), "no wait/compute spans");
     free(json);
+}
+
+/* Reads --metrics' CSV: the step and learning-rate columns, up to `cap` rows. */
+static int read_lr_column(const char *path, long *step, double *lr, int cap) {
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "no metrics file %s", path);
+    char line[256];
+    cr_assert_not_null(fgets(line, sizeof line, f));
+    cr_expect_str_eq(line, "step,epoch,batch,lr,loss,correct,images\n");
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        int epoch;
+        long batch;
+        cr_assert_eq(sscanf(line, "%ld,%d,%ld,%lf", &step[n], &epoch, &batch, &lr[n]), 4, "bad row: %s", line);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* The trainer's seam with the LR schedule: the schedule spans every step of the run
+ * (epochs x batches per epoch) and is fed the global step, so the rate keeps falling
+ * across an epoch boundary and ends one step short of 0. smoke.cfg: 192 images,
+ * batch 16, 3 epochs, linear decay after a 10% warm-up. */
+Test(train, every_step_gets_the_learning_rate_of_its_global_step) {
+    struct config cfg;
+    cr_assert_eq(cfg_load(&cfg, "configs/smoke.cfg"), 0, "%s", err_get());
+    const long per_epoch = 192 / cfg.loader.batch, total = per_epoch * cfg.train.epochs;
+    enum lr_schedule sched = (enum lr_schedule)cfg.optim.schedule;
+    float base = (float)cfg.optim.lr, warmup = (float)cfg.optim.warmup;
+    char args[512], path[160], *out;
+    long step[128];
+    double lr[128];
+    for (int cut = 0; cut < 2; cut++) {
+        /* cut: max_steps stops the run early, but the schedule still spans the whole run */
+        long steps = cut ? total / 2 + 1 : total;
+        snprintf(path, sizeof path, "%s/metrics%d.csv", dir, cut);
+        snprintf(args, sizeof args, "--set train.eval_every=0 --set train.max_steps=%ld --metrics %s",
+                 cut ? steps : 0, path);
+        cr_assert_eq(run_train(args, &out), 0, "%s", out);
+        free(out);
+        int n = read_lr_column(path, step, lr, 128);
+        cr_assert_eq(n, steps, "%d steps recorded, expected %ld", n, steps);
+        for (int k = 0; k < n; k++) {
+            cr_expect_eq(step[k], k);
+            double want = optim_lr_at(sched, base, warmup, k, total);
+            cr_expect(fabs(lr[k] - want) <= 1e-6 * base, "step %d: lr %.9g, the schedule gives %.9g", k, lr[k], want);
+        }
+        cr_expect_eq(lr[0], 0.0, "the warm-up starts from 0");
+        /* after the warm-up, every step lowers the rate, across epoch boundaries too */
+        for (int k = (int)ceil(warmup * (double)total) + 1; k < n; k++)
+            cr_expect(lr[k] < lr[k - 1], "lr rose from step %d (%.9g) to %d (%.9g)", k - 1, lr[k - 1], k, lr[k]);
+        if (!cut) cr_expect(lr[n - 1] > 0 && lr[n - 1] < 0.1 * base, "last lr %.9g", lr[n - 1]);
+    }
+}
+
+/* Every [loader] key reaches the loader: a value the trainer dropped on the way would
+ * leave the loader on its default. Both values of each switch are tried. */
+Test(train, loader_keys_reach_the_loader) {
+    for (int v = 0; v < 2; v++) {
+        struct config cfg;
+        cfg_defaults(&cfg);
+        cfg.loader.flip = v;
+        cfg.loader.crop_pad = 3 + v;
+        cfg.loader.batch = 40 + v;
+        cfg.loader.workers = 3 + v;
+        cfg.loader.prefetch = 5 + v;
+        cfg.loader.seed = 77 + v;
+        cfg.loader.io_delay_us = 100 + v;
+        cfg.loader.drop_last = v;
+        cfg.loader.cache = v ? CFG_CACHE_MEMORY : CFG_CACHE_PACKED;
+        cfg.data.on_bad_sample = v ? CFG_BAD_SAMPLE_SKIP : CFG_BAD_SAMPLE_ERROR;
+        struct loader_config lc;
+        train_loader_config(&cfg, true, &lc);
+        cr_expect_eq(lc.flip, v);
+        cr_expect_eq(lc.crop_pad, 3 + v);
+        cr_expect_eq(lc.batch, 40 + v);
+        cr_expect_eq(lc.workers, 3 + v);
+        cr_expect_eq(lc.prefetch, 5 + v);
+        cr_expect_eq(lc.seed, (uint64_t)(77 + v));
+        cr_expect_eq(lc.io_delay_us, (unsigned)(100 + v));
+        cr_expect_eq(lc.drop_last, v);
+        cr_expect_eq(lc.cache, v ? LOADER_CACHE_MEMORY : LOADER_CACHE_PACKED);
+        cr_expect_eq(lc.on_bad_sample, v ? LOADER_BAD_SKIP : LOADER_BAD_ERROR);
+        cr_expect(lc.augment && lc.shuffle, "a training loader shuffles and augments");
+        train_loader_config(&cfg, false, &lc);
+        cr_expect(!lc.augment && !lc.shuffle && !lc.drop_last, "an evaluation loader neither shuffles nor augments");
+    }
+}
+
+/* TF Profiler's thresholds on the input-bound share: under 5% not input-bound, 5% to
+ * 20% moderately, over 20% highly. */
+Test(report, verdicts_change_at_5_and_20_percent) {
+    cr_expect_eq(report_classify(0.0), INPUT_NOT_BOUND);
+    cr_expect_eq(report_classify(0.0499), INPUT_NOT_BOUND);
+    cr_expect_eq(report_classify(0.05), INPUT_MODERATELY);
+    cr_expect_eq(report_classify(0.12), INPUT_MODERATELY);
+    cr_expect_eq(report_classify(0.20), INPUT_MODERATELY);
+    cr_expect_eq(report_classify(0.2001), INPUT_HIGHLY);
+    cr_expect_eq(report_classify(0.9), INPUT_HIGHLY);
 }

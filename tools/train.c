@@ -1,5 +1,5 @@
 /* train.c — ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]
- *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]]
+ *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]] [--metrics FILE.csv]
  * Trains what CONFIG describes; see README.md. Exit codes: train.h's enum train_status. */
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +21,7 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
     fprintf(f, "usage: ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]\n"
                "               [--resume CHECKPOINT] [--trace FILE.json [--timeline FILE.svg]]\n"
+               "               [--metrics FILE.csv]   one line per step: step, epoch, batch, lr, loss\n"
                "       ./train --help-config   every config key, its default and meaning\n");
 }
 
@@ -44,6 +45,7 @@ int main(int argc, char **argv) {
                      ? err_set("--trace: path too long") : cfg_set(&cfg, assignment);
         else if (!strcmp(a, "--resume") && v) opt.resume = v;
         else if (!strcmp(a, "--timeline") && v) opt.timeline = v;
+        else if (!strcmp(a, "--metrics") && v) opt.metrics = v;
         else {
             fprintf(stderr, "error: %s '%s'\n", v || a[0] != '-' ? "unknown argument" : "missing value after", a);
             usage(stderr);

@@ -303,6 +303,19 @@ static void describe_range(const struct key_spec *k, char *buf, size_t cap) {
     }
 }
 
+int cfg_key_range(int i, struct cfg_range *out) {
+    if (i < 0 || (size_t)i >= N_KEYS) return -1;
+    const struct key_spec *k = &keys[i];
+    snprintf(out->key, sizeof out->key, "%s.%s", k->section, k->name);
+    out->is_int = k->type == T_INT || k->type == T_INT_LIST;
+    out->is_list = is_list(k);
+    out->min = k->min;
+    out->max = k->max;
+    out->min_open = k->flags & MIN_OPEN;
+    out->max_open = k->flags & MAX_OPEN;
+    return k->type == T_INT || k->type == T_FLOAT || is_list(k);
+}
+
 static void *field(struct config *cfg, const struct key_spec *k) {
     return (char *)cfg + k->offset;
 }

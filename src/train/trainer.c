@@ -40,6 +40,7 @@ struct trainer {
     struct loader *train_ld, *test_ld;
     struct feeder *train_feed, *test_feed;  /* batches on the compute device */
     struct trace *tr;
+    FILE *metrics;           /* --metrics: one CSV line per step, or NULL */
     float mean[4], std[4];
     long step, total_steps;  /* the LR schedule spans total_steps */
     long stop_at;            /* max_steps cuts the run short; the schedule stays, so a cut
@@ -122,24 +123,29 @@ static int open_split(const struct config *cfg, const char *split, struct datase
     return 0;
 }
 
+void train_loader_config(const struct config *cfg, bool train, struct loader_config *lc) {
+    const struct cfg_loader *c = &cfg->loader;
+    loader_config_default(lc);
+    lc->batch = c->batch;
+    lc->workers = c->workers;
+    lc->prefetch = c->prefetch;
+    lc->shuffle = train;
+    lc->drop_last = train && c->drop_last;
+    lc->augment = train;
+    lc->crop_pad = c->crop_pad;
+    lc->flip = c->flip;
+    lc->seed = (uint64_t)c->seed;
+    lc->cache = c->cache == CFG_CACHE_MEMORY ? LOADER_CACHE_MEMORY
+              : c->cache == CFG_CACHE_PACKED ? LOADER_CACHE_PACKED : LOADER_CACHE_NONE;
+    lc->io_delay_us = (unsigned)c->io_delay_us;
+    lc->on_bad_sample = cfg->data.on_bad_sample == CFG_BAD_SAMPLE_SKIP ? LOADER_BAD_SKIP : LOADER_BAD_ERROR;
+}
+
 static int make_loader(struct trainer *t, const struct dataset *ds, bool train, struct loader **ld,
                        struct feeder **feed) {
     const struct cfg_loader *c = &t->cfg->loader;
     struct loader_config lc;
-    loader_config_default(&lc);
-    lc.batch = c->batch;
-    lc.workers = c->workers;
-    lc.prefetch = c->prefetch;
-    lc.shuffle = train;
-    lc.drop_last = train && c->drop_last;
-    lc.augment = train;
-    lc.crop_pad = c->crop_pad;
-    lc.flip = c->flip;
-    lc.seed = (uint64_t)c->seed;
-    lc.cache = c->cache == CFG_CACHE_MEMORY ? LOADER_CACHE_MEMORY
-             : c->cache == CFG_CACHE_PACKED ? LOADER_CACHE_PACKED : LOADER_CACHE_NONE;
-    lc.io_delay_us = (unsigned)c->io_delay_us;
-    lc.on_bad_sample = t->cfg->data.on_bad_sample == CFG_BAD_SAMPLE_SKIP ? LOADER_BAD_SKIP : LOADER_BAD_ERROR;
+    train_loader_config(t->cfg, train, &lc);
     lc.slot_alloc = feeder_slot_alloc;
     lc.slot_free = feeder_slot_free;
     lc.slot_ctx = feeder_slot_ctx(t->be, c->pinned);
@@ -270,6 +276,8 @@ static void close_all(struct trainer *t) {
     if (t->tr && t->opt->timeline && timeline_write_svg(t->tr, t->opt->timeline, NULL))
         fprintf(stderr, "warning: --timeline: %s\n", err_get());
     if (t->tr && trace_close(t->tr)) fprintf(stderr, "warning: %s\n", err_get());
+    if (t->metrics && fclose(t->metrics))
+        fprintf(stderr, "warning: --metrics %s: %s\n", t->opt->metrics, strerror(errno));
     ag_ctx_free(&t->ctx);
     nn_model_free(&t->model);
 }
@@ -324,6 +332,12 @@ static int setup(struct trainer *t) {
         make_loader(t, t->test_ds, false, &t->test_ld, &t->test_feed))
         return -1;
     if (cfg->train.trace[0] && !(t->tr = trace_open(cfg->train.trace))) return err_wrap("[train] trace: ");
+    if (t->opt->metrics) {
+        /* a resumed run appends, so the steps before the interruption are kept */
+        if (!(t->metrics = fopen(t->opt->metrics, t->opt->resume ? "a" : "w")))
+            return err_set("--metrics %s: %s", t->opt->metrics, strerror(errno));
+        if (fseek(t->metrics, 0, SEEK_END) == 0 && ftell(t->metrics) == 0) fprintf(t->metrics, "step,epoch,batch,lr,loss,correct,images\n");
+    }
     return 0;
 }
 
@@ -423,6 +437,8 @@ static enum train_status run(struct trainer *t) {
                 status = TRAIN_DIVERGED;
                 break;
             }
+            if (t->metrics)
+                fprintf(t->metrics, "%ld,%d,%ld,%.9g,%.6f,%d,%d\n", t->step, epoch + 1, i, lr, loss, correct, n);
             t->step++;
             m.steps++;
             m.images += n;
