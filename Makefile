@@ -44,14 +44,14 @@ else
   $(info nostall: building without CUDA (nvcc not found or CUDA=0): CPU backend only)
 endif
 
-LIB_SRC := $(wildcard src/*/*.c kernels/cpu/*.c models/*.c)
+LIB_SRC := $(wildcard src/*/*.c kernels/*.c kernels/cpu/*.c models/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
 LIB     := $(BUILD)/libnostall.a
 TOOLS   := train bench prepare
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all setup test run data bench clean
+.PHONY: all setup test run data bench clean check-layers
 # The tools are built in build/bin and linked into the top folder (./train, ./bench,
 # ./prepare); `make bench` is the benchmark run, not the binary.
 all: $(TOOL_BINS)
@@ -106,18 +106,29 @@ bench: all
 clean:
 	rm -rf $(BUILD) $(TOOLS)
 
+# Includes point down the layers (docs/design.md); then the check must catch a planted
+# upward include (core including train.h) in a scratch tree.
+check-layers:
+	@sh scripts/check-layers.sh
+	@d=$$(mktemp -d) && mkdir -p $$d/src/core && printf '#include "train.h"\n' >$$d/src/core/planted.c && \
+	  if sh scripts/check-layers.sh $$d; then echo "check-layers: the planted upward include was missed"; exit 1; fi; \
+	  rm -rf $$d; echo "check-layers: a planted upward include (src/core -> train.h) is caught"
+
 # --- reliability: fuzz, sanitizers (issue 7) ---
 #   make fuzz            libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each (default 60)
 #   make test-asan       every Criterion suite under AddressSanitizer + UBSan (build/asan)
 #   make test-valgrind   the smoke training run under valgrind memcheck
 # docs/reliability.md has what they found and how to read their output.
-.PHONY: fuzz test-asan test-valgrind
+.PHONY: fuzz test-asan test-valgrind mutants
 fuzz: setup
 	@sh scripts/fuzz.sh
 test-asan: setup
 	@sh scripts/test-asan.sh
 test-valgrind: setup
 	@sh scripts/test-valgrind.sh
+# make mutants: each tests/mutations/*.patch plants a bug a test must catch (slow, not CI)
+mutants: setup
+	@sh scripts/mutants.sh
 # The regression suite replays inputs through tests/fuzz/harness.h; seeds.c writes the seeds.
 $(BUILD)/tests/test_regressions: $(wildcard tests/fuzz/*.h)
 $(BUILD)/fuzz-seeds: tests/fuzz/seeds.c $(wildcard tests/fuzz/*.h) $(LIB)

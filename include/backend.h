@@ -24,7 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tensor.h"
+enum device { DEV_CPU = 0, DEV_CUDA = 1 };
+enum kernel_flavour { KF_LOOP = 0, KF_VECTORIZED = 1 };
 
 /* x (n,c,h,w) * w (k,c,r,s) -> y (n,k,oh,ow); oh = (h + 2*pad - r)/stride + 1 */
 struct conv_geom {

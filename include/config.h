@@ -38,7 +38,7 @@ enum cfg_bad_sample { CFG_BAD_SAMPLE_ERROR, CFG_BAD_SAMPLE_SKIP };
 enum cfg_cache { CFG_CACHE_NONE, CFG_CACHE_MEMORY, CFG_CACHE_PACKED };
 enum cfg_arch { CFG_ARCH_RESNET, CFG_ARCH_CNN, CFG_ARCH_MLP };
 enum cfg_schedule { CFG_SCHEDULE_CONSTANT, CFG_SCHEDULE_LINEAR, CFG_SCHEDULE_COSINE };
-/* AUTO picks CUDA when a GPU is present; tensor.h's enum device is what it resolves to. */
+/* AUTO picks CUDA when a GPU is present; backend.h's enum device is what it resolves to. */
 enum cfg_device { CFG_DEVICE_AUTO, CFG_DEVICE_CPU, CFG_DEVICE_CUDA };
 /* Same order as tensor.h's enum kernel_flavour (KF_LOOP, KF_VECTORIZED). */
 enum cfg_kernels { CFG_KERNELS_LOOP, CFG_KERNELS_VECTORIZED };

@@ -91,9 +91,6 @@ struct data_reader {
     void (*close)(struct dataset *ds);
 };
 
-/* Monotonic clock in nanoseconds, for the timings above. */
-int64_t data_now_ns(void);
-
 /* --- augmentation -------------------------------------------------------------
  * Random crop with zero padding (crop the original size out of the image padded by
  * `pad` pixels on every side, i.e. shift by dy, dx in [-pad, pad]) then a random
@@ -108,8 +105,7 @@ struct data_crop {
     int flip;
 };
 
-/* Counter-based randomness: splitmix64 over (seed, epoch, index); no shared state. */
-uint64_t data_mix64(uint64_t x);
+/* Counter-based randomness: splitmix64 (rng.h) over (seed, epoch, index); no shared state. */
 uint64_t data_sample_key(uint64_t seed, uint64_t epoch, uint64_t index);
 struct data_crop data_augment_draw(const struct data_augment *aug, uint64_t key);
 /* dst and src: h x w x c, must not overlap. */

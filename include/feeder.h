@@ -56,7 +56,7 @@ void feeder_done(struct feeder *f, const struct fed_batch *fb);
 void feeder_take_times(struct feeder *f, int64_t *h2d_ns, int64_t *compute_ns);
 
 /* Where the device ran the last batch given to feeder_done, on the host's clock
- * (data_now_ns): its copy and its compute, from the same events, placed against an
+ * (os_now_ns): its copy and its compute, from the same events, placed against an
  * anchor event the host waited for at the start of the epoch. They are the trace's
  * stream lanes. False on the CPU, which has no streams. */
 struct device_spans { int64_t copy_start_ns, copy_ns, compute_start_ns, compute_ns; };

@@ -13,8 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum device { DEV_CPU = 0, DEV_CUDA = 1 };
-enum kernel_flavour { KF_LOOP = 0, KF_VECTORIZED = 1 };
+#include "backend.h"
 
 #define TENSOR_MAX_DIMS 4
 

@@ -13,7 +13,6 @@ struct train_options {
     const char *resume;                 /* checkpoint to continue from, or NULL */
     const char *metrics;                /* if not NULL: a CSV file, one line per step (step, epoch, batch,
                                            lr, loss, correct, images); a resumed run appends */
-    const char *timeline;               /* if not NULL: an SVG timeline of the trace (needs train.trace) */
     bool tty;                           /* redraw a progress bar in place */
     FILE *out;                          /* progress, tables, report */
     volatile sig_atomic_t *stop;        /* set by SIGINT/SIGTERM: finish the step, save, stop */

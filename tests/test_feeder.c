@@ -13,6 +13,7 @@
 #include "error.h"
 #include "feeder.h"
 #include "fixtures/datagen.h"
+#include "os.h"
 
 struct device_event { int recorded, done; int64_t t_ns; };
 static int pinned_live, copies_on[2], waits;
@@ -22,7 +23,7 @@ static void fake_pinned_free(void *p) { pinned_live--; free(p); }
 static void fake_copy(void *dst, const void *src, size_t n, enum stream_id s) { memcpy(dst, src, n); copies_on[s]++; }
 static struct device_event *fake_event_create(void) { return calloc(1, sizeof(struct device_event)); }
 static void fake_event_destroy(struct device_event *e) { free(e); }
-static void fake_record(struct device_event *e, enum stream_id s) { (void)s; e->recorded++; e->done = 1; e->t_ns = data_now_ns(); }
+static void fake_record(struct device_event *e, enum stream_id s) { (void)s; e->recorded++; e->done = 1; e->t_ns = os_now_ns(); }
 static void fake_wait(enum stream_id s, struct device_event *e) { (void)s; cr_assert(e->recorded, "waited on an event never recorded"); waits++; }
 static bool fake_done(struct device_event *e) { return e->done; }
 static void fake_sync(struct device_event *e) { cr_assert(e->recorded, "synced an event never recorded"); }
@@ -77,11 +78,11 @@ static void run(const struct backend *be, int prefetch, int workers, int batch, 
     if (be->stage && pinned) cr_expect_eq(pinned_live, prefetch, "every ring slot should be pinned");
     for (int epoch = 0; epoch < 3; epoch++) {
         int seen[N] = {0}, batches = 0;
-        int64_t epoch_ns = data_now_ns(), slack = 50000; /* float milliseconds, rounded */
+        int64_t epoch_ns = os_now_ns(), slack = 50000; /* float milliseconds, rounded */
         cr_assert_eq(feeder_start_epoch(f, epoch, 0), 0, "%s", err_get());
         struct fed_batch fb;
         int rc;
-        for (int64_t asked = data_now_ns(); (rc = feeder_next(f, &fb)) == 1; asked = data_now_ns()) {
+        for (int64_t asked = os_now_ns(); (rc = feeder_next(f, &fb)) == 1; asked = os_now_ns()) {
             const struct batch *b = fb.host;
             size_t bytes = (size_t)b->n * H * W;
             if (be->stage) cr_expect_neq((void *)fb.images, (void *)b->images, "device path must use the twin");
@@ -98,7 +99,7 @@ static void run(const struct backend *be, int prefetch, int workers, int batch, 
             struct device_spans sp;
             cr_expect_eq(feeder_last_spans(f, &sp), be->stage != NULL, "device spans exactly when there is a device");
             if (be->stage) {
-                int64_t now = data_now_ns();
+                int64_t now = os_now_ns();
                 /* the copy was queued this epoch (one batch early with overlap), the compute after
                  * this feeder_next asked, and both had finished when feeder_done returned */
                 cr_expect(sp.copy_start_ns >= epoch_ns - slack && sp.copy_ns >= 0, "copy at %lld", (long long)sp.copy_start_ns);

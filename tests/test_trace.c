@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "os.h"
 #include "trace.h"
 
 /* ---- a small JSON parser (RFC 8259), enough to check what we write ---- */
@@ -249,8 +250,8 @@ static void *record(void *p) {
     snprintf(name, sizeof name, "worker %d", a->tid);
     trace_thread_name(a->tr, a->tid, name);
     for (int i = 0; i < SPANS; i++) {
-        int64_t t = trace_now_ns();
-        trace_span(a->tr, a->tid, i % 2 ? "decode" : "read", "loader", t, trace_now_ns() - t);
+        int64_t t = os_now_ns();
+        trace_span(a->tr, a->tid, i % 2 ? "decode" : "read", "loader", t, os_now_ns() - t);
         if (i % 10 == 0) trace_counter(a->tr, "ring occupancy", t, i % 5);
     }
     return NULL;
@@ -266,7 +267,7 @@ Test(trace, four_threads_at_once_give_a_valid_complete_file) {
         args[i] = (struct worker_arg){tr, i + 1};
         cr_assert_eq(pthread_create(&th[i], NULL, record, &args[i]), 0);
     }
-    for (int i = 0; i < 100; i++) trace_span(tr, 0, "compute", "train", trace_now_ns(), 1000);
+    for (int i = 0; i < 100; i++) trace_span(tr, 0, "compute", "train", os_now_ns(), 1000);
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
     cr_assert_eq(access(path, F_OK), -1, "the trace appeared before trace_close");
     cr_assert_eq(trace_close(tr), 0, "%s", err_get());
@@ -318,7 +319,7 @@ Test(trace, times_are_microseconds_and_names_are_escaped) {
     for (int i = 0; i < 20; i++) strcat(long_utf8, "\xc3\xa9"); /* "é" x 20: 40 bytes */
     trace_thread_name(tr, 1, odd);
     trace_thread_name(tr, 2, long_utf8);
-    int64_t t = trace_now_ns();
+    int64_t t = os_now_ns();
     trace_span(tr, 1, odd, "c\"at", t, 2500);
     trace_span(tr, 1, "later", "c", t + 1500, -7); /* negative duration -> 0 */
     trace_counter(tr, "nan", t, NAN);
@@ -357,7 +358,7 @@ Test(trace, times_are_microseconds_and_names_are_escaped) {
 Test(trace, past_the_cap_events_are_counted_and_reported) {
     struct trace *tr = trace_open_max(path, 10);
     cr_assert_not_null(tr, "%s", err_get());
-    for (int i = 0; i < 25; i++) trace_span(tr, 0, "step", "train", trace_now_ns(), 10);
+    for (int i = 0; i < 25; i++) trace_span(tr, 0, "step", "train", os_now_ns(), 10);
     trace_thread_name(tr, 0, "trainer"); /* after the cap: names are still kept */
     cr_expect_eq(trace_dropped_count(tr), 15);
     cr_expect_eq(trace_event_count(tr), 11);
@@ -378,7 +379,7 @@ Test(trace, a_null_tracer_does_nothing) {
     cr_expect_eq(trace_event_count(NULL), 0);
     cr_expect_eq(trace_dropped_count(NULL), 0);
     cr_expect_eq(trace_close(NULL), 0);
-    cr_expect_gt(trace_now_ns(), 0);
+    cr_expect_gt(os_now_ns(), 0);
 }
 
 Test(trace, an_unwritable_path_fails_at_open) {

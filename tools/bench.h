@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "backend.h"
+#include "os.h"
 
 int bench_ops(int argc, char **argv);
 int bench_loader(int argc, char **argv);
@@ -14,7 +15,7 @@ int bench_kernels(int argc, char **argv);
 int bench_pipeline(int argc, char **argv);
 int bench_timeline(int argc, char **argv);
 
-double bench_now_s(void);
+static inline double bench_now_s(void) { return (double)os_now_ns() * 1e-9; }
 /* Median seconds of `reps` calls of fn(arg), after one warm-up call. */
 double bench_median_s(void (*fn)(void *), void *arg, int reps);
 

@@ -16,6 +16,7 @@
 #include "data.h"
 #include "error.h"
 #include "loader.h"
+#include "os.h"
 
 struct bench_result {
     double images_per_s;
@@ -27,10 +28,10 @@ static int run_epochs(const struct dataset *ds, const struct loader_config *cfg,
                       struct bench_result *r) {
     struct loader *l;
     if (loader_create(cfg, ds, &l)) return -1;
-    int64_t t0 = 0, images = 0, first_t0 = data_now_ns();
+    int64_t t0 = 0, images = 0, first_t0 = os_now_ns();
     for (int epoch = 0; epoch <= warmup; epoch++) {
         if (loader_start_epoch(l, epoch)) goto fail;
-        t0 = data_now_ns();
+        t0 = os_now_ns();
         images = 0;
         const struct batch *b;
         int rc;
@@ -40,7 +41,7 @@ static int run_epochs(const struct dataset *ds, const struct loader_config *cfg,
         }
         if (rc < 0) goto fail;
     }
-    double wall = (double)(data_now_ns() - t0) / 1e9;
+    double wall = (double)(os_now_ns() - t0) / 1e9;
     r->images_per_s = (double)images / wall;
     int64_t samples = 0, busy_ns = 0, cpu_ns = 0;
     for (int w = 0; w < (cfg->workers ? cfg->workers : 1); w++) {
@@ -52,7 +53,7 @@ static int run_epochs(const struct dataset *ds, const struct loader_config *cfg,
     }
     /* over all epochs run, warm-up included: a worker's own speed, cache or not */
     r->worker_rate = busy_ns ? (double)samples / ((double)busy_ns / 1e9) : 0;
-    r->cpu_share = (double)cpu_ns / (double)(data_now_ns() - first_t0);
+    r->cpu_share = (double)cpu_ns / (double)(os_now_ns() - first_t0);
     loader_destroy(l);
     return 0;
 fail:

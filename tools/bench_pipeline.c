@@ -38,9 +38,9 @@
 #include "data.h"
 #include "error.h"
 #include "report.h"
-#include "svg.h"
-#include "timeline.h"
 #include "train.h"
+#include "viz.h"
+#include "viz.h"
 
 #define LAB_DIR "build/lab-data"
 #define MAX_ROWS 64
@@ -82,19 +82,6 @@ static const char *const cache_names[] = {"none", "memory", "packed"};
 static const char *const bound_words[] = {"not input-bound", "moderately input-bound", "highly input-bound"};
 
 /* ---- the subset of the training split ---- */
-
-static int mkdir_p(const char *path) {
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *c = p + 1; *c; c++) {
-        if (*c != '/') continue;
-        *c = 0;
-        if (mkdir(p, 0755) && errno != EEXIST) return err_set("creating %s: %s", p, strerror(errno));
-        *c = '/';
-    }
-    if (mkdir(p, 0755) && errno != EEXIST) return err_set("creating %s: %s", p, strerror(errno));
-    return 0;
-}
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -147,7 +134,7 @@ static int link_split(const char *src, const char *dst, int total) {
         char **files = list_dir(sdir, false, &nf);
         if (!files) { rc = -1; break; }
         if (nf < want) rc = err_set("%s has %d images, the lab needs %d", sdir, nf, want);
-        if (!rc) rc = mkdir_p(ddir);
+        if (!rc) rc = os_mkdir_p(ddir);
         for (int i = 0; i < want && !rc; i++) {
             char from[PATH_MAX * 2], to[PATH_MAX * 2], abs[PATH_MAX];
             snprintf(from, sizeof from, "%s/%s", sdir, files[i]);
@@ -186,9 +173,9 @@ static int prepare_subset(struct lab *lab) {
     snprintf(packed, sizeof packed, "%s.packed", test);
     if (have && data_packed_verify(packed, &b) == 0 && b.count == total_test) return 0;  /* an earlier run's */
     snprintf(src, sizeof src, "%s/%s", d->path, d->train_dir);
-    if (mkdir_p(train) || link_split(src, train, total)) return -1;
+    if (os_mkdir_p(train) || link_split(src, train, total)) return -1;
     snprintf(src, sizeof src, "%s/%s", d->path, d->test_dir);
-    if (mkdir_p(test) || link_split(src, test, total_test)) return -1;
+    if (os_mkdir_p(test) || link_split(src, test, total_test)) return -1;
     return pack_split(d, train) || pack_split(d, test) ? -1 : 0;
 }
 
@@ -210,7 +197,7 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
     memset(r, 0, sizeof *r);
     r->s = *s;
     r->part = part;
-    mkdir_p(LAB_DIR "/traces");
+    os_mkdir_p(LAB_DIR "/traces");
     snprintf(r->trace, sizeof r->trace, LAB_DIR "/traces/run-%02d.json", lab->n);
     struct config cfg = lab->base;
     int rc = set(&cfg, "data.path=%s", lab->subset) || set(&cfg, "data.dataset=folder") ||
@@ -616,7 +603,7 @@ int bench_pipeline(int argc, char **argv) {
                  when);
         snprintf(img, sizeof img, "%s/img", out);
         snprintf(md, sizeof md, "%s/%s.md", out, lab->name);
-        rc = mkdir_p(img) || write_pictures(lab, img, caption) ||
+        rc = os_mkdir_p(img) || write_pictures(lab, img, caption) ||
              write_markdown(lab, md, machine, load0, load1, seconds, gpu_note);
         if (!rc) printf("wrote %s, %s/%s.svg, %s/%s-timeline.svg\n", md, img, lab->name, img, lab->name);
     }

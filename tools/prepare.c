@@ -12,6 +12,7 @@
 
 #include "data.h"
 #include "error.h"
+#include "os.h"
 
 #define DEFAULT_SRC "/usr/share/datasets/fashion-mnist"
 #define DEFAULT_OUT "data/fashion-mnist"
@@ -41,11 +42,11 @@ static int prepare_fashion_mnist(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else return usage("fashion-mnist takes --src DIR and --out DIR");
     }
-    int64_t t0 = data_now_ns();
+    int64_t t0 = os_now_ns();
     struct data_prepare_result res;
     if (data_prepare_fashion_mnist(src, out, stdout, &res)) return fail();
     printf("fashion-mnist ready in %s: %lld images written, %lld already there, %.2f s\n", out,
-           (long long)res.written, (long long)res.skipped, (double)(data_now_ns() - t0) / 1e9);
+           (long long)res.written, (long long)res.skipped, (double)(os_now_ns() - t0) / 1e9);
     return 0;
 }
 
@@ -67,7 +68,7 @@ static int pack_folder(int argc, char **argv) {
             return usage("unknown option for pack");
         }
     }
-    int64_t t0 = data_now_ns();
+    int64_t t0 = os_now_ns();
     struct dataset *ds;
     if (data_open_folder(argv[2], &opt, &ds)) return fail();
     printf("%s: %lld images of %dx%dx%d in %d classes -> %s\n", ds->path, (long long)ds->count,
@@ -75,7 +76,7 @@ static int pack_folder(int argc, char **argv) {
     int rc = data_pack(ds, argv[3], stdout);
     data_close(ds);
     if (rc) return fail();
-    printf("packed in %.2f s\n", (double)(data_now_ns() - t0) / 1e9);
+    printf("packed in %.2f s\n", (double)(os_now_ns() - t0) / 1e9);
     return 0;
 }
 

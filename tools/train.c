@@ -9,6 +9,7 @@
 #include "config.h"
 #include "error.h"
 #include "train.h"
+#include "viz.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
     struct config cfg;
     if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
     struct train_options opt = {.out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_requested};
+    const char *timeline = NULL;
     char assignment[CFG_STR_MAX + 64];
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -44,7 +46,7 @@ int main(int argc, char **argv) {
             rc = snprintf(assignment, sizeof assignment, "train.trace=%s", v) >= (int)sizeof assignment
                      ? err_set("--trace: path too long") : cfg_set(&cfg, assignment);
         else if (!strcmp(a, "--resume") && v) opt.resume = v;
-        else if (!strcmp(a, "--timeline") && v) opt.timeline = v;
+        else if (!strcmp(a, "--timeline") && v) timeline = v;
         else if (!strcmp(a, "--metrics") && v) opt.metrics = v;
         else {
             fprintf(stderr, "error: %s '%s'\n", v || a[0] != '-' ? "unknown argument" : "missing value after", a);
@@ -55,11 +57,15 @@ int main(int argc, char **argv) {
         i++;
     }
     if (cfg_validate(&cfg, "--set")) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
-    if (opt.timeline && !cfg.train.trace[0]) {
+    if (timeline && !cfg.train.trace[0]) {
         fprintf(stderr, "error: --timeline FILE.svg draws the run's trace: give --trace FILE.json too\n");
         return 2;
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    return (int)train_run(&cfg, &opt);
+    enum train_status st = train_run(&cfg, &opt);
+    /* the picture is drawn from the trace file the run just wrote */
+    if (timeline && st != TRAIN_ERROR && timeline_write_svg(cfg.train.trace, timeline, NULL))
+        fprintf(stderr, "warning: --timeline: %s\n", err_get());
+    return (int)st;
 }

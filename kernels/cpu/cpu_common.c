@@ -12,6 +12,7 @@
 #include "error.h"
 #include "ns_elem.h"
 #include "ns_math.h"
+#include "os.h"
 
 /* ---- memory ---- */
 
@@ -81,12 +82,6 @@ static struct pool {
           .start = PTHREAD_COND_INITIALIZER,
           .finish = PTHREAD_COND_INITIALIZER};
 
-static int64_t pool_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static inline void pool_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -104,8 +99,8 @@ static void *pool_worker(void *arg) {
     unsigned long seen = pool.born_gen; /* the job it was started for is yet to be seen */
     pthread_mutex_unlock(&pool.mu);
     for (;;) {
-        int64_t until = pool_now_ns() + POOL_SPIN_NS;
-        while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen && pool_now_ns() < until)
+        int64_t until = os_now_ns() + POOL_SPIN_NS;
+        while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen && os_now_ns() < until)
             pool_pause();
         pthread_mutex_lock(&pool.mu);
         while (atomic_load(&pool.gen) == seen) pthread_cond_wait(&pool.start, &pool.mu);
@@ -166,8 +161,8 @@ void cpu_parallel(int tasks, int threads, void (*fn)(void *ctx, int task, int th
     pthread_mutex_unlock(&pool.mu);
 
     pool_run_tasks(0);
-    int64_t until = pool_now_ns() + POOL_SPIN_NS;
-    while (atomic_load(&pool.busy) > 0 && pool_now_ns() < until) pool_pause();
+    int64_t until = os_now_ns() + POOL_SPIN_NS;
+    while (atomic_load(&pool.busy) > 0 && os_now_ns() < until) pool_pause();
     pthread_mutex_lock(&pool.mu);
     while (atomic_load(&pool.busy) > 0) pthread_cond_wait(&pool.finish, &pool.mu);
     pthread_mutex_unlock(&pool.mu);

@@ -7,18 +7,10 @@
 #include <string.h>
 
 #include "data.h"
-
-/* splitmix64's output function: a good 64-bit mixer, so consecutive inputs give
- * unrelated outputs. */
-uint64_t data_mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+#include "rng.h"
 
 uint64_t data_sample_key(uint64_t seed, uint64_t epoch, uint64_t index) {
-    return data_mix64(data_mix64(data_mix64(seed) ^ epoch) ^ index);
+    return rng_hash(rng_hash(rng_hash(seed) ^ epoch) ^ index);
 }
 
 struct data_crop data_augment_draw(const struct data_augment *aug, uint64_t key) {

@@ -1,16 +1,9 @@
 /* dataset.c — the common face of the readers: index checks, then the reader's table. */
 #include <inttypes.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "data.h"
 #include "error.h"
-
-int64_t data_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static int check_index(const struct dataset *ds, int64_t i) {
     if (i < 0 || i >= ds->count)

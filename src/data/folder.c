@@ -17,6 +17,7 @@
 
 #include "data.h"
 #include "error.h"
+#include "os.h"
 
 #define MAX_FILE_BYTES (256u << 20) /* no single image file of ours is near this */
 #define MAX_PIXELS_PER_BYTE 16384u  /* see probe_image */
@@ -251,11 +252,11 @@ static int folder_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct
     char path[PATH_MAX];
     data_sample_name(ds, i, path, sizeof path);
 
-    int64_t t0 = data_now_ns();
+    int64_t t0 = os_now_ns();
     uint8_t *file;
     size_t len;
     if (read_file(path, &file, &len)) return -1;
-    int64_t t1 = data_now_ns();
+    int64_t t1 = os_now_ns();
     t->read_ns += t1 - t0;
 
     int w, h, c, rc = -1;
@@ -282,7 +283,7 @@ static int folder_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct
 done:
     stbi_image_free(pix);
     free(file);
-    t->decode_ns += data_now_ns() - t1;
+    t->decode_ns += os_now_ns() - t1;
     return rc;
 }
 

@@ -13,6 +13,7 @@
 
 #include "data.h"
 #include "error.h"
+#include "os.h"
 
 struct idx {
     struct dataset ds;
@@ -110,10 +111,10 @@ static int read_idx(const char *path, int ndims, uint32_t *dims, uint8_t **paylo
 static int idx_label(const struct dataset *ds, int64_t i) { return impl_of(ds)->labels[i]; }
 
 static int idx_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct data_times *t) {
-    int64_t t0 = data_now_ns();
+    int64_t t0 = os_now_ns();
     size_t n = data_sample_bytes(ds);
     memcpy(dst, impl_of(ds)->pixels + (size_t)i * n, n);
-    t->read_ns += data_now_ns() - t0;
+    t->read_ns += os_now_ns() - t0;
     return 0;
 }
 

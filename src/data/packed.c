@@ -12,6 +12,7 @@
 
 #include "data.h"
 #include "error.h"
+#include "os.h"
 
 #define HEADER_BYTES 64
 
@@ -103,10 +104,10 @@ static int packed_label(const struct dataset *ds, int64_t i) {
 }
 
 static int packed_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct data_times *t) {
-    int64_t t0 = data_now_ns();
+    int64_t t0 = os_now_ns();
     size_t n = data_sample_bytes(ds);
     memcpy(dst, impl_of(ds)->images + (size_t)i * n, n);
-    t->read_ns += data_now_ns() - t0;
+    t->read_ns += os_now_ns() - t0;
     return 0;
 }
 

@@ -17,27 +17,13 @@
 
 #include "data.h"
 #include "error.h"
+#include "os.h"
 
 /* Prefixed with the label so that sorted folder names give the dataset's class ids. */
 const char *const DATA_FASHION_MNIST_CLASSES[10] = {
     "0-T-shirt_top", "1-Trouser", "2-Pullover", "3-Dress", "4-Coat",
     "5-Sandal",      "6-Shirt",   "7-Sneaker",  "8-Bag",   "9-Ankle_boot",
 };
-
-static int mkdir_p(const char *path) {
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char saved = *p;
-            *p = 0;
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return err_set("%s: cannot create folder (%s)", buf, strerror(errno));
-            if (!(*p = saved)) break;
-        }
-    }
-    return 0;
-}
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
@@ -103,7 +89,7 @@ static int write_png_tree(const struct dataset *idx, const char *const *class_na
         char sub[PATH_MAX];
         if (snprintf(sub, sizeof sub, "%s/%s", dir, class_names[c]) >= (int)sizeof sub)
             return err_set("%s: path too long", dir);
-        if (mkdir_p(sub)) return -1;
+        if (os_mkdir_p(sub)) return -1;
     }
     size_t bytes = data_sample_bytes(idx);
     int64_t bad = INT64_MAX, done = 0;
@@ -216,7 +202,7 @@ int data_prepare_fashion_mnist(const char *src_dir, const char *out_dir, FILE *l
                                struct data_prepare_result *res) {
     static const char *const splits[2][2] = {{"train", "train"}, {"t10k", "test"}};
     if (res) *res = (struct data_prepare_result){0, 0};
-    if (mkdir_p(out_dir)) return -1;
+    if (os_mkdir_p(out_dir)) return -1;
     for (int s = 0; s < 2; s++) {
         char images[PATH_MAX], labels[PATH_MAX], folder[PATH_MAX], packed[PATH_MAX];
         snprintf(images, sizeof images, "%s/%s-images-idx3-ubyte.gz", src_dir, splits[s][0]);

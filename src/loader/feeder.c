@@ -5,6 +5,7 @@
 
 #include "error.h"
 #include "feeder.h"
+#include "os.h"
 
 /* One ring slot's twin on the device, and the events that order its use. */
 struct twin {
@@ -38,7 +39,7 @@ static int64_t ms_to_ns(float ms) { return (int64_t)(1e6 * ms); }
 static void set_anchor(struct feeder *f) {
     f->st->event_record(f->anchor, STREAM_COMPUTE);
     f->st->event_sync(f->anchor);
-    f->anchor_ns = data_now_ns();
+    f->anchor_ns = os_now_ns();
 }
 
 void *feeder_slot_ctx(const struct backend *be, bool pinned) {
@@ -146,14 +147,14 @@ int feeder_next(struct feeder *f, struct fed_batch *out) {
         if (f->lookahead) f->st->stream_wait_event(STREAM_COMPUTE, t->copied);
         f->st->event_record(t->compute_start, STREAM_COMPUTE);
     } else {
-        f->host_start_ns = data_now_ns();
+        f->host_start_ns = os_now_ns();
     }
     return 1;
 }
 
 void feeder_done(struct feeder *f, const struct fed_batch *fb) {
     if (!f->st) {
-        f->compute_ns += data_now_ns() - f->host_start_ns;
+        f->compute_ns += os_now_ns() - f->host_start_ns;
         loader_release_batch(f->ld, fb->host);
         return;
     }

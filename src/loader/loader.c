@@ -26,6 +26,8 @@
 
 #include "error.h"
 #include "loader.h"
+#include "os.h"
+#include "rng.h"
 
 enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_HELD };
 
@@ -109,7 +111,7 @@ static void make_order(struct loader *l) {
     if (!l->cfg.shuffle) return;
     uint64_t base = data_sample_key(l->cfg.seed, (uint64_t)l->epoch, UINT64_MAX);
     for (int64_t i = n - 1; i > 0; i--) {
-        uint64_t r = data_mix64(base + (uint64_t)i);
+        uint64_t r = rng_hash(base + (uint64_t)i);
         int64_t j = (int64_t)(((unsigned __int128)r * (uint64_t)(i + 1)) >> 64); /* 0..i */
         int64_t t = l->order[i];
         l->order[i] = l->order[j];
@@ -172,7 +174,7 @@ static int fill_sample(struct loader *l, struct worker *w, struct slot *s, int p
     uint8_t *dst = s->b.images + (size_t)pos * l->sample_bytes;
     const uint8_t *src;
     int rc = 0;
-    *t = (struct sample_times){.start_ns = data_now_ns()};
+    *t = (struct sample_times){.start_ns = os_now_ns()};
     s->b.labels[pos] = data_label(l->ds, i);
 
     if (c->cache == LOADER_CACHE_MEMORY && l->cached[i]) {
@@ -183,9 +185,9 @@ static int fill_sample(struct loader *l, struct worker *w, struct slot *s, int p
                                                        : w->scratch;
         struct data_times dt;
         if (c->io_delay_us && l->pixels->reads_files) {
-            int64_t t0 = data_now_ns();
+            int64_t t0 = os_now_ns();
             simulate_io_delay(c->io_delay_us);
-            t->read_ns += data_now_ns() - t0;
+            t->read_ns += os_now_ns() - t0;
         }
         rc = data_read_sample(l->pixels, i, buf, &dt);
         t->read_ns += dt.read_ns;
@@ -193,7 +195,7 @@ static int fill_sample(struct loader *l, struct worker *w, struct slot *s, int p
         if (rc == 0 && c->cache == LOADER_CACHE_MEMORY) l->cached[i] = 1;
         src = buf;
     }
-    int64_t t1 = data_now_ns();
+    int64_t t1 = os_now_ns();
     if (rc == 0) {
         if (c->augment) {
             struct data_augment aug = {c->crop_pad, c->flip};
@@ -204,7 +206,7 @@ static int fill_sample(struct loader *l, struct worker *w, struct slot *s, int p
             memcpy(dst, src, l->sample_bytes);
         }
     }
-    t->end_ns = data_now_ns();
+    t->end_ns = os_now_ns();
     t->augment_ns = t->end_ns - t1;
     return rc;
 }
@@ -301,7 +303,7 @@ static int ready_slots(const struct loader *l) {
 }
 
 int loader_next_batch(struct loader *l, const struct batch **out) {
-    int64_t t0 = data_now_ns();
+    int64_t t0 = os_now_ns();
     int64_t cpu0 = l->cfg.workers == 0 ? thread_cpu_ns() : 0;
     int rc;
     *out = NULL;
@@ -325,7 +327,7 @@ int loader_next_batch(struct loader *l, const struct batch **out) {
             }
             s->state = SLOT_HELD;
             s->b.ring_ready = ready_slots(l) + 1;
-            s->b.wait_ns = data_now_ns() - t0;
+            s->b.wait_ns = os_now_ns() - t0;
             *out = &s->b;
             rc = 1;
             break;

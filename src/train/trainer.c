@@ -23,8 +23,9 @@
 #include "models.h"
 #include "ops.h"
 #include "optim.h"
+#include "os.h"
 #include "report.h"
-#include "timeline.h"
+#include "trace.h"
 #include "trace.h"
 #include "train.h"
 
@@ -228,7 +229,7 @@ static void progress(struct trainer *t, int epoch, long i, long nb, const struct
     /* not a TTY: a line every log_every steps, and the epoch's last step unless just printed */
     if (!t->opt->tty && (i + 1) % tc->log_every != 0 && !final) return;
     if (!t->opt->tty && final && (i + 1) % tc->log_every == 0) return;
-    double el = (double)(data_now_ns() - m->start_ns) * 1e-9;
+    double el = (double)(os_now_ns() - m->start_ns) * 1e-9;
     double ips = el > 0 ? (double)m->images / el : 0, eta = i + 1 < nb ? el / (double)(i + 1) * (double)(nb - i - 1) : 0;
     char etas[32];
     fmt_eta(etas, sizeof etas, eta);
@@ -273,8 +274,6 @@ static void close_all(struct trainer *t) {
     loader_destroy(t->test_ld);
     data_close(t->train_ds);
     data_close(t->test_ds);
-    if (t->tr && t->opt->timeline && timeline_write_svg(t->tr, t->opt->timeline, NULL))
-        fprintf(stderr, "warning: --timeline: %s\n", err_get());
     if (t->tr && trace_close(t->tr)) fprintf(stderr, "warning: %s\n", err_get());
     if (t->metrics && fclose(t->metrics))
         fprintf(stderr, "warning: --metrics %s: %s\n", t->opt->metrics, strerror(errno));
@@ -283,22 +282,17 @@ static void close_all(struct trainer *t) {
 }
 
 /* "runs/a/b.ckpt": creates runs/ and runs/a/ when missing, so a fresh checkout can
- * save where the config says; anything that exists but isn't a folder is an error. */
+ * save where the config says. */
 static int make_parent_dirs(const char *path, FILE *out) {
     char dir[CFG_STR_MAX];
     snprintf(dir, sizeof dir, "%s", path);
-    for (char *p = strchr(dir + 1, '/'); p; p = strchr(p + 1, '/')) {
-        *p = 0;
-        struct stat st;
-        if (stat(dir, &st) != 0) {
-            if (mkdir(dir, 0777) != 0)
-                return err_set("checkpoint %s cannot be written: creating the folder %s: %s", path, dir, strerror(errno));
-            fprintf(out, "created folder %s for checkpoints\n", dir);
-        } else if (!S_ISDIR(st.st_mode)) {
-            return err_set("checkpoint %s cannot be written: %s is a file, not a folder", path, dir);
-        }
-        *p = '/';
-    }
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return 0;
+    *slash = 0;
+    struct stat st;
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+    if (os_mkdir_p(dir)) return err_wrap("checkpoint %s cannot be written: ", path);
+    fprintf(out, "created folder %s for checkpoints\n", dir);
     return 0;
 }
 
@@ -397,10 +391,10 @@ static enum train_status run(struct trainer *t) {
     for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t->step < t->stop_at; epoch++) {
         long start = epoch == first_epoch ? first_batch : 0;
         if (feeder_start_epoch(t->train_feed, epoch, start)) { status = TRAIN_ERROR; break; }
-        struct epoch_meter m = {.start_ns = data_now_ns()};
+        struct epoch_meter m = {.start_ns = os_now_ns()};
         long i = start;
         for (; t->step < t->stop_at; i++) {
-            int64_t t0 = data_now_ns();
+            int64_t t0 = os_now_ns();
             struct fed_batch fb;
             int got = feeder_next(t->train_feed, &fb);
             if (got < 0) { status = TRAIN_ERROR; break; }
@@ -409,7 +403,7 @@ static enum train_status run(struct trainer *t) {
             float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup,
                                    t->step, t->total_steps), loss = 0;
             int correct = 0;
-            int64_t t1 = data_now_ns();
+            int64_t t1 = os_now_ns();
             enum step_result r = train_step(t, &fb, lr, &loss, &correct);
             int n = b->n;
             for (int w = 0; w < (loader_workers(t->train_ld) ? loader_workers(t->train_ld) : 1); w++)
@@ -424,7 +418,7 @@ static enum train_status run(struct trainer *t) {
                 trace_span(t->tr, TIMELINE_COMPUTE_STREAM_TID, "compute on the device", "device",
                            dev.compute_start_ns, dev.compute_ns);
             }
-            int64_t t2 = data_now_ns(), h2d, compute;
+            int64_t t2 = os_now_ns(), h2d, compute;
             feeder_take_times(t->train_feed, &h2d, &compute);
             trace_span(t->tr, 0, "wait", "step", t1 - fb.wait_ns, fb.wait_ns);
             trace_span(t->tr, 0, "compute", "step", t1, t2 - t1);
@@ -448,7 +442,7 @@ static enum train_status run(struct trainer *t) {
             t->tot.wait_ns += fb.wait_ns;
             t->tot.h2d_ns += h2d;
             t->tot.compute_ns += compute;
-            int64_t step_ns = data_now_ns() - t0;
+            int64_t step_ns = os_now_ns() - t0;
             if (t->tot.steps < RUN_WARM_STEPS) t->tot.warm_ns += step_ns, t->tot.warm_images += n;
             t->tot.wall_ns += step_ns;
             t->tot.images += n;
@@ -466,7 +460,7 @@ static enum train_status run(struct trainer *t) {
         }
         if (status != TRAIN_OK) break;
         if (m.steps) progress(t, epoch, i - 1, nb, &m, true);
-        double el = (double)(data_now_ns() - m.start_ns) * 1e-9;
+        double el = (double)(os_now_ns() - m.start_ns) * 1e-9;
         fprintf(t->out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
                 m.steps ? m.loss_sum / (double)m.steps : 0.0, m.images ? 100.0 * (double)m.correct / m.images : 0.0,
                 el > 0 ? (double)m.images / el : 0.0, el);

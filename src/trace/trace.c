@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "os.h"
 #include "trace.h"
 
 #define TRACE_CAT_LEN 16
@@ -41,12 +42,6 @@ struct trace {
     size_t max_events, dropped;
 };
 
-int64_t trace_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 struct trace *trace_open_max(const char *path, size_t max_events) {
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -72,7 +67,7 @@ struct trace *trace_open_max(const char *path, size_t max_events) {
     }
     pthread_mutex_init(&tr->lock, NULL);
     tr->max_events = max_events;
-    tr->t0_ns = trace_now_ns();
+    tr->t0_ns = os_now_ns();
     return tr;
 }
 

@@ -1,5 +1,5 @@
-/* svg.h — a tiny SVG writer for nostall's pictures: the pipeline lab's bar chart and
- * the timeline of a trace (timeline.h). No plotting dependency: rectangles, lines,
+/* viz.h — nostall's pictures: the pipeline lab's bar chart and the timeline of a trace
+ * (trace.h), drawn with a tiny SVG writer. No plotting dependency: rectangles, lines,
  * text and polylines, written as they are drawn.
  *
  * Coordinates are pixels, origin top left, y down. Text passed in is escaped, and a
@@ -7,11 +7,13 @@
  * is drawn. Like the trace, the file is written to PATH.tmp and renamed over PATH by
  * svg_close, so PATH is never half-written.
  */
-#ifndef NS_SVG_H
-#define NS_SVG_H
+#ifndef NS_VIZ_H
+#define NS_VIZ_H
 
 #include <stdbool.h>
 #include <stdio.h>
+
+#include "trace.h"
 
 struct svg;
 
@@ -62,5 +64,24 @@ int svg_write_bar_chart(const char *path, const struct svg_bar_chart *chart);
 /* A round step for axis ticks: 1, 2 or 5 times a power of ten, so that about
  * `ticks` of them span `range`. */
 double svg_nice_step(double range, int ticks);
+
+/* ---- a timeline (trace.h) as a picture ---- */
+struct timeline_options {
+    int first_step;             /* first step drawn, from 0; < 0: the default (2, past the warm-up) */
+    int steps;                  /* steps drawn; <= 0: the default (4) */
+    const char *title;          /* NULL: "nostall timeline" */
+    const char *subtitle;       /* NULL: none */
+};
+
+/* One panel per timeline, stacked, on one time scale (the longest window), with the
+ * lanes every panel has: the training thread first, then the workers, streams and
+ * other threads by id, then one lane per counter. titles[i] heads panel i.
+ * 0, or -1 with err_set. */
+int timeline_write_panels(const char *path, int n, const struct timeline *const *tls, const char *const *titles,
+                          const struct timeline_options *opt);
+
+/* ./train --timeline: the trace file a run wrote, as one panel. opt may be NULL.
+ * 0, or -1 with err_set. */
+int timeline_write_svg(const char *trace_path, const char *svg_path, const struct timeline_options *opt);
 
 #endif

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "svg.h"
+#include "viz.h"
 
 struct svg {
     FILE *f;
