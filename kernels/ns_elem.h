@@ -12,9 +12,10 @@
  * ns_..._at(..., o)"; the CPU loop table (kernels/cpu/loop.c) is the same with a loop
  * over o, and kernels/cpu/cpu_common.c calls the loss bodies and the pooling windows.
  * Who calls what is said above each section. tests/test_cuda.c (suite cuda_bodies)
- * runs the gemm, convolution (im2col too, which only the GPU calls) and pooling
- * bodies over every element as a CPU table, so the code the GPU runs is checked even
- * where there is no GPU. Shapes as in backend.h. */
+ * runs the gemm, convolution (im2col too, which only the GPU calls), pooling and
+ * batch norm bodies (the per-element ones too, which only the GPU calls) over every
+ * element as a CPU table, so the code the GPU runs is checked even where there is no
+ * GPU. Shapes as in backend.h. */
 #ifndef NS_KERNELS_ELEM_H
 #define NS_KERNELS_ELEM_H
 

@@ -13,13 +13,16 @@
  *    kernel that still reads it, or skips an element, shows;
  *    inputs must come back bit for bit; the workspace starts as NaN bytes and has
  *    its own guard; and a second run of the same case must give the same bits.
- *  - cuda_bodies: no GPU needed. The per-element bodies the CUDA kernels call
- *    (kernels/ns_elem.h: gemm, direct and im2col convolution, pooling) run here
- *    over every element, as a CPU table, through the same cases and checks
- *    against the CPU loop table; and the window arithmetic against brute force.
- *    The loop table runs most of these bodies itself (all but im2col), so for
+ *  - cuda_bodies: no GPU needed, and built and run without CUDA too. The
+ *    per-element bodies the CUDA kernels call (kernels/ns_elem.h: gemm, direct and
+ *    im2col convolution, pooling, batch norm) run here over every element, as a CPU
+ *    table, through the same cases and checks against the CPU loop table; and the
+ *    window arithmetic against brute force. The loop table runs most of these
+ *    bodies itself (all but im2col and batch norm's per-element ones), so for
  *    those this checks the CUDA-side wiring; test_kernels checks the bodies
- *    against the vectorized table and finite differences.
+ *    against the vectorized table and finite differences. Batch norm's backward
+ *    dx body, which no CPU table calls, is also checked element by element
+ *    against both CPU tables, to a tolerance relative to each element's terms.
  *  - cuda: the tables are complete; the copy stage moves bytes unchanged from
  *    pinned and pageable memory on either stream; events order the streams; a
  *    ring of two slots with a slow consumer never overwrites a slot the device
@@ -326,8 +329,9 @@ static void check_op(enum op_id op) {
 KCASE_OPS(OP_TEST)
 
 /* ---- the kernels' bodies, run on the CPU ----
- * A CPU table whose gemm, convolution and pooling entries loop over every output
- * element calling the same ns_elem.h function a CUDA thread calls for it. */
+ * A CPU table whose gemm, convolution, pooling and batch norm entries loop over every
+ * output element (or channel) calling the same ns_elem.h function a CUDA thread calls
+ * for it. */
 
 static void body_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
                       const float *b, float beta, float *c) {
@@ -424,6 +428,49 @@ static void body_avgpool_bwd(const struct pool_geom *g, const float *dy, float *
     for (size_t i = 0; i < pool_x_n(g); i++) dx[i] = ns_avgpool_bwd_at(g, dy, dx[i], i);
 }
 
+/* batch norm as cuda_loop.cu runs it: a pass per channel, then a pass per element */
+static void body_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
+                              const float *beta, float *y, float *mean, float *invstd,
+                              float *running_mean, float *running_var, float momentum,
+                              float eps) {
+    for (int ch = 0; ch < c; ch++)
+        ns_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, ch);
+    for (size_t o = 0; o < (size_t)n * c * hw; o++)
+        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, o);
+}
+static void body_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
+                             const float *beta, const float *running_mean,
+                             const float *running_var, float eps, float *y) {
+    for (size_t o = 0; o < (size_t)n * c * hw; o++)
+        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, o);
+}
+/* cuda_loop.cu's bn_bwd_sums_kernel: sums (c,2) = (sum dy, sum dy*xhat), in float */
+static void body_bn_bwd_sums(int n, int c, int hw, const float *x, const float *dy,
+                             const float *mean, const float *invstd, float *sums) {
+    for (int ch = 0; ch < c; ch++) {
+        double sum_dy, sum_dy_xhat;
+        ns_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, ch, &sum_dy, &sum_dy_xhat);
+        sums[2 * ch] = (float)sum_dy;
+        sums[2 * ch + 1] = (float)sum_dy_xhat;
+    }
+}
+static void body_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
+                        const float *gamma, const float *mean, const float *invstd, float *dx,
+                        bool acc_dx, float *dgamma, float *dbeta) {
+    float *sums = malloc(sizeof(float) * 2 * (size_t)(c ? c : 1));
+    cr_assert_not_null(sums);
+    body_bn_bwd_sums(n, c, hw, x, dy, mean, invstd, sums);
+    for (int ch = 0; ch < c; ch++) {
+        dgamma[ch] += sums[2 * ch + 1];
+        dbeta[ch] += sums[2 * ch];
+    }
+    for (size_t o = 0; o < (size_t)n * c * hw; o++) {
+        float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, o);
+        dx[o] = acc_dx ? dx[o] + v : v;
+    }
+    free(sums);
+}
+
 /* the CPU loop table with the bodies' entries; im2col: its convolutions instead */
 static struct backend bodies_table(bool im2col) {
     struct backend b = cpu_loop_backend;
@@ -437,6 +484,9 @@ static struct backend bodies_table(bool im2col) {
     b.maxpool_bwd = body_maxpool_bwd;
     b.avgpool_fwd = body_avgpool_fwd;
     b.avgpool_bwd = body_avgpool_bwd;
+    b.bn_fwd_train = body_bn_fwd_train;
+    b.bn_fwd_eval = body_bn_fwd_eval;
+    b.bn_bwd = body_bn_bwd;
     return b;
 }
 
@@ -466,9 +516,156 @@ static void check_bodies(enum op_id op) {
 }
 
 #define BODY_OPS(X) X(gemm) X(conv2d_fwd) X(conv2d_bwd_data) X(conv2d_bwd_filter) \
-    X(maxpool_fwd) X(maxpool_bwd) X(avgpool_fwd) X(avgpool_bwd)
+    X(maxpool_fwd) X(maxpool_bwd) X(avgpool_fwd) X(avgpool_bwd) \
+    X(bn_fwd_train) X(bn_fwd_eval) X(bn_bwd)
 #define BODY_TEST(id) Test(cuda_bodies, id) { check_bodies(OP_##id); }
 BODY_OPS(BODY_TEST)
+
+/* ---- batch norm's backward dx body, element by element, against both CPU tables ----
+ * ns_bn_bwd_dx_at is what every thread of the last pass of bn_bwd runs on the GPU, from
+ * the sums (c,2) = (sum dy, sum dy*xhat) per channel that an earlier pass left in
+ * scratch. No CPU table calls it (they call ns_bn_dx), so it is run here, with its sums
+ * made both ways the CUDA tables make them: cuda_loop.cu's ns_bn_bwd_sums_at in double
+ * (body_bn_bwd_sums), and cuda_vectorized.cu's float partial sums over slices of the
+ * channel (ns_bn_at), added up in double (bn_vec_style_sums). The bn_bwd table test
+ * above measures errors against max(1, |a|, |b|), under which a wrong dx of a small dy
+ * passes; here each element's error is measured against the size of the terms it is
+ * made of, gamma*invstd/m * (m|dy| + sum|dy| + |xhat| sum|dy*xhat|), the scale that
+ * float rounding in either sum can reach, so the check holds at any scale of dy. */
+
+enum { BN_VEC_CHUNKS = 5, BN_VEC_THREADS = 8 };
+
+/* bn_bwd_partial_kernel with BN_VEC_CHUNKS blocks of BN_VEC_THREADS threads per channel
+ * (each thread's run of elements summed in float, as the block's are), then
+ * bn_bwd_finish_kernel's sum of the partials in double */
+static void bn_vec_style_sums(int n, int c, int hw, const float *x, const float *dy,
+                              const float *mean, const float *invstd, float *sums) {
+    size_t m = (size_t)n * hw;
+    for (int ch = 0; ch < c; ch++) {
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int chunk = 0; chunk < BN_VEC_CHUNKS; chunk++) {
+            float s = 0.0f, sx = 0.0f;
+            for (int t = 0; t < BN_VEC_THREADS; t++)
+                for (size_t e = (size_t)chunk * BN_VEC_THREADS + t; e < m;
+                     e += (size_t)BN_VEC_CHUNKS * BN_VEC_THREADS) {
+                    size_t at = ns_bn_at(e, ch, c, hw);
+                    s += dy[at];
+                    sx += dy[at] * ((x[at] - mean[ch]) * invstd[ch]);
+                }
+            sum_dy += s;
+            sum_dy_xhat += sx;
+        }
+        sums[2 * ch] = (float)sum_dy;
+        sums[2 * ch + 1] = (float)sum_dy_xhat;
+    }
+}
+
+/* largest |got - want| / scale allowed, scale as above: float32 rounding, with room */
+static const double BN_DX_TOL = 1e-5;
+
+struct bn_shape {
+    int n, c, hw;
+    float dy_scale; /* dy = dy_scale * (uniform(-1,1) + an offset per channel) */
+};
+
+Test(cuda_bodies, bn_bwd_dx_body_matches_both_cpu_tables_elementwise) {
+    static const struct bn_shape shapes[] = {
+        {2, 3, 1, 1.0f},     /* one pixel: m = 2, xhat = +-1 */
+        {3, 4, 7, 1.0f},
+        {2, 5, 49, 1e-3f},   /* a small gradient */
+        {4, 3, 257, 1.0f},
+        {3, 2, 1001, 1e-4f}, /* smaller still, over a long channel */
+        {5, 6, 15, 1.0f},
+    };
+    const struct backend *tables[] = {backend_get(DEV_CPU, KF_LOOP),
+                                      backend_get(DEV_CPU, KF_VECTORIZED)};
+    for (int t = 0; t < 2; t++) cr_assert_not_null(tables[t], "backend_get(cpu): %s", err_get());
+    uint64_t seed = 0xb17d7;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const struct bn_shape *sh = &shapes[si];
+        int n = sh->n, c = sh->c, hw = sh->hw;
+        size_t total = (size_t)n * c * hw;
+        long m = (long)n * hw;
+        float *x = malloc(sizeof(float) * total), *dy = malloc(sizeof(float) * total);
+        float *dx = malloc(sizeof(float) * total), *body = malloc(sizeof(float) * total);
+        float *gamma = malloc(sizeof(float) * c), *mean = malloc(sizeof(float) * c);
+        float *invstd = malloc(sizeof(float) * c), *sums = malloc(sizeof(float) * 2 * c);
+        float *dgamma = malloc(sizeof(float) * c), *dbeta = malloc(sizeof(float) * c);
+        double *abs_dy = malloc(sizeof(double) * c), *abs_dy_xhat = malloc(sizeof(double) * c);
+        tu_fill(&seed, x, total, -2, 3);
+        tu_fill(&seed, gamma, c, 0.5f, 1.5f);
+        for (int ch = 0; ch < c; ch++) {
+            /* each channel its own offset: sum dy and sum dy*xhat far apart */
+            float shift = tu_uniform(&seed, -1, 1), off = tu_uniform(&seed, -0.5f, 0.5f);
+            double s = 0.0, ss = 0.0;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < hw; j++) {
+                    size_t at = ns_idx3(i, ch, j, c, hw);
+                    x[at] += shift;
+                    dy[at] = sh->dy_scale * (tu_uniform(&seed, -1, 1) + off);
+                    s += x[at];
+                }
+            /* the statistics the forward pass would have left */
+            mean[ch] = (float)(s / m);
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < hw; j++) {
+                    double d = x[ns_idx3(i, ch, j, c, hw)] - (double)mean[ch];
+                    ss += d * d;
+                }
+            invstd[ch] = (float)(1.0 / sqrt(ss / m + 1e-5));
+            abs_dy[ch] = abs_dy_xhat[ch] = 0.0;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < hw; j++) {
+                    size_t at = ns_idx3(i, ch, j, c, hw);
+                    double xhat = ((double)x[at] - mean[ch]) * invstd[ch];
+                    abs_dy[ch] += fabs(dy[at]);
+                    abs_dy_xhat[ch] += fabs(dy[at] * xhat);
+                }
+        }
+        for (int way = 0; way < 2; way++) {
+            const char *way_name = way == 0 ? "cuda_loop sums" : "cuda_vectorized sums";
+            (way == 0 ? body_bn_bwd_sums : bn_vec_style_sums)(n, c, hw, x, dy, mean, invstd, sums);
+            for (size_t o = 0; o < total; o++)
+                body[o] = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, o);
+            for (int t = 0; t < 2; t++) {
+                for (size_t o = 0; o < total; o++) dx[o] = NAN; /* overwritten, never read */
+                for (int ch = 0; ch < c; ch++) dgamma[ch] = dbeta[ch] = 0.0f;
+                tables[t]->bn_bwd(n, c, hw, x, dy, gamma, mean, invstd, dx, false, dgamma, dbeta);
+                /* the sums' layout: the CPU's dbeta is sum dy, its dgamma sum dy*xhat */
+                for (int ch = 0; ch < c; ch++) {
+                    double eb = fabs(dbeta[ch] - sums[2 * ch]) / abs_dy[ch];
+                    double eg = fabs(dgamma[ch] - sums[2 * ch + 1]) / abs_dy_xhat[ch];
+                    cr_expect(eb <= BN_DX_TOL && eg <= BN_DX_TOL,
+                              "bn_bwd (n %d, c %d, hw %d), %s, channel %d: sums (%g, %g) but "
+                              "%s's dbeta %g, dgamma %g", n, c, hw, way_name, ch, sums[2 * ch],
+                              sums[2 * ch + 1], tables[t]->name, dbeta[ch], dgamma[ch]);
+                }
+                double worst = 0.0;
+                size_t worst_at = 0;
+                for (size_t o = 0; o < total; o++) {
+                    int ch = (int)(o / hw % c);
+                    double xhat = ((double)x[o] - mean[ch]) * invstd[ch];
+                    double scale = fabs((double)gamma[ch] * invstd[ch] / m) *
+                                   (m * fabs(dy[o]) + abs_dy[ch] + fabs(xhat) * abs_dy_xhat[ch]);
+                    double err = fabs((double)body[o] - dx[o]);
+                    err = isfinite(body[o]) && isfinite(dx[o]) ? (scale > 0 ? err / scale : err)
+                                                               : INFINITY;
+                    if (!(err <= worst)) {
+                        worst = err;
+                        worst_at = o;
+                    }
+                }
+                cr_expect(worst <= BN_DX_TOL,
+                          "bn_bwd (n %d, c %d, hw %d, dy scale %g), %s: ns_bn_bwd_dx_at differs "
+                          "from %s at %zu: %.9g vs %.9g (error %.3g of the terms' size, allowed "
+                          "%g)", n, c, hw, sh->dy_scale, way_name, tables[t]->name, worst_at,
+                          body[worst_at], dx[worst_at], worst, BN_DX_TOL);
+            }
+        }
+        free(x), free(dy), free(dx), free(body), free(gamma), free(mean), free(invstd);
+        free(sums), free(dgamma), free(dbeta), free(abs_dy), free(abs_dy_xhat);
+    }
+}
 
 /* ns_conv_out_pos and ns_window_cover against their definitions, by brute force */
 Test(cuda_bodies, window_arithmetic) {
