@@ -45,7 +45,7 @@ struct pool_geom {
 
 enum copy_kind { COPY_H2D, COPY_D2H, COPY_D2D };
 
-/* Streams and events for the loader's copy stage (DESIGN.md, "Data flow"). Only a
+/* Streams and events for the loader's copy stage (docs/design.md, "Data flow"). Only a
  * device with its own memory has them; the CPU table leaves `stage` NULL and the
  * trainer then uses the loader's slots in place. Streams: STREAM_COMPUTE runs every
  * kernel of the table, STREAM_COPY only copies. */

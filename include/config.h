@@ -4,7 +4,7 @@
  *     workers  = 2        # 0 = load on the training thread
  *     cache    = memory
  *
- * Every key is one row of a schema table in src/train/config.c (section, key, type,
+ * Every key is one row of a schema table in src/config/config.c (section, key, type,
  * default, allowed values, help, field). The parser, the defaults, the printer, the
  * help text and the fingerprint are all driven by that table, so adding a key is
  * adding a row there and a field here.
@@ -109,7 +109,7 @@ struct config {
     } train;
 };
 
-/* The built-in defaults: DESIGN.md's resnet_small recipe on Fashion-MNIST. */
+/* The built-in defaults: the resnet_small recipe (docs/design.md) on Fashion-MNIST. */
 void cfg_defaults(struct config *cfg);
 
 /* Defaults, then the file at `path`, then cfg_validate(). */

@@ -57,7 +57,7 @@ struct trace_record {
 };
 
 /* Calls fn on every event recorded so far, in recording order, and returns how many.
- * Read-only, for drawing the run before trace_close (timeline.h). The tracer's lock is
+ * Read-only, for drawing the run before trace_close (trace.h's timeline). The tracer's lock is
  * held meanwhile: fn must not call trace functions on tr. */
 size_t trace_for_each(struct trace *tr, void (*fn)(const struct trace_record *r, void *ctx), void *ctx);
 

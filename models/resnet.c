@@ -1,5 +1,5 @@
 /* resnet.c — stem conv3x3 -> BN -> ReLU, stages of BasicBlocks, GAP, Linear.
- * With widths 16,32,64 and blocks 1,1,1 this is resnet_small (DESIGN.md). */
+ * With widths 16,32,64 and blocks 1,1,1 this is resnet_small (docs/design.md). */
 #include "error.h"
 #include "models.h"
 

@@ -35,6 +35,6 @@ mkdir -p "$dest/stage/bin" && cp "${bins[@]}" "$dest/stage/bin/"
 tar -cJf "$dest/nostall.tar.xz" -C "$dest/stage" bin libs
 rm -rf "$dest/stage"
 cp "$idx"/*-ubyte.gz "$dest/"
-[ -d ../shared ] && cp -r ../shared "$dest/shared" && chmod -R u+w "$dest/shared" # DESIGN.md, for reading there
+[ -d ../shared ] && cp -r ../shared "$dest/shared" && chmod -R u+w "$dest/shared" # the team's shared notes, for reading there
 say "packed $(du -sh "$dest" | cut -f1) into $dest (the limit is 64 MiB with the repository):"
 du -ah "$dest" --max-depth 1 | sed 's/^/  /'

@@ -4,7 +4,7 @@
     python3 scripts/torch_resnet_small.py [--device cpu|cuda] [--batch 128] [--rounds 3]
         [--seconds 3] [--channels-last] [--threads N] [--e2e-steps 200] [--workers 2]
 
-The model and the step are DESIGN.md's resnet_small and recipe, as nostall's
+The model and the step are resnet_small and recipe (docs/design.md), as nostall's
 `./bench train` runs them:
   compute-only  uint8 batches of data/fashion-mnist/train.packed already on the device,
                 normalized there, forward, cross-entropy, backward, SGD (nesterov 0.9,

@@ -882,7 +882,7 @@ Test(cuda, events_order_the_streams) {
     expect_no_cuda_error("events");
 }
 
-/* The ring protocol of DESIGN.md with two slots and a slow consumer: the host
+/* The ring protocol of docs/design.md with two slots and a slow consumer: the host
  * refills a slot only after the event recorded after its last use on the device
  * has completed. The device checksums every batch it received; each must be the
  * checksum of the batch the host wrote for that step. Run with pinned and
@@ -1019,7 +1019,7 @@ struct step_result {
     long allocs[2];   /* the arena's system allocations after steps 1 and 2 */
 };
 
-/* Two SGD steps of resnet_small (DESIGN.md) on a batch of 8 random images. */
+/* Two SGD steps of resnet_small (docs/design.md) on a batch of 8 random images. */
 static void resnet_steps(const struct backend *be, struct step_result *out) {
     enum { N = 8, H = 28, W = 28, CLASSES = 10 };
     struct nn_model m;

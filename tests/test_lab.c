@@ -152,7 +152,7 @@ Test(lab, the_xml_checker_catches_what_it_should) {
     cr_expect_not_null(xml_check("<svg a=1/>"));
 }
 
-/* ---- svg.h ---- */
+/* ---- viz.h: the SVG writer ---- */
 
 Test(lab, svg_escapes_text_and_writes_no_non_finite_numbers) {
     const char *p = path_in("prims.svg");
@@ -209,7 +209,7 @@ Test(lab, the_bar_chart_has_a_bar_pair_per_row_and_its_group_headings) {
     free(t);
 }
 
-/* ---- timeline.h: steps and the lab's numbers ---- */
+/* ---- trace.h: steps and the lab's numbers ---- */
 
 /* A run as the trainer traces it: per step a wait then a compute on the training
  * thread, and each worker's share of the batch. Times in ms. */
@@ -279,7 +279,7 @@ Test(lab, median_of_odd_even_and_empty) {
     cr_expect_float_eq(timeline_median(c, 0), 0, 0);
 }
 
-/* ---- timeline.h: drawing and reading traces ---- */
+/* ---- viz.h and trace.h: drawing and reading traces ---- */
 
 Test(lab, the_timeline_has_a_lane_per_thread_and_counter_and_a_panel_per_run) {
     struct timeline stalled, healthy;

@@ -219,11 +219,7 @@ struct rate {
     double allocs_per_step;   /* the arena's malloc count */
 };
 
-static double cpu_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static double cpu_now_s(void) { return (double)os_clock_ns(CLOCK_PROCESS_CPUTIME_ID) * 1e-9; }
 
 /* Steps for at least `seconds` (and 3 steps) after 2 untimed ones. */
 static int session_rate(struct session *s, double seconds, struct rate *r) {

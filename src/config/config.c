@@ -74,7 +74,7 @@ _Static_assert(sizeof(enum cfg_device) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_kernels) == sizeof(int), "enum size");
 
 /* Rows of one section stay together: the printer and the error messages rely on it.
- * The defaults are DESIGN.md's resnet_small recipe. */
+ * The defaults are the resnet_small recipe (docs/design.md). */
 static const struct key_spec keys[] = {
     ENUM(data, dataset, "folder", dataset_names, 0,
          "folder: a folder of images per class; idx: IDX files; packed: ./prepare's file"),

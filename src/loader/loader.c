@@ -88,11 +88,7 @@ struct loader {
     struct loader_worker_stats *stats;
 };
 
-static int64_t thread_cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+static int64_t thread_cpu_ns(void) { return os_clock_ns(CLOCK_THREAD_CPUTIME_ID); }
 
 void loader_config_default(struct loader_config *cfg) {
     *cfg = (struct loader_config){
@@ -576,10 +572,9 @@ int loader_worker_stats(struct loader *l, int worker, struct loader_worker_stats
     pthread_mutex_unlock(&l->mu);
     if (l->cfg.workers > 0) {
         clockid_t clock;
-        struct timespec ts;
-        if (pthread_getcpuclockid(l->workers[worker].thread, &clock) == 0 &&
-            clock_gettime(clock, &ts) == 0)
-            out->cpu_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        int64_t ns;
+        if (pthread_getcpuclockid(l->workers[worker].thread, &clock) == 0 && (ns = os_clock_ns(clock)) >= 0)
+            out->cpu_ns = ns;
     }
     return 0;
 }

@@ -49,11 +49,7 @@ struct trainer {
     struct run_totals tot;
 };
 
-static int64_t process_cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+static int64_t process_cpu_ns(void) { return os_clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
 
 /* ---- set-up ------------------------------------------------------------------ */
 

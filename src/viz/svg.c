@@ -1,4 +1,4 @@
-/* svg.c — the SVG writer behind the lab's pictures (svg.h). */
+/* svg.c — the SVG writer behind the lab's pictures (viz.h). */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
