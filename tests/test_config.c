@@ -448,8 +448,68 @@ Test(config, widths_and_blocks_are_checked_only_for_resnet) {
     cr_expect(strstr(err_get(), "model.blocks"), "%s", err_get());
 }
 
-/* Every number in the key table: just past each bound is refused with the key named,
- * and a closed bound itself is accepted. A loosened bound in the table fails here. */
+/* The ranges every numeric key is documented with (--help-config), written out here
+ * independently of the key table: a bound changed in the table fails the first test,
+ * and each range has a bad-file case on each side. A new numeric key needs a row. */
+static const struct range_case {
+    const char *key;
+    double min, max;
+    bool min_open, max_open;
+    const char *too_low, *too_high;   /* as written in a file */
+} range_cases[] = {
+    {"data.classes", 1, 100000, false, false, "0", "100001"},
+    {"data.height", 1, 4096, false, false, "0", "4097"},
+    {"data.width", 1, 4096, false, false, "0", "4097"},
+    {"data.channels", 1, 4, false, false, "0", "5"},
+    {"data.mean", 0, 1, false, false, "-0.01", "1.01"},
+    {"data.std", 0, 1, true, false, "0", "1.01"},
+    {"loader.batch", 1, 65536, false, false, "0", "65537"},
+    {"loader.workers", 0, 64, false, false, "-1", "65"},
+    {"loader.prefetch", 1, 64, false, false, "0", "65"},
+    {"loader.io_delay_us", 0, 10000000, false, false, "-1", "10000001"},
+    {"loader.seed", 0, 2147483647, false, false, "-1", "2147483648"},
+    {"loader.crop_pad", 0, 64, false, false, "-1", "65"},
+    {"model.widths", 1, 4096, false, false, "0", "4097"},
+    {"model.blocks", 0, 64, false, false, "-1", "65"},
+    {"model.hidden", 1, 65536, false, false, "0", "65537"},
+    {"optim.lr", 0, 10, true, false, "0", "10.5"},
+    {"optim.momentum", 0, 1, false, true, "-0.1", "1"},
+    {"optim.weight_decay", 0, 1, false, false, "-0.001", "1.5"},
+    {"optim.warmup", 0, 1, false, false, "-0.1", "1.5"},
+    {"train.epochs", 1, 100000, false, false, "0", "100001"},
+    {"train.max_steps", 0, 2147483647, false, false, "-1", "2147483648"},
+    {"train.eval_every", 0, 100000, false, false, "-1", "100001"},
+    {"train.log_every", 1, 1000000, false, false, "0", "1000001"},
+    {"train.threads", 0, 4096, false, false, "-1", "4097"},
+};
+
+Test(config, every_numeric_key_has_its_documented_range_and_bad_file_cases) {
+    struct cfg_range r;
+    int n = (int)(sizeof range_cases / sizeof range_cases[0]), found = 0;
+    for (int i = 0; cfg_key_range(i, &r) >= 0; i++) {
+        if (cfg_key_range(i, &r) == 0) continue;
+        const struct range_case *c = NULL;
+        for (int k = 0; k < n; k++)
+            if (!strcmp(range_cases[k].key, r.key)) c = &range_cases[k];
+        cr_expect_not_null(c, "%s has a range but no case here: add its row to range_cases", r.key);
+        if (!c) continue;
+        found++;
+        cr_expect(r.min == c->min && r.max == c->max && r.min_open == c->min_open && r.max_open == c->max_open,
+                  "%s: the key table says %s%g, %g%s; documented %s%g, %g%s", r.key, r.min_open ? "(" : "[", r.min,
+                  r.max, r.max_open ? ")" : "]", c->min_open ? "(" : "[", c->min, c->max, c->max_open ? ")" : "]");
+        const char *name = r.key + strcspn(r.key, ".") + 1;
+        for (int side = 0; side < 2; side++) {
+            char text[160];
+            int len = snprintf(text, sizeof text, "[%.*s]\n%s = %s\n", (int)(name - 1 - r.key), r.key, name,
+                               side ? c->too_high : c->too_low);
+            expect_load_error(text, (size_t)len, 2, name, NULL);
+        }
+    }
+    cr_expect_eq(found, n, "%d of the %d documented ranges are in the key table", found, n);
+}
+
+/* The parser holds to the table: just past each bound is refused with the key named,
+ * and a closed bound itself is accepted. */
 static void expect_set(const struct cfg_range *r, double v, bool ok) {
     struct config cfg;
     cfg_defaults(&cfg);
