@@ -251,6 +251,23 @@ typedef int ivec __attribute__((vector_size(64)));
 static const ivec LANES = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 #define FIRST_LANES(v, n) ((vec)((ivec)(v) & (LANES < (n))))
 
+/* SHUFFLE2(a, b, idx): lane i is lane idx[i] of a, or of b for idx[i] in VL..2*VL-1.
+ * GCC's __builtin_shuffle. Clang lacks it, and its __builtin_shufflevector takes only
+ * constant indices (transpose16's come from a table), so clang (the fuzz build) goes
+ * lane by lane: the same result, and gcc's code is untouched. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SHUFFLE2(a, b, idx) __builtin_shuffle(a, b, idx)
+#else /* a statement expression: a function taking vec by value trips clang's -Wpsabi */
+#define SHUFFLE2(a, b, idx)                                              \
+    ({                                                                   \
+        vec a_ = (a), b_ = (b), r_ = {0};                                \
+        ivec i_ = (idx);                                                 \
+        for (int k_ = 0; k_ < VL; k_++)                                  \
+            r_[k_] = i_[k_] < VL ? a_[i_[k_]] : b_[i_[k_] - VL];         \
+        r_;                                                              \
+    })
+#endif
+
 // src (h,w) one plane -> dst (gy,gx): dst(i,j) = src(stride*i + ry, stride*j + rx), 0 outside.
 // With odd (stride 2, rx = 0): odd(i,j) = src(2i + ry, 2j + 1) too, both column phases
 // from one read of each row (read phase by phase, a row's lines came in twice).
@@ -278,8 +295,8 @@ static void to_grid(const float *src, const float *end, int h, int w, int stride
                     VEC_AT(dst + j) = FIRST_LANES(VEC_AT(row + j), n - j);
                 } else {
                     vec a = VEC_AT(row + 2 * j), b = VEC_AT(row + 2 * j + VL);
-                    VEC_AT(dst + j) = FIRST_LANES(__builtin_shuffle(a, b, even_of), n - j);
-                    if (odd) VEC_AT(odd + j) = FIRST_LANES(__builtin_shuffle(a, b, odd_of), m - j);
+                    VEC_AT(dst + j) = FIRST_LANES(SHUFFLE2(a, b, even_of), n - j);
+                    if (odd) VEC_AT(odd + j) = FIRST_LANES(SHUFFLE2(a, b, odd_of), m - j);
                 }
             }
             continue;
@@ -607,8 +624,8 @@ static inline __attribute__((always_inline)) void transpose16(vec *m) {
         for (int r = 0; r < VL; r++)
             if (!(r & s)) {
                 vec a = m[r], b = m[r + s];
-                m[r] = __builtin_shuffle(a, b, lo[round]);
-                m[r + s] = __builtin_shuffle(a, b, hi[round]);
+                m[r] = SHUFFLE2(a, b, lo[round]);
+                m[r + s] = SHUFFLE2(a, b, hi[round]);
             }
 }
 
