@@ -39,9 +39,12 @@ void feeder_slot_free(void *p, void *ctx);
 void *feeder_slot_ctx(const struct backend *be, bool pinned);
 
 /* prefetch, batch and the sample size (h*w*c bytes) must match the loader's. overlap: copy on its own stream,
- * one batch ahead (needs prefetch >= 2; with 1 slot it copies on the compute stream). */
+ * one batch ahead (needs prefetch >= 2; with 1 slot it copies on the compute stream).
+ * *out is set on success only (NULL on failure), so a caller may always destroy it. */
 int feeder_create(const struct backend *be, struct loader *ld, int prefetch, size_t sample_bytes, int batch,
                   bool overlap, struct feeder **out);
+/* The feeder's host allocations go through this (calloc), so a test can make one fail. */
+extern void *(*feeder_host_calloc)(size_t n, size_t size);
 void feeder_destroy(struct feeder *f);
 
 int feeder_start_epoch(struct feeder *f, int64_t epoch, int64_t first_batch);

@@ -5,7 +5,14 @@
  * slots, overlap on or off, one slot or several, and a run stopped mid-epoch gives
  * its held slots back (otherwise the next epoch would deadlock). The fake events
  * carry the host time they were recorded at, so the spans the feeder places on the
- * host's clock for the trace can be checked against when things happened. */
+ * host's clock for the trace can be checked against when things happened.
+ *
+ * As on a GPU, a recorded event is not complete until the host waits for it: here an
+ * event completes only when it, or one recorded after it, is synced (one queue for
+ * both streams: a simplification that can only complete events early, never late),
+ * and reading the time between two events needs both complete, as
+ * cudaEventElapsedTime does. So a feeder that hands a slot back without waiting for
+ * the compute that reads it fails here. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,19 +22,34 @@
 #include "fixtures/datagen.h"
 #include "os.h"
 
-struct device_event { int recorded, done; int64_t t_ns; };
+struct device_event { int recorded; int64_t t_ns; long seq; };
 static int pinned_live, copies_on[2], waits;
+static long recorded_seq;                 /* events recorded so far, in order */
+static long done_upto = -1;               /* every event recorded at or before it is complete */
 
 static void *fake_pinned_alloc(size_t n) { pinned_live++; return malloc(n); }
 static void fake_pinned_free(void *p) { pinned_live--; free(p); }
 static void fake_copy(void *dst, const void *src, size_t n, enum stream_id s) { memcpy(dst, src, n); copies_on[s]++; }
 static struct device_event *fake_event_create(void) { return calloc(1, sizeof(struct device_event)); }
 static void fake_event_destroy(struct device_event *e) { free(e); }
-static void fake_record(struct device_event *e, enum stream_id s) { (void)s; e->recorded++; e->done = 1; e->t_ns = os_now_ns(); }
+static void fake_record(struct device_event *e, enum stream_id s) {
+    (void)s;
+    e->recorded++;
+    e->seq = recorded_seq++;
+    e->t_ns = os_now_ns();
+}
+static bool complete(const struct device_event *e) { return e->recorded && e->seq <= done_upto; }
 static void fake_wait(enum stream_id s, struct device_event *e) { (void)s; cr_assert(e->recorded, "waited on an event never recorded"); waits++; }
-static bool fake_done(struct device_event *e) { return e->done; }
-static void fake_sync(struct device_event *e) { cr_assert(e->recorded, "synced an event never recorded"); }
-static float fake_elapsed(struct device_event *a, struct device_event *b) { return (float)((double)(b->t_ns - a->t_ns) / 1e6); }
+static bool fake_done(struct device_event *e) { return complete(e); }
+static void fake_sync(struct device_event *e) {
+    cr_assert(e->recorded, "synced an event never recorded");
+    if (e->seq > done_upto) done_upto = e->seq;
+}
+static float fake_elapsed(struct device_event *a, struct device_event *b) {
+    cr_assert(complete(a) && complete(b), "time read between events the device may not have reached "
+                                         "(the slot would go back to the loader while still in use)");
+    return (float)((double)(b->t_ns - a->t_ns) / 1e6);
+}
 
 static const struct copy_stage fake_stage = {
     .pinned_alloc = fake_pinned_alloc, .pinned_free = fake_pinned_free, .copy_h2d_async = fake_copy,
@@ -145,4 +167,31 @@ Test(feeder, device_every_sample_once_all_settings) {
 Test(feeder, stopping_mid_epoch_returns_held_slots) {
     run(&fake_device, 2, 1, 4, true, true, 2);
     run(&fake_device, 4, 2, 5, false, true, 1);
+}
+
+/* An allocation that fails inside feeder_create leaves *out NULL, so the trainer's
+ * cleanup (which destroys whatever it holds) can't free the feeder twice. Each host
+ * allocation fails in turn: the feeder itself, then the slots' device twins. */
+static int calls_left;
+static void *failing_calloc(size_t n, size_t size) { return calls_left-- > 0 ? calloc(n, size) : NULL; }
+
+Test(feeder, a_failed_allocation_leaves_no_feeder_behind) {
+    struct loader_config lc;
+    loader_config_default(&lc);
+    lc.batch = 4;
+    lc.prefetch = 2;
+    struct loader *ld;
+    cr_assert_eq(loader_create(&lc, ds, &ld), 0, "%s", err_get());
+    for (int ok_calls = 0; ok_calls < 2; ok_calls++) {
+        struct feeder *f = (struct feeder *)&ld;  /* not NULL: feeder_create must clear it */
+        calls_left = ok_calls;
+        feeder_host_calloc = failing_calloc;
+        int rc = feeder_create(&fake_device, ld, 2, data_sample_bytes(ds), 4, true, &f);
+        feeder_host_calloc = calloc;
+        cr_expect_eq(rc, -1, "allocation %d failed, yet feeder_create succeeded", ok_calls + 1);
+        cr_expect_null(f, "allocation %d failed and *out still points at a freed feeder", ok_calls + 1);
+        cr_expect(strstr(err_get(), "out of host memory"), "%s", err_get());
+        feeder_destroy(f);  /* what the trainer's cleanup does */
+    }
+    loader_destroy(ld);
 }

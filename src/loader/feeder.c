@@ -57,23 +57,36 @@ void feeder_slot_free(void *p, void *ctx) {
     else free(p);
 }
 
+void *(*feeder_host_calloc)(size_t n, size_t size) = calloc;
+
+/* Every way feeder_create can fail ends here: nothing half-made is left behind. */
+static int create_failed(struct feeder *f, struct feeder **out) {
+    feeder_destroy(f);
+    *out = NULL;
+    return -1;
+}
+
 int feeder_create(const struct backend *be, struct loader *ld, int prefetch, size_t sample_bytes, int batch,
                   bool overlap, struct feeder **out) {
-    struct feeder *f = calloc(1, sizeof *f);
+    *out = NULL;
+    struct feeder *f = feeder_host_calloc(1, sizeof *f);
     if (!f) return err_set("feeder: out of host memory");
     *f = (struct feeder){.be = be, .st = be->stage, .ld = ld, .prefetch = prefetch, .batch = batch,
                          .sample_bytes = sample_bytes, .ahead_rc = 2};
     /* one batch ahead holds two slots: with a single slot it would wait for itself */
     f->lookahead = f->st && overlap && prefetch >= 2;
-    *out = f;
-    if (!f->st) return 0;
-    f->twins = calloc((size_t)prefetch, sizeof *f->twins);
-    if (!f->twins) { feeder_destroy(f); return err_set("feeder: out of host memory"); }
+    if (!f->st) {
+        *out = f;
+        return 0;
+    }
+    f->twins = feeder_host_calloc((size_t)prefetch, sizeof *f->twins);
+    if (!f->twins) {
+        err_set("feeder: out of host memory for %d ring slots' device twins", prefetch);
+        return create_failed(f, out);
+    }
     if (!(f->anchor = f->st->event_create())) {
         err_wrap("feeder: clock anchor: ");
-        feeder_destroy(f);
-        *out = NULL;
-        return -1;
+        return create_failed(f, out);
     }
     set_anchor(f);
     for (int i = 0; i < prefetch; i++) {
@@ -86,11 +99,10 @@ int feeder_create(const struct backend *be, struct loader *ld, int prefetch, siz
         t->consumed = f->st->event_create();
         if (!t->images || !t->labels || !t->copy_start || !t->copied || !t->compute_start || !t->consumed) {
             err_wrap("feeder: device buffers for ring slot %d: ", i);
-            feeder_destroy(f);
-            *out = NULL;
-            return -1;
+            return create_failed(f, out);
         }
     }
+    *out = f;
     return 0;
 }
 
