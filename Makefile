@@ -3,7 +3,9 @@
 #   make test       install what is missing, build, run every Criterion suite
 #   make run        install, build, prepare Fashion-MNIST, train configs/resnet_small.cfg
 #   make bench      the benchmarks (not part of the tests)
-#   make CUDA=0     build without the CUDA backend (CUDA=auto|0|1, default auto)
+#   make CUDA=0     build without the CUDA backend (CUDA=auto|0|1|emu, default auto)
+#   make CUDA=emu BUILD=build/emu   the CUDA tables on the emulated device (tests/emu/),
+#                   for test_cuda on machines without a GPU; make test runs it
 
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
@@ -39,7 +41,21 @@ ifeq ($(CUDA),1)
   # NVTX (nvtx3) is header-only and loads its tool library with dlopen.
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas \
                $(if $(filter 1,$(CUDNN)),-lcudnn) -lstdc++ -ldl
+  CUDA_COMPILE = $(NVCC) $(NVCCFLAGS)
   $(info nostall: building with CUDA ($(NVCC)), cuDNN=$(CUDNN))
+else ifeq ($(CUDA),emu)
+  # The emulated device: the same .cu files as host C++ against tests/emu's runtime
+  # (streams as threads, blocks as fibers, a reference GEMM for cuBLAS, no cuDNN).
+  # Tests only: its binaries are for test_cuda, never shipped.
+  CUDNN       := 0
+  CUDA_SRC    := $(wildcard kernels/cuda/*.cu)
+  CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o) $(BUILD)/tests/emu/emu.o
+  CXX         ?= g++
+  EMU_CXXFLAGS = $(filter-out -std=c11 -Werror -fopenmp,$(CFLAGS)) -std=c++17 -Werror -pthread
+  CFLAGS      += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=0 -DNS_EMU=1 -Itests/emu
+  LDLIBS      += -lstdc++ -pthread
+  CUDA_COMPILE = $(CXX) -x c++ $(EMU_CXXFLAGS)
+  $(info nostall: building the CUDA tables for the emulated device (tests/emu, CPU only))
 else
   $(info nostall: building without CUDA (nvcc not found or CUDA=0): CPU backend only)
 endif
@@ -61,9 +77,13 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h kernels/*.h kernels/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/%.o: %.cu $(wildcard include/*.h kernels/*.h kernels/*/*.h)
+$(BUILD)/%.o: %.cu $(wildcard include/*.h kernels/*.h kernels/*/*.h tests/emu/*.h)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(CUDA_COMPILE) -c $< -o $@
+
+$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp $(wildcard tests/emu/*.h)
+	@mkdir -p $(dir $@)
+	$(CUDA_COMPILE) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -86,9 +106,14 @@ DEB_PKGS := build-essential pkg-config libcriterion-dev libstb-dev libopenblas-d
 setup:
 	@sh scripts/setup.sh $(DEB_PKGS)
 
+# test_cuda runs twice: in this build (on a GPU when there is one, else it says it
+# skipped), and on the emulated device (tests/emu/), whatever the machine has.
+EMU_BUILD := build/emu
 test: setup
 	@$(MAKE) --no-print-directory all $(TESTS)
+	@$(MAKE) --no-print-directory CUDA=emu BUILD=$(EMU_BUILD) $(EMU_BUILD)/tests/test_cuda
 	@sh scripts/run-tests.sh $(TESTS)
+	@sh scripts/test-emu.sh $(EMU_BUILD)/tests/test_cuda
 
 data: setup all
 	@sh scripts/setup.sh dataset-fashion-mnist

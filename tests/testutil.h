@@ -30,5 +30,19 @@ static inline double tu_max_rel_err(const float *a, const float *b, size_t n) {
     }
     return worst;
 }
+/* max |a-b| / max |ref|: the error relative to the tensor's own scale, so a gradient
+ * whose elements are all far below 1 is held to the same relative standard as one
+ * near 1 (an absolute floor would let a several-percent error in it pass). Plain
+ * max |a-b| when ref is all zeros; infinity as soon as either side is NaN or
+ * infinite. */
+static inline double tu_tensor_rel_err(const float *ref, const float *got, size_t n) {
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(ref[i]) || !isfinite(got[i])) return INFINITY;
+        diff = fmax(diff, fabs((double)ref[i] - (double)got[i]));
+        scale = fmax(scale, fabs((double)ref[i]));
+    }
+    return scale > 0 ? diff / scale : diff;
+}
 
 #endif

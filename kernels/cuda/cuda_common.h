@@ -64,7 +64,20 @@ bool cu_ok_cudnn(cudnnStatus_t s, const char *call, const char *file, int line);
 #define CUBLAS_OK(call) cu_ok_cublas((call), #call, __FILE__, __LINE__)
 #define CUDNN_OK(call) cu_ok_cudnn((call), #call, __FILE__, __LINE__)
 
-// After a <<<>>> launch: a bad configuration shows at once in cudaGetLastError; a
+// ---- launches ------------------------------------------------------------------
+// CU_LAUNCH(kernel, grid, block, args...) is kernel<<<grid, block, 0, compute>>>(args):
+// every launch of both tables goes to the compute stream without dynamic shared
+// memory. It is a macro so that the emulated device of the tests (tests/emu/) can run
+// the same source on the CPU, where <<<>>> is not C++: there it queues the kernel on
+// the emulated stream, its arguments evaluated at the launch, as CUDA does.
+#if NS_EMU
+#define CU_LAUNCH(kernel, grid, block, ...) \
+    emu_launch(#kernel, dim3(grid), dim3(block), cu_compute(), kernel, __VA_ARGS__)
+#else
+#define CU_LAUNCH(kernel, grid, block, ...) kernel<<<grid, block, 0, cu_compute()>>>(__VA_ARGS__)
+#endif
+
+// After a launch: a bad configuration shows at once in cudaGetLastError; a
 // fault inside the kernel shows at the next synchronizing call, which then names
 // itself, with a hint to rerun under compute-sanitizer.
 #define CU_LAUNCHED(name) cu_ok_cuda(cudaGetLastError(), "launch of " name, __FILE__, __LINE__)
@@ -84,7 +97,7 @@ unsigned cu_stride_blocks(size_t n, unsigned threads);
     do {                                                                                 \
         unsigned blocks_ = cu_blocks((n), CU_THREADS);                                   \
         if (blocks_) {                                                                   \
-            kernel<<<blocks_, CU_THREADS, 0, cu_compute()>>>(__VA_ARGS__);               \
+            CU_LAUNCH(kernel, blocks_, CU_THREADS, __VA_ARGS__);                         \
             CU_LAUNCHED(#kernel);                                                        \
         }                                                                                \
     } while (0)

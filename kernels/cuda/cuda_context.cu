@@ -395,9 +395,13 @@ extern "C" bool cuda_tf32(void) { return cu.tf32; }
 // ---- test and benchmark hooks --------------------------------------------------
 
 __device__ static inline uint64_t global_ns(void) {
+#if NS_EMU
+    return emu_global_ns();  // the emulated device's clock (tests/emu/)
+#else
     uint64_t t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
+#endif
 }
 
 // one thread
@@ -408,7 +412,7 @@ __global__ static void spin_kernel(uint64_t ns) {
 }
 
 extern "C" void cuda_spin_us(unsigned us) {
-    spin_kernel<<<1, 1, 0, cu_compute()>>>((uint64_t)us * 1000u);
+    CU_LAUNCH(spin_kernel, 1, 1, (uint64_t)us * 1000u);
     CU_LAUNCHED("spin_kernel");
 }
 
@@ -427,7 +431,7 @@ extern "C" void cuda_checksum_u8(const uint8_t *dev_bytes, size_t n, uint32_t *d
     if (!CU_OK(cudaMemsetAsync(dev_out, 0, sizeof *dev_out, cu_compute()))) return;
     unsigned blocks = cu_stride_blocks(n, CU_THREADS);
     if (blocks == 0) return;
-    checksum_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(dev_bytes, n, dev_out);
+    CU_LAUNCH(checksum_kernel, blocks, CU_THREADS, dev_bytes, n, dev_out);
     CU_LAUNCHED("checksum_kernel");
 }
 

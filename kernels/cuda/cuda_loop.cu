@@ -296,7 +296,7 @@ static void loop_softmax_xent_fwd(int n, int k, const float *logits, const int32
     double *row_loss = (double *)cu_scratch(sizeof(double) * (size_t)n);
     if (!row_loss) return;
     CU_LAUNCH_PER_ELEMENT(softmax_rows_kernel, (size_t)n, n, k, logits, labels, probs, row_loss);
-    mean_kernel<<<1, 1, 0, cu_compute()>>>(n, row_loss, loss);
+    CU_LAUNCH(mean_kernel, 1, 1, n, row_loss, loss);
     CU_LAUNCHED("mean_kernel");
 }
 

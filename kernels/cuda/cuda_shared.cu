@@ -81,7 +81,7 @@ __global__ static void argmax_correct_kernel(int n, int k, const float *logits,
 }
 
 void cu_argmax_correct(int n, int k, const float *logits, const int32_t *labels, float *correct) {
-    argmax_correct_kernel<<<1, CU_THREADS, 0, cu_compute()>>>(n, k, logits, labels, correct);
+    CU_LAUNCH(argmax_correct_kernel, 1, CU_THREADS, n, k, logits, labels, correct);
     CU_LAUNCHED("argmax_correct_kernel");
 }
 
@@ -99,6 +99,6 @@ __global__ static void bias_grad_kernel(int n, int k, int hw, const float *dy, f
 
 void cu_bias_grad(int n, int k, int hw, const float *dy, float *dbias) {
     if (k <= 0) return;
-    bias_grad_kernel<<<k, CU_THREADS, 0, cu_compute()>>>(n, k, hw, dy, dbias);
+    CU_LAUNCH(bias_grad_kernel, k, CU_THREADS, n, k, hw, dy, dbias);
     CU_LAUNCHED("bias_grad_kernel");
 }

@@ -24,7 +24,7 @@ void cu_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
     if (m <= 0 || n <= 0) return;
     if (k == 0) {  // no products: BLAS would only scale c, which we do ourselves
         size_t total = (size_t)m * n;
-        scale_kernel<<<cu_stride_blocks(total, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(total,
+        CU_LAUNCH(scale_kernel, cu_stride_blocks(total, CU_THREADS), CU_THREADS, total,
                                                                                         beta, c);
         CU_LAUNCHED("scale_kernel");
         return;
@@ -50,7 +50,7 @@ template <class Op> static void launch_map(const char *name, size_t n, bool alig
     size_t quads = aligned ? n / 4 : 0;
     unsigned blocks = cu_stride_blocks(quads ? quads : n, CU_THREADS);
     if (!blocks) return;
-    map_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(n, quads, op);
+    CU_LAUNCH(map_kernel<Op>, blocks, CU_THREADS, n, quads, op);
     cu_ok_cuda(cudaGetLastError(), name, __FILE__, __LINE__);
 }
 
@@ -161,8 +161,7 @@ static void vec_linear_fwd(int n, int in, int out, const float *x, const float *
                            const float *bias, float *y) {
     size_t total = (size_t)n * out;
     if (bias && total) {
-        broadcast_rows_kernel<<<cu_stride_blocks(total, CU_THREADS), CU_THREADS, 0,
-                                cu_compute()>>>(total, out, bias, y);
+        CU_LAUNCH(broadcast_rows_kernel, cu_stride_blocks(total, CU_THREADS), CU_THREADS, total, out, bias, y);
         CU_LAUNCHED("broadcast_rows_kernel");
     }
     cu_gemm(false, true, n, out, in, 1.0f, x, w, bias ? 1.0f : 0.0f, y);
@@ -247,12 +246,12 @@ static void vec_bn_fwd_train(int n, int c, int hw, const float *x, const float *
     int chunks = bn_chunks((long)n * hw);
     float *part = (float *)cu_scratch(sizeof(float) * 2 * (size_t)c * chunks);
     if (!part) return;
-    bn_stats_partial_kernel<<<dim3(c, chunks), CU_THREADS, 0, cu_compute()>>>(n, c, hw, x, part);
+    CU_LAUNCH(bn_stats_partial_kernel, dim3(c, chunks), CU_THREADS, n, c, hw, x, part);
     CU_LAUNCHED("bn_stats_partial_kernel");
-    bn_stats_finish_kernel<<<cu_blocks(c, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
+    CU_LAUNCH(bn_stats_finish_kernel, cu_blocks(c, CU_THREADS), CU_THREADS,
         n, c, hw, chunks, x, part, mean, invstd, running_mean, running_var, momentum, eps);
     CU_LAUNCHED("bn_stats_finish_kernel");
-    bn_apply_kernel<<<cu_stride_blocks(total, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
+    CU_LAUNCH(bn_apply_kernel, cu_stride_blocks(total, CU_THREADS), CU_THREADS,
         total, c, hw, x, mean, invstd, gamma, beta, y);
     CU_LAUNCHED("bn_apply_kernel");
 }
@@ -271,7 +270,7 @@ static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *g
                             const float *running_var, float eps, float *y) {
     size_t total = (size_t)n * c * hw;
     if (total == 0) return;
-    bn_eval_kernel<<<cu_stride_blocks(total, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
+    CU_LAUNCH(bn_eval_kernel, cu_stride_blocks(total, CU_THREADS), CU_THREADS,
         total, c, hw, x, gamma, beta, running_mean, running_var, eps, y);
     CU_LAUNCHED("bn_eval_kernel");
 }
@@ -332,13 +331,13 @@ static void vec_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
     float *part = (float *)cu_scratch(sizeof(float) * 2 * (size_t)c * (chunks + 1));
     if (!part) return;
     float *sums = part + 2 * (size_t)c * chunks;
-    bn_bwd_partial_kernel<<<dim3(c, chunks), CU_THREADS, 0, cu_compute()>>>(n, c, hw, x, dy, mean,
+    CU_LAUNCH(bn_bwd_partial_kernel, dim3(c, chunks), CU_THREADS, n, c, hw, x, dy, mean,
                                                                            invstd, part);
     CU_LAUNCHED("bn_bwd_partial_kernel");
-    bn_bwd_finish_kernel<<<cu_blocks(c, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
+    CU_LAUNCH(bn_bwd_finish_kernel, cu_blocks(c, CU_THREADS), CU_THREADS,
         c, chunks, part, sums, dgamma, dbeta);
     CU_LAUNCHED("bn_bwd_finish_kernel");
-    bn_bwd_dx_kernel<<<cu_stride_blocks(total, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
+    CU_LAUNCH(bn_bwd_dx_kernel, cu_stride_blocks(total, CU_THREADS), CU_THREADS,
         total, c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, dx, acc_dx);
     CU_LAUNCHED("bn_bwd_dx_kernel");
 }
@@ -362,7 +361,7 @@ static void vec_gap_fwd(int n, int c, int hw, const float *x, float *y) {
     size_t planes = (size_t)n * c;
     unsigned blocks = cu_blocks(planes, WARPS_PER_BLOCK);
     if (!blocks) return;
-    gap_fwd_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(planes, hw, x, y);
+    CU_LAUNCH(gap_fwd_kernel, blocks, CU_THREADS, planes, hw, x, y);
     CU_LAUNCHED("gap_fwd_kernel");
 }
 
@@ -374,7 +373,7 @@ __global__ static void gap_bwd_kernel(size_t total, int hw, const float *dy, flo
 static void vec_gap_bwd(int n, int c, int hw, const float *dy, float *dx) {
     size_t total = (size_t)n * c * hw;
     if (total == 0) return;
-    gap_bwd_kernel<<<cu_stride_blocks(total, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(total, hw,
+    CU_LAUNCH(gap_bwd_kernel, cu_stride_blocks(total, CU_THREADS), CU_THREADS, total, hw,
                                                                                       dy, dx);
     CU_LAUNCHED("gap_bwd_kernel");
 }
@@ -418,11 +417,11 @@ static void vec_softmax_xent_fwd(int n, int k, const float *logits, const int32_
     if (!row_loss) return;
     unsigned blocks = cu_blocks((size_t)n, WARPS_PER_BLOCK);
     if (blocks) {
-        softmax_rows_kernel<<<blocks, CU_THREADS, 0, cu_compute()>>>(n, k, logits, labels, probs,
+        CU_LAUNCH(softmax_rows_kernel, blocks, CU_THREADS, n, k, logits, labels, probs,
                                                                      row_loss);
         CU_LAUNCHED("softmax_rows_kernel");
     }
-    mean_kernel<<<1, CU_THREADS, 0, cu_compute()>>>(n, row_loss, loss);
+    CU_LAUNCH(mean_kernel, 1, CU_THREADS, n, row_loss, loss);
     CU_LAUNCHED("mean_kernel");
 }
 
@@ -448,7 +447,7 @@ static void vec_normalize_u8(int n, int h, int w, int c, const uint8_t *src, con
     if (pixels == 0) return;
     for (int c0 = 0; c0 < c; c0 += NS_NORM_MAX_CH) {
         struct ns_norm_params p = cu_norm_params(c0, c, mean, std);
-        normalize_u8_kernel<<<cu_stride_blocks(pixels, CU_THREADS), CU_THREADS, 0, cu_compute()>>>(
+        CU_LAUNCH(normalize_u8_kernel, cu_stride_blocks(pixels, CU_THREADS), CU_THREADS,
             pixels, h * w, c, p, src, dst);
         CU_LAUNCHED("normalize_u8_kernel");
     }
