@@ -143,14 +143,18 @@ check-layers:
 #   make fuzz            libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each (default 60)
 #   make test-asan       every Criterion suite under AddressSanitizer + UBSan (build/asan)
 #   make test-valgrind   the smoke training run under valgrind memcheck
+#   make test-tsan-cuda  test_cuda on the emulated CUDA device under ThreadSanitizer
 # docs/reliability.md has what they found and how to read their output.
-.PHONY: fuzz test-asan test-valgrind mutants
+.PHONY: fuzz test-asan test-valgrind test-tsan-cuda mutants
 fuzz: setup
 	@sh scripts/fuzz.sh
 test-asan: setup
 	@sh scripts/test-asan.sh
 test-valgrind: setup
 	@sh scripts/test-valgrind.sh
+# test_cuda on the emulated device under ThreadSanitizer (streams are threads there)
+test-tsan-cuda: setup
+	@sh scripts/test-tsan-cuda.sh
 # make mutants: each tests/mutations/*.patch plants a bug a test must catch (slow, not CI)
 mutants: setup
 	@sh scripts/mutants.sh

@@ -1,9 +1,11 @@
 #!/bin/sh
 # mutants.sh [PATCH...] — mutation testing of the suite (make mutants; not part of CI).
 # Each tests/mutations/*.patch plants one bug that a test once let through. For each
-# patch: a copy of the tree gets the patch, is rebuilt (CPU only) and runs every suite,
-# stopping at the first suite that fails. A patch the suites fail on is "killed"; one
-# they pass with "SURVIVED": a test is missing. Exit status 1 if any survived.
+# patch: a copy of the tree gets the patch, is rebuilt (CPU build) and runs every suite,
+# stopping at the first suite that fails; when none does, test_cuda on the emulated
+# device (build/emu, both thread orders) runs too, as make test does. A patch the
+# suites fail on is "killed"; one they pass with "SURVIVED": a test is missing. Exit
+# status 1 if any survived.
 set -e
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,10 +17,13 @@ rm -rf "$T" && mkdir -p "$T"
 git ls-files -co --exclude-standard | tar -cf - -T - | (cd "$T" && tar -xf -)
 cd "$T"
 build() { make --no-print-directory -s CUDA=0 all $(ls tests/test_*.c | sed 's|^tests/\(.*\)\.c$|build/tests/\1|') >build.log 2>&1; }
+build_emu() { make --no-print-directory -s CUDA=emu BUILD=build/emu build/emu/tests/test_cuda >build.log 2>&1; }
 suites() {
   for t in build/tests/test_*; do
     "$t" --jobs 1 >suite.log 2>&1 || { echo "$(basename "$t")"; return 0; }
   done
+  if ! build_emu; then echo "the emulated build"; return 0; fi
+  sh scripts/test-emu.sh build/emu/tests/test_cuda >suite.log 2>&1 || { echo "test_cuda on the emulated device"; return 0; }
   echo ""
 }
 echo "mutants: building the unmutated tree in $T"

@@ -158,9 +158,13 @@ static struct kcase cases[] = {
     CONV(8, 16, 28, 28, 32, 3, 3, 2, 1),
     CONV(8, 32, 14, 14, 64, 1, 1, 2, 0),
     CONV(8, 64, 7, 7, 64, 3, 3, 1, 1),
+    /* and at its batch, 128: the im2col chunks and grids of a real step */
+    CONV(128, 1, 28, 28, 16, 3, 3, 1, 1),
+    CONV(128, 16, 28, 28, 32, 3, 3, 2, 1),
     LINEAR(64, 300, 10),
     BN(3, 5, 10007), /* slices of a channel that don't divide evenly */
-    BN(128, 16, 784), /* resnet_small's stem at batch 128: 64 slices per channel */
+    BN(128, 16, 784), /* resnet_small's stem at batch 128: 49 slices per channel */
+    BN(256, 3, 784), /* past BN_MAX_CHUNKS: 98 slices wanted, 64 made, each longer */
     {.op = OP_bn_fwd_train, .d = {3, 4, 999}, .s = {0.1f, 1e-5f}, .offset = 50},
     SIZED(relu_fwd, BIG, 0, 0, 0), SIZED(relu_bwd, BIG, 0, 0, 0), SIZED(add_fwd, BIG, 0, 0, 0),
     MISALIGNED(relu_fwd, 1027), MISALIGNED(relu_bwd, 1027), MISALIGNED(add_fwd, 1027),
