@@ -98,6 +98,11 @@ $(BUILD)/bin/%: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(wildcard tests/fixtures/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcriterion -o $@
+# make test-tsan-cuda's program (tests/emu/tsan_main.c), in the emulated build only.
+$(BUILD)/tests/emu/tsan_main: tests/emu/tsan_main.c tests/ring_check.h tests/testutil.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
+$(BUILD)/tests/test_cuda: tests/ring_check.h
 # The kernel cases the CPU and CUDA kernel suites share.
 $(BUILD)/tests/test_kernels $(BUILD)/tests/test_cuda: tests/kcases.h
 

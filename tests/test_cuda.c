@@ -71,6 +71,8 @@ static inline void cuda_set_conv_chunk_bytes(size_t bytes) { (void)bytes; }
 static inline bool cuda_has_cudnn(void) { return false; }
 #endif
 
+#include "ring_check.h"
+
 /* ---- the GPU, or a skip that says why ---- */
 
 static void need_gpu(void) {
@@ -967,66 +969,7 @@ Test(cuda, ring_slots_are_not_overwritten_while_the_device_reads_them) {
     expect_no_cuda_error("ring");
 }
 
-/* ---- the real ring: loader.c and feeder.c on this device ---- */
-
-/* Two epochs of a small PNG folder through the loader (two workers, three pinned or
- * pageable slots) and the feeder (overlap on or off), with a slow step on the
- * device for each batch: the step checksums the batch's device bytes, which must be
- * the bytes the host slot held when the batch was handed over. On the emulated
- * device every copy is made late on purpose (emu_set_copy_delay_us), so a feeder
- * that lets compute start before its copy, or hands a slot back to the workers
- * before the device is done with it, delivers changed bytes here every time.
- * Returns the batches whose bytes differ; *batches counts them all. */
-enum { RING_CLASSES = 4, RING_PER_CLASS = 24, RING_H = 28, RING_W = 28, RING_BATCH = 8 };
-
-static int real_ring_mismatches(const struct backend *be, struct dataset *ds, bool pinned,
-                                bool overlap, int *batches) {
-    enum { MAX_BATCHES = 64 };
-    struct loader_config lc;
-    loader_config_default(&lc);
-    lc.batch = RING_BATCH;
-    lc.prefetch = 3;
-    lc.workers = 2;
-    lc.slot_alloc = feeder_slot_alloc;
-    lc.slot_free = feeder_slot_free;
-    lc.slot_ctx = feeder_slot_ctx(be, pinned);
-    struct loader *ld;
-    struct feeder *f;
-    cr_assert_eq(loader_create(&lc, ds, &ld), 0, "%s", err_get());
-    cr_assert_eq(feeder_create(be, ld, lc.prefetch, data_sample_bytes(ds), lc.batch, overlap, &f),
-                 0, "%s", err_get());
-    uint32_t *sums = be->alloc(sizeof(uint32_t) * 2 * MAX_BATCHES), got[2 * MAX_BATCHES],
-             expect[2 * MAX_BATCHES];
-    cr_assert_not_null(sums, "%s", err_get());
-    int nb = 0;
-    for (int epoch = 0; epoch < 2; epoch++) {
-        cr_assert_eq(feeder_start_epoch(f, epoch, 0), 0, "%s", err_get());
-        struct fed_batch fb;
-        int rc;
-        while ((rc = feeder_next(f, &fb)) == 1) {
-            cr_assert_lt(nb, MAX_BATCHES);
-            const struct batch *b = fb.host;
-            size_t image_bytes = (size_t)b->n * data_sample_bytes(ds);
-            size_t label_bytes = (size_t)b->n * sizeof(int32_t);
-            expect[2 * nb] = cuda_checksum_host(b->images, image_bytes);
-            expect[2 * nb + 1] = cuda_checksum_host((const uint8_t *)b->labels, label_bytes);
-            cuda_spin_us(1000); /* the step: slow, so the ring fills up behind it */
-            cuda_checksum_u8(fb.images, image_bytes, sums + 2 * nb);
-            cuda_checksum_u8((const uint8_t *)fb.labels, label_bytes, sums + 2 * nb + 1);
-            feeder_done(f, &fb);
-            nb++;
-        }
-        cr_assert_eq(rc, 0, "%s", err_get());
-    }
-    be->copy(got, sums, sizeof(uint32_t) * 2 * (size_t)nb, COPY_D2H);
-    int bad = 0;
-    for (int i = 0; i < nb; i++) bad += got[2 * i] != expect[2 * i] || got[2 * i + 1] != expect[2 * i + 1];
-    be->free(sums);
-    feeder_destroy(f);
-    loader_destroy(ld);
-    *batches = nb;
-    return bad;
-}
+/* ---- the real ring: loader.c and feeder.c on this device (ring_check.h) ---- */
 
 Test(cuda, the_loader_and_feeder_deliver_every_batch_intact_on_the_device) {
     need_gpu();
@@ -1043,7 +986,8 @@ Test(cuda, the_loader_and_feeder_deliver_every_batch_intact_on_the_device) {
 #endif
     for (int pinned = 0; pinned < 2; pinned++)
         for (int overlap = 0; overlap < 2; overlap++) {
-            int batches = 0, bad = real_ring_mismatches(be, ds, pinned, overlap, &batches);
+            int batches = 0, bad = ring_check(be, ds, pinned, overlap, &batches);
+            cr_assert_geq(bad, 0, "%s", err_get());
             cr_expect_eq(batches, 2 * RING_CLASSES * RING_PER_CLASS / RING_BATCH);
             cr_expect_eq(bad, 0, "%s slots, overlap %s: %d of %d batches reached the device "
                          "changed", pinned ? "pinned" : "pageable", overlap ? "on" : "off", bad,

@@ -76,8 +76,10 @@ static void vec_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const f
  * The build targets plain x86-64 (SSE2). The hot loops are compiled three times,
  * for AVX-512, for AVX2+FMA and for the baseline, and the dynamic loader picks the
  * best one this CPU runs (GCC's target_clones). They are written with GCC's vector
- * type of 16 floats: one AVX-512 register, two AVX ones or four SSE ones. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+ * type of 16 floats: one AVX-512 register, two AVX ones or four SSE ones.
+ * Not under ThreadSanitizer: the loader calls the clones' resolvers before the
+ * sanitizer's runtime is up, and the instrumented resolver crashes there. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SIMD_CLONES

@@ -225,8 +225,9 @@ static void check_all_guards(void) {
 }
 
 static void *guarded_alloc(size_t bytes, bool device) {
-    unsigned char *base = (unsigned char *)aligned_alloc(GUARD, bytes + 2 * GUARD);
-    if (!base) return NULL;
+    void *mem = NULL;  // 256-byte aligned, as cudaMalloc's are
+    if (posix_memalign(&mem, GUARD, bytes + 2 * GUARD) != 0) return NULL;
+    unsigned char *base = (unsigned char *)mem;
     memset(base, GUARD_BYTE, GUARD);
     memset(base + GUARD, device ? 0xff : 0, bytes);
     memset(base + GUARD + bytes, GUARD_BYTE, GUARD);
