@@ -4,7 +4,7 @@
 #   make run        install, build, prepare Fashion-MNIST, train configs/resnet_small.cfg
 #   make bench      the benchmarks (not part of the tests)
 #   make CUDA=0     build without the CUDA backend (CUDA=auto|0|1|emu, default auto)
-#   make CUDA=emu BUILD=build/emu   the CUDA tables on the emulated device (tests/emu/),
+#   make CUDA=emu BUILD=build/emu   the CUDA tables on the emulated device (kernels/emu/),
 #                   for test_cuda on machines without a GPU; make test runs it
 
 CC      ?= gcc
@@ -44,18 +44,18 @@ ifeq ($(CUDA),1)
   CUDA_COMPILE = $(NVCC) $(NVCCFLAGS)
   $(info nostall: building with CUDA ($(NVCC)), cuDNN=$(CUDNN))
 else ifeq ($(CUDA),emu)
-  # The emulated device: the same .cu files as host C++ against tests/emu's runtime
+  # The emulated device: the same .cu files as host C++ against kernels/emu's runtime
   # (streams as threads, blocks as fibers, a reference GEMM for cuBLAS, no cuDNN).
   # Tests only: its binaries are for test_cuda, never shipped.
   CUDNN       := 0
   CUDA_SRC    := $(wildcard kernels/cuda/*.cu)
-  CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o) $(BUILD)/tests/emu/emu.o
+  CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o) $(BUILD)/kernels/emu/emu.o
   CXX         ?= g++
   EMU_CXXFLAGS = $(filter-out -std=c11 -Werror -fopenmp,$(CFLAGS)) -std=c++17 -Werror -pthread
-  CFLAGS      += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=0 -DNS_EMU=1 -Itests/emu
+  CFLAGS      += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=0 -DNS_EMU=1 -Ikernels/emu
   LDLIBS      += -lstdc++ -pthread
   CUDA_COMPILE = $(CXX) -x c++ $(EMU_CXXFLAGS)
-  $(info nostall: building the CUDA tables for the emulated device (tests/emu, CPU only))
+  $(info nostall: building the CUDA tables for the emulated device (kernels/emu, CPU only))
 else
   $(info nostall: building without CUDA (nvcc not found or CUDA=0): CPU backend only)
 endif
@@ -77,11 +77,11 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h kernels/*.h kernels/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/%.o: %.cu $(wildcard include/*.h kernels/*.h kernels/*/*.h tests/emu/*.h)
+$(BUILD)/%.o: %.cu $(wildcard include/*.h kernels/*.h kernels/*/*.h kernels/emu/*.h)
 	@mkdir -p $(dir $@)
 	$(CUDA_COMPILE) -c $< -o $@
 
-$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp $(wildcard tests/emu/*.h)
+$(BUILD)/kernels/emu/emu.o: kernels/emu/emu.cpp $(wildcard kernels/emu/*.h)
 	@mkdir -p $(dir $@)
 	$(CUDA_COMPILE) -c $< -o $@
 
@@ -98,8 +98,8 @@ $(BUILD)/bin/%: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(wildcard tests/fixtures/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcriterion -o $@
-# make test-tsan-cuda's program (tests/emu/tsan_main.c), in the emulated build only.
-$(BUILD)/tests/emu/tsan_main: tests/emu/tsan_main.c tests/ring_check.h tests/testutil.h $(LIB)
+# make test-tsan-cuda's program (tests/tsan_cuda.c), in the emulated build only.
+$(BUILD)/tests/tsan_cuda: tests/tsan_cuda.c tests/ring_check.h tests/testutil.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 $(BUILD)/tests/test_cuda: tests/ring_check.h
@@ -112,7 +112,7 @@ setup:
 	@sh scripts/setup.sh $(DEB_PKGS)
 
 # test_cuda runs twice: in this build (on a GPU when there is one, else it says it
-# skipped), and on the emulated device (tests/emu/), whatever the machine has.
+# skipped), and on the emulated device (kernels/emu/), whatever the machine has.
 EMU_BUILD := build/emu
 test: setup
 	@$(MAKE) --no-print-directory all $(TESTS)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# test-emu.sh TEST_CUDA — test_cuda on the emulated CUDA device (tests/emu/), once for
+# test-emu.sh TEST_CUDA — test_cuda on the emulated CUDA device (kernels/emu/), once for
 # each order in which a block's threads may run between barriers: a kernel missing a
 # barrier reads what another thread hasn't written yet under one order or the
 # other, every time. Fails if a test fails or is skipped (on this device nothing

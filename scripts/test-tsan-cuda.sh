@@ -1,5 +1,5 @@
 #!/bin/sh
-# test-tsan-cuda.sh — the threaded part of test_cuda (tests/emu/tsan_main.c: the real
+# test-tsan-cuda.sh — the threaded part of test_cuda (tests/tsan_cuda.c: the real
 # ring in four settings, training steps on both CUDA tables) on the emulated CUDA
 # device, built with ThreadSanitizer (build/tsan-emu): the streams are threads there,
 # so a race between the host, the loader's workers and the device's streams (a slot
@@ -11,11 +11,11 @@ cd "$(dirname "$0")/.."
 B=build/tsan-emu
 export CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer"
 export LDFLAGS="-fsanitize=thread"
-make --no-print-directory -s CUDA=emu BUILD=$B $B/tests/emu/tsan_main
+make --no-print-directory -s CUDA=emu BUILD=$B $B/tests/tsan_cuda
 rm -rf $B/reports && mkdir -p $B/reports
 export TSAN_OPTIONS="log_path=$PWD/$B/reports/tsan second_deadlock_stack=1"
 status=0
-$B/tests/emu/tsan_main || status=1
+$B/tests/tsan_cuda || status=1
 if [ -n "$(ls $B/reports)" ]; then
   for r in $B/reports/*; do echo "== $r"; head -80 "$r"; done
   echo "test-tsan-cuda: ThreadSanitizer reports above ($(ls $B/reports | wc -l) files in $B/reports)"

@@ -1,5 +1,5 @@
 /* ring_check.h — the real ring (loader.c + feeder.c) on a CUDA table, checked by
- * device checksums. test_cuda runs it under Criterion; tests/emu/tsan_main.c runs it
+ * device checksums. test_cuda runs it under Criterion; tests/tsan_cuda.c runs it
  * under ThreadSanitizer, where Criterion can't run (Criterion issue #274), so it
  * reports through its return value and err_set, not through asserts.
  *

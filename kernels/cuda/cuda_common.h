@@ -67,7 +67,7 @@ bool cu_ok_cudnn(cudnnStatus_t s, const char *call, const char *file, int line);
 // ---- launches ------------------------------------------------------------------
 // CU_LAUNCH(kernel, grid, block, args...) is kernel<<<grid, block, 0, compute>>>(args):
 // every launch of both tables goes to the compute stream without dynamic shared
-// memory. It is a macro so that the emulated device of the tests (tests/emu/) can run
+// memory. It is a macro so that the emulated device of the tests (kernels/emu/) can run
 // the same source on the CPU, where <<<>>> is not C++: there it queues the kernel on
 // the emulated stream, its arguments evaluated at the launch, as CUDA does.
 #if NS_EMU

@@ -396,7 +396,7 @@ extern "C" bool cuda_tf32(void) { return cu.tf32; }
 
 __device__ static inline uint64_t global_ns(void) {
 #if NS_EMU
-    return emu_global_ns();  // the emulated device's clock (tests/emu/)
+    return emu_global_ns();  // the emulated device's clock (kernels/emu/)
 #else
     uint64_t t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));

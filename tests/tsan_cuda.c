@@ -1,4 +1,4 @@
-/* tsan_main.c — the threaded part of test_cuda, without Criterion, for ThreadSanitizer
+/* tsan_cuda.c — the threaded part of test_cuda, without Criterion, for ThreadSanitizer
  * (make test-tsan-cuda; Criterion itself can't start under it, its issue #274).
  *
  * On the emulated device the streams are threads, so this is where a race between
@@ -28,10 +28,10 @@
 static int failures;
 
 static void check(bool ok, const char *what) {
-    printf("tsan_main: %-60s %s\n", what, ok ? "ok" : "FAILED");
+    printf("tsan_cuda: %-60s %s\n", what, ok ? "ok" : "FAILED");
     if (!ok) {
         failures++;
-        if (err_get()[0]) printf("tsan_main:   %s\n", err_get());
+        if (err_get()[0]) printf("tsan_cuda:   %s\n", err_get());
     }
 }
 
@@ -120,6 +120,6 @@ int main(void) {
         check(isfinite(loss), what);
     }
     check(cuda_backend_error() == NULL, "no CUDA error recorded");
-    printf("tsan_main: %s\n", failures ? "FAILED" : "every check passed");
+    printf("tsan_cuda: %s\n", failures ? "FAILED" : "every check passed");
     return failures ? 1 : 0;
 }
