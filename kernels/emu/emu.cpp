@@ -582,12 +582,13 @@ struct fiber {
     void *stack = NULL;
     void *tsan = NULL;
     enum fiber_state state = F_DONE;
+    unsigned shuffles = 0;  // warp exchanges this thread has made
     emu_thread_ctx tc;
 };
 
 struct warp_step {
     int arrived = 0;
-    uint64_t value[32];
+    uint64_t value[2][32];  // by the parity of the lane's shuffle count: see emu_warp_exchange
 };
 
 struct block_run {  // one block being run on this worker thread
@@ -680,17 +681,21 @@ void emu_check_mask(unsigned mask, const char *what) {
     if (mask != 0xffffffffu) emu_fatal("%s with mask %#x: only full warps are emulated", what, mask);
 }
 
+// One step of the warp: every lane writes, waits for the others, reads. The values
+// alternate between two buffers, so no second wait is needed before the next
+// exchange overwrites: a lane can write exchange k+2's values only after every lane
+// reached exchange k+1, which each does after reading exchange k.
 uint64_t emu_warp_exchange(uint64_t mine, int src_lane) {
     if (!run || !run->fibered) warp_step_wait();  // says why and stops
-    unsigned t = run->current->tc.thread_idx.x, warp = t / 32, src = warp * 32 + (unsigned)src_lane;
-    warps[warp].value[t % 32] = mine;
+    fiber *f = run->current;
+    unsigned t = f->tc.thread_idx.x, warp = t / 32, src = warp * 32 + (unsigned)src_lane;
+    uint64_t *value = warps[warp].value[f->shuffles++ & 1];
+    value[t % 32] = mine;
     warp_step_wait();  // every lane has written
     if (src >= run->threads || fibers[src].state == F_DONE)
         emu_fatal("kernel %s: thread %u reads lane %d of its warp, which %s", run->kernel, t,
                   src_lane, src >= run->threads ? "the block doesn't have" : "has exited");
-    uint64_t v = warps[warp].value[src_lane];
-    warp_step_wait();  // every lane has read
-    return v;
+    return value[src_lane];
 }
 
 void __syncthreads(void) {
@@ -724,6 +729,7 @@ __attribute__((noinline)) static void start_fiber(fiber *f) {
     f->ctx.uc_link = NULL;
     makecontext(&f->ctx, fiber_main, 0);
     f->state = F_RUN;
+    f->shuffles = 0;
 }
 
 static void run_block_fibered(const std::vector<unsigned> &ord) {
