@@ -589,6 +589,7 @@ struct fiber {
 struct warp_step {
     int arrived = 0;
     uint64_t value[2][32];  // by the parity of the lane's shuffle count: see emu_warp_exchange
+    unsigned stamp[2][32];  // which of its exchanges the lane wrote there (+1; 0: none)
 };
 
 struct block_run {  // one block being run on this worker thread
@@ -689,13 +690,15 @@ uint64_t emu_warp_exchange(uint64_t mine, int src_lane) {
     if (!run || !run->fibered) warp_step_wait();  // says why and stops
     fiber *f = run->current;
     unsigned t = f->tc.thread_idx.x, warp = t / 32, src = warp * 32 + (unsigned)src_lane;
-    uint64_t *value = warps[warp].value[f->shuffles++ & 1];
-    value[t % 32] = mine;
-    warp_step_wait();  // every lane has written
-    if (src >= run->threads || fibers[src].state == F_DONE)
+    unsigned k = f->shuffles++, b = k & 1;
+    warps[warp].value[b][t % 32] = mine;
+    warps[warp].stamp[b][t % 32] = k + 1;
+    warp_step_wait();  // every live lane has written
+    // the source lane took part in this very exchange (it may have gone on since)
+    if (src >= run->threads || warps[warp].stamp[b][src_lane] != k + 1)
         emu_fatal("kernel %s: thread %u reads lane %d of its warp, which %s", run->kernel, t,
                   src_lane, src >= run->threads ? "the block doesn't have" : "has exited");
-    return value[src_lane];
+    return warps[warp].value[b][src_lane];
 }
 
 void __syncthreads(void) {
@@ -734,7 +737,10 @@ __attribute__((noinline)) static void start_fiber(fiber *f) {
 
 static void run_block_fibered(const std::vector<unsigned> &ord) {
     for (unsigned t = 0; t < run->threads; t++) start_fiber(&fibers[t]);
-    for (unsigned w = 0; w < (run->threads + 31) / 32; w++) warps[w].arrived = 0;
+    for (unsigned w = 0; w < (run->threads + 31) / 32; w++) {
+        warps[w].arrived = 0;
+        memset(warps[w].stamp, 0, sizeof warps[w].stamp);
+    }
     for (;;) {
         bool ran = false;
         for (unsigned t : ord)
