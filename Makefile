@@ -27,8 +27,9 @@ ifeq ($(CUDA),1)
     $(error CUDA=1 but nvcc was not found; install the CUDA toolkit or build with CUDA=0)
   endif
   CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
-  # Every .cu is compiled; the two convolution files (cuDNN, im2col) guard themselves
-  # with NS_HAVE_CUDNN, so CUDNN=0 needs no other change than the flags and -lcudnn.
+  # Every .cu is compiled: the cuDNN convolution file is empty without NS_HAVE_CUDNN,
+  # and the im2col one, cuDNN's fallback, then holds the convolution entries itself,
+  # so CUDNN=0 needs no other change than the flags and -lcudnn.
   CUDA_SRC  := $(wildcard kernels/cuda/*.cu)
   CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
   # -lineinfo: compute-sanitizer and Nsight name source lines, at no cost in speed.

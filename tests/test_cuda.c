@@ -26,8 +26,10 @@
  *  - cuda: the tables are complete; the copy stage moves bytes unchanged from
  *    pinned and pageable memory on either stream; events order the streams; a
  *    ring of two slots with a slow consumer never overwrites a slot the device
- *    still reads; out-of-memory and device faults are reported; TF32 switches;
- *    a whole training step of resnet_small matches the CPU's.
+ *    still reads; out-of-memory and device faults are reported; a context that
+ *    fails partway names the call and frees what it made (the emulated device);
+ *    cuDNN's failures move convolutions to im2col + cuBLAS (a cuDNN build); TF32
+ *    switches; a whole training step of resnet_small matches the CPU's.
  *
  * Without a usable GPU (no driver, no device, or a build without CUDA), every
  * test that needs one reports itself skipped and says why; one test checks the
@@ -38,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd.h"
 #include "backend.h"
@@ -1024,6 +1027,182 @@ Test(cuda, a_device_fault_is_recorded_and_reported) {
     cr_expect_eq(cuda_backend_check(), -1);
     cr_expect(strstr(err_get(), e) != NULL, "cuda_backend_check's error: %s", err_get());
 }
+
+#if NS_EMU
+/* context_init makes, in turn, the device current, two streams, a cuBLAS handle set
+ * up on the compute stream, and a scratch buffer (and a cuDNN handle in a cuDNN
+ * build, which can't fail it). When any step fails, cuda_backend_get must return
+ * NULL naming the call that failed, and leave no stream, handle or device memory
+ * behind. The emulated runtime fails the chosen call (emu_fail_call); the reset
+ * lets one process make the context many times. */
+Test(cuda, a_context_that_fails_partway_names_the_call_and_frees_what_it_made) {
+    need_gpu();
+    static const struct {
+        const char *api;
+        int after; /* calls of api let through first */
+    } steps[] = {
+        {"cudaSetDevice", 0},    {"cudaDeviceGetAttribute", 0}, {"cudaStreamCreateWithFlags", 0},
+        {"cudaStreamCreateWithFlags", 1}, {"cublasCreate", 0},  {"cublasSetStream", 0},
+        {"cublasSetMathMode", 0}, {"cudaMalloc", 0},
+    };
+    int streams, blas;
+    size_t bytes;
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        cuda_backend_reset_for_tests();
+        emu_fail_call(steps[i].api, steps[i].after);
+        err_clear();
+        const char *what = steps[i].api;
+        int nth = steps[i].after + 1;
+        cr_expect_null(cuda_backend_get(KF_VECTORIZED), "%s call %d failed, and still a table",
+                       what, nth);
+        const char *e = err_get();
+        cr_expect(e && strstr(e, what) && strstr(e, "failed"),
+                  "%s call %d failed: the error doesn't name it: %s", what, nth, e ? e : "(none)");
+        emu_live_objects(&streams, &blas, &bytes);
+        cr_expect(streams == 0 && blas == 0 && bytes == 0,
+                  "%s call %d failed: left behind %d streams, %d cuBLAS handles, %zu bytes of "
+                  "device memory", what, nth, streams, blas, bytes);
+        err_clear(); /* the failure is kept: a second call says the same */
+        cr_expect_null(cuda_backend_get(KF_LOOP));
+        cr_expect(strstr(err_get(), what), "the second call's error: %s", err_get());
+    }
+    /* nothing failing: made whole, usable, and freed whole by the reset */
+    cuda_backend_reset_for_tests();
+    emu_fail_call(NULL, 0);
+    const struct backend *be = cuda_backend_get(KF_VECTORIZED);
+    cr_assert_not_null(be, "with nothing failing: %s", err_get());
+    emu_live_objects(&streams, &blas, &bytes);
+    cr_expect(streams == 2 && blas == 1 && bytes >= (1 << 20),
+              "a made context: %d streams, %d cuBLAS handles, %zu device bytes", streams, blas,
+              bytes);
+    float in[4] = {1, 2, 3, 4}, out[4] = {0};
+    float *d = be->alloc(sizeof in);
+    cr_assert_not_null(d, "%s", err_get());
+    be->copy(d, in, sizeof in, COPY_H2D);
+    be->relu_fwd(4, d, d);
+    be->copy(out, d, sizeof out, COPY_D2H);
+    cr_expect(memcmp(in, out, sizeof in) == 0, "relu of 1..4 on the remade context");
+    be->free(d);
+    expect_no_cuda_error("a remade context");
+    cuda_backend_reset_for_tests();
+    emu_live_objects(&streams, &blas, &bytes);
+    cr_expect(streams == 0 && blas == 0 && bytes == 0,
+              "after the reset: %d streams, %d cuBLAS handles, %zu device bytes", streams, blas,
+              bytes);
+}
+#endif
+
+#if NS_HAVE_CUDNN && !NS_EMU
+/* cuDNN is a soft dependency (cuda_conv_cudnn.cu): when it can't plan or run a
+ * shape, that shape goes to im2col + cuBLAS; when cuDNN itself is broken, every
+ * shape does; either way one line on stderr says why, nothing is recorded as an
+ * error, and the results still match the CPU. Real failures can't be had on
+ * demand, so cuda_dnn_fail_next_for_tests makes the next initialisation, plan or
+ * convolution call fail as if cuDNN had returned the status. A cuDNN build on a GPU
+ * only; the emulated device has no cuDNN. */
+
+/* stderr goes to a file until stderr_restore, which returns what was written */
+static FILE *stderr_capture(int *saved) {
+    fflush(stderr);
+    FILE *f = tmpfile();
+    cr_assert_not_null(f);
+    *saved = dup(2);
+    dup2(fileno(f), 2);
+    return f;
+}
+static char *stderr_restore(FILE *f, int saved) {
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f) > 0 ? ftell(f) : 0;
+    rewind(f);
+    char *text = calloc((size_t)n + 1, 1);
+    size_t got = fread(text, 1, (size_t)n, f);
+    text[got] = '\0';
+    fclose(f);
+    return text;
+}
+
+static int count_of(const char *text, const char *what) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+/* the three conv entries of shape g (with bias, dx both added to and overwritten)
+ * on the vectorized table, against the CPU */
+static void check_conv_shape(const struct backend *be, struct conv_geom g) {
+    struct kcase cs[] = {
+        {.op = OP_conv2d_fwd, .cg = g, .flag = true},
+        {.op = OP_conv2d_bwd_data, .cg = g},
+        {.op = OP_conv2d_bwd_data, .cg = g, .overwrite = true},
+        {.op = OP_conv2d_bwd_filter, .cg = g, .flag = true},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        case_complete(&cs[i]);
+        char name[256];
+        case_str(op_of(&cs[i])->name, &cs[i], name, sizeof name);
+        struct run ref;
+        run_case(&cs[i], &cpu_loop_backend, &ref);
+        check_case_on(&cs[i], name, be, &ref);
+        run_free(&ref);
+    }
+}
+
+Test(cuda, conv_falls_back_to_im2col_when_cudnn_fails) {
+    need_gpu();
+    const struct backend *be = cuda_table(KF_VECTORIZED);
+    cr_assert(cuda_has_cudnn(), "a cuDNN build on a GPU doesn't use cuDNN: its stderr says why");
+    /*                    n  c   h   w   k  r  s st pad */
+    struct conv_geom a = {8, 16, 28, 28, 32, 3, 3, 2, 1, 0, 0};
+    struct conv_geom b = {8, 32, 14, 14, 64, 1, 1, 2, 0, 0, 0};
+    struct conv_geom c = {8, 64, 7, 7, 64, 3, 3, 1, 1, 0, 0};
+    static const char *const FELL = "using the im2col + cuBLAS convolution";
+    int saved;
+    FILE *f = stderr_capture(&saved);
+    /* a plan that fails: shape a only */
+    cuda_dnn_fail_next_for_tests(CUDA_DNN_AT_PLAN, 3000 /* CUDNN_STATUS_NOT_SUPPORTED */);
+    check_conv_shape(be, a);
+    bool on_after_plan = cuda_has_cudnn();
+    /* a call that fails after its workspace was sized for cuDNN: shape b only */
+    cuda_dnn_fail_next_for_tests(CUDA_DNN_AT_CALL, 3000);
+    check_conv_shape(be, b);
+    bool on_after_call = cuda_has_cudnn();
+    check_conv_shape(be, c); /* still cuDNN's */
+    /* a sub-library that can't be loaded: every shape, from then on */
+    cuda_dnn_fail_next_for_tests(CUDA_DNN_AT_CALL, 1008 /* SUBLIBRARY_LOADING_FAILED */);
+    struct conv_geom d = {3, 5, 9, 9, 4, 3, 3, 1, 1, 0, 0};
+    check_conv_shape(be, d);
+    bool on_after_library = cuda_has_cudnn();
+    check_conv_shape(be, c);
+    char *said = stderr_restore(f, saved);
+    cr_expect(on_after_plan && on_after_call, "one shape's failure turned cuDNN off");
+    cr_expect(!on_after_library, "a sub-library failure left cuDNN on");
+    cr_expect(count_of(said, FELL) == 3, "want one line per fallback, three in all; stderr:\n%s",
+              said);
+    cr_expect(count_of(said, "for this shape") == 2 && count_of(said, "for every shape") == 1 &&
+                  strstr(said, "cuDNN can't plan conv2d 8x16x28x28 k32 3x3/2 pad 1") &&
+                  strstr(said, "cuDNN can't run conv2d fwd 8x32x14x14 k64 1x1/2 pad 0") &&
+                  count_of(said, "CUDNN_STATUS_NOT_SUPPORTED") == 2 &&
+                  strstr(said, "CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED"),
+              "unclear fallback lines:\n%s", said);
+    free(said);
+    /* cuDNN failing at the context's start: the context is made without it */
+    cuda_backend_reset_for_tests();
+    cuda_dnn_fail_next_for_tests(CUDA_DNN_AT_INIT, 1008);
+    f = stderr_capture(&saved);
+    be = backend_get(DEV_CUDA, KF_VECTORIZED);
+    said = stderr_restore(f, saved);
+    cr_assert_not_null(be, "cuDNN failing made the context fail: %s", err_get());
+    cr_expect(!cuda_has_cudnn(), "cuDNN failed at cudnnCreate and is still in use");
+    cr_expect(count_of(said, FELL) == 1 && strstr(said, "cudnnCreate"),
+              "want one line naming cudnnCreate:\n%s", said);
+    free(said);
+    check_conv_shape(be, a);
+    check_conv_shape(be, c);
+}
+#endif
 
 /* ---- TF32 ---- */
 

@@ -29,7 +29,7 @@ struct cu_context {
     cudaStream_t stream[2];
     cublasHandle_t blas;
 #if NS_HAVE_CUDNN
-    cudnnHandle_t dnn;
+    cudnnHandle_t dnn;  // NULL when cuDNN could not be initialised (cu_dnn_init)
 #endif
     bool tf32;
     void *scratch;        // see cu_scratch
@@ -191,8 +191,10 @@ void cu_bias_grad(int n, int k, int hw, const float *dy, float *dbias);
 void cu_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, const float *b,
              float beta, float *c);
 
-// ---- the vectorized convolution: cuDNN (cuda_conv_cudnn.cu) or, in a CUDNN=0
-// build, im2col + cuBLAS (cuda_conv_im2col.cu); same names either way.
+// ---- the vectorized convolution: cuDNN, falling back to im2col + cuBLAS for a shape
+// (or for all) when cuDNN can't run it (cuda_conv_cudnn.cu), or, in a CUDNN=0 build,
+// im2col + cuBLAS alone (cuda_conv_im2col.cu); same names either way. The workspace
+// is for the path that will run the shape.
 size_t cu_conv2d_workspace(const struct conv_geom *g);
 void cu_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w, const float *bias,
                    float *y, void *ws);
@@ -203,6 +205,26 @@ void cu_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float
                           float *dbias, void *ws);
 // Called when TF32 is switched, so cached algorithm choices are made again.
 void cu_conv_forget(void);
+
+// im2col + cuBLAS (cuda_conv_im2col.cu), in every build: the entries above in a
+// CUDNN=0 build, cuDNN's fallback otherwise. cu_im2col_workspace is what they need;
+// each is told how many bytes `ws` holds, and when that is less (a shape whose
+// workspace was asked for cuDNN, which then failed) it borrows cu_scratch instead.
+size_t cu_im2col_workspace(const struct conv_geom *g);
+void cu_im2col_fwd(const struct conv_geom *g, const float *x, const float *w, const float *bias,
+                   float *y, void *ws, size_t ws_bytes);
+void cu_im2col_bwd_data(const struct conv_geom *g, const float *dy, const float *w, float *dx,
+                        bool acc, void *ws, size_t ws_bytes);
+void cu_im2col_bwd_filter(const struct conv_geom *g, const float *x, const float *dy, float *dw,
+                          float *dbias, void *ws, size_t ws_bytes);
+
+#if NS_HAVE_CUDNN
+// cuDNN's part of the context (cuda_conv_cudnn.cu). cu_dnn_init never fails the
+// context: when cuDNN can't be had it prints one line saying why, leaves cu.dnn NULL
+// and the convolutions run im2col. cu_dnn_release destroys the handle and the plans.
+void cu_dnn_init(void);
+void cu_dnn_release(void);
+#endif
 
 // The tables' contents, filled in by the flavour files.
 void cu_fill_loop_table(struct backend *b);

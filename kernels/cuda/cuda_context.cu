@@ -297,53 +297,80 @@ static std::mutex init_lock;
 static int init_state;  // 0 not tried, 1 ready, -1 failed (init_error says why)
 static char init_error[1024];
 
-static int init_fail(const char *what, const char *detail, const char *hint) {
-    snprintf(init_error, sizeof init_error, "CUDA backend: %s failed: %s%s", what, detail, hint);
-    return -1;
+static void init_fail(const char *what, const char *name, const char *detail) {
+    snprintf(init_error, sizeof init_error, "CUDA backend: %s failed: %s: %s", what, name, detail);
 }
+// Each jumps to context_init's one cleanup path when the call fails.
 #define INIT_CUDA(call)                                                                      \
     do {                                                                                     \
         cudaError_t e_ = (call);                                                             \
         if (e_ != cudaSuccess) {                                                             \
             cudaGetLastError();                                                              \
-            return init_fail(#call, cudaGetErrorString(e_), "");                             \
+            init_fail(#call, cudaGetErrorName(e_), cudaGetErrorString(e_));                  \
+            goto fail;                                                                       \
         }                                                                                    \
     } while (0)
 #define INIT_CUBLAS(call)                                                                    \
     do {                                                                                     \
         cublasStatus_t s_ = (call);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
-            return init_fail(#call, cublasGetStatusString(s_), "");                          \
-    } while (0)
-#define INIT_CUDNN(call)                                                                     \
-    do {                                                                                     \
-        cudnnStatus_t s_ = (call);                                                           \
-        if (s_ != CUDNN_STATUS_SUCCESS)                                                      \
-            return init_fail(#call, cudnnGetErrorString(s_),                                 \
-                             ". HINT: cuDNN 9 loads libcudnn_ops, libcudnn_cnn... from beside " \
-                             "libcudnn.so.9; put that folder on LD_LIBRARY_PATH");           \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                   \
+            init_fail(#call, cublasGetStatusName(s_), cublasGetStatusString(s_));            \
+            goto fail;                                                                       \
+        }                                                                                    \
     } while (0)
 
+// Frees whatever the context holds, in the reverse order of context_init, skipping
+// what was never made; the TF32 setting stays. Failures are ignored: there is
+// nothing left to do about them.
+static void context_release(void) {
+    if (cu.scratch) cudaFree(cu.scratch);
+#if NS_HAVE_CUDNN
+    cu_dnn_release();
+#endif
+    if (cu.blas) cublasDestroy(cu.blas);
+    for (int s = 1; s >= 0; s--)
+        if (cu.stream[s]) cudaStreamDestroy(cu.stream[s]);
+    cudaGetLastError();
+    cu.scratch = NULL;
+    cu.scratch_bytes = 0;
+    cu.blas = NULL;
+    cu.stream[0] = cu.stream[1] = NULL;
+    cu.sm_count = 0;
+}
+
+// Makes the context; on a failure, says which call failed and frees what it made.
+// cuDNN can't fail it (cu_dnn_init).
 static int context_init(void) {
     char why[256];
+    // What a call makes goes into cu only once the call succeeded, so the cleanup
+    // never sees whatever a failed call left in its output.
+    cudaStream_t compute, copy;
+    cublasHandle_t blas;
+    void *scratch;
     if (cuda_device_count(why, sizeof why) == 0) {
         snprintf(init_error, sizeof init_error, "no usable GPU: %s", why);
         return -1;
     }
     INIT_CUDA(cudaSetDevice(0));
     INIT_CUDA(cudaDeviceGetAttribute(&cu.sm_count, cudaDevAttrMultiProcessorCount, 0));
-    INIT_CUDA(cudaStreamCreateWithFlags(&cu.stream[STREAM_COMPUTE], cudaStreamNonBlocking));
-    INIT_CUDA(cudaStreamCreateWithFlags(&cu.stream[STREAM_COPY], cudaStreamNonBlocking));
-    INIT_CUBLAS(cublasCreate(&cu.blas));
+    INIT_CUDA(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+    cu.stream[STREAM_COMPUTE] = compute;
+    INIT_CUDA(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking));
+    cu.stream[STREAM_COPY] = copy;
+    INIT_CUBLAS(cublasCreate(&blas));
+    cu.blas = blas;
     INIT_CUBLAS(cublasSetStream(cu.blas, cu_compute()));
     INIT_CUBLAS(cublasSetMathMode(cu.blas, cu.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 #if NS_HAVE_CUDNN
-    INIT_CUDNN(cudnnCreate(&cu.dnn));
-    INIT_CUDNN(cudnnSetStream(cu.dnn, cu_compute()));
+    cu_dnn_init();
 #endif
-    INIT_CUDA(cudaMalloc(&cu.scratch, 1 << 20));
+    INIT_CUDA(cudaMalloc(&scratch, 1 << 20));
+    cu.scratch = scratch;
     cu.scratch_bytes = 1 << 20;
     return 0;
+fail:
+    context_release();
+    return -1;
 }
 
 static struct backend table_of(enum kernel_flavour fl) {
@@ -380,6 +407,16 @@ extern "C" const struct backend *cuda_backend_get(enum kernel_flavour fl) {
         return NULL;
     }
     return fl == KF_LOOP ? &cuda_loop_backend : &cuda_vectorized_backend;
+}
+
+extern "C" void cuda_backend_reset_for_tests(void) {
+    std::lock_guard<std::mutex> hold(init_lock);
+    if (init_state == 1) {
+        cudaDeviceSynchronize();
+        context_release();
+    }
+    init_state = 0;
+    init_error[0] = '\0';
 }
 
 extern "C" void cuda_set_tf32(bool on) {

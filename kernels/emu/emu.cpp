@@ -169,6 +169,7 @@ cudaError_t cudaGetDeviceCount(int *n) {
 }
 
 cudaError_t cudaSetDevice(int device) {
+    if (emu_fails("cudaSetDevice")) return fail(cudaErrorMemoryAllocation);
     return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
 }
 
@@ -184,6 +185,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int device) {
+    if (emu_fails("cudaDeviceGetAttribute")) return fail(cudaErrorMemoryAllocation);
     if (device != 0) return fail(cudaErrorInvalidDevice);
     if (a != cudaDevAttrMultiProcessorCount) return fail(cudaErrorInvalidValue);
     *v = EMU_SMS;
@@ -271,6 +273,7 @@ static bool is_pinned(const void *p, size_t bytes) {
 
 
 cudaError_t cudaMalloc(void **p, size_t bytes) {
+    if (emu_fails("cudaMalloc")) return fail(cudaErrorMemoryAllocation);
     STICKY();
     {
         std::lock_guard<std::mutex> hold(mem_lock);
@@ -359,6 +362,7 @@ static void drain(cudaStream_t s) {
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *out, unsigned flags) {
+    if (emu_fails("cudaStreamCreateWithFlags")) return fail(cudaErrorMemoryAllocation);
     (void)flags;  // every emulated stream is non-blocking: none orders against stream 0
     catch_faults();
     emu_stream *s = new emu_stream;
@@ -895,19 +899,23 @@ struct emu_blas {
 };
 
 cublasStatus_t cublasCreate(cublasHandle_t *h) {
+    if (emu_fails("cublasCreate")) return CUBLAS_STATUS_ALLOC_FAILED;
     *h = new emu_blas;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t h) {
+    if (!h || emu_fails("cublasDestroy")) return CUBLAS_STATUS_NOT_INITIALIZED;
     delete h;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+    if (emu_fails("cublasSetStream")) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     h->stream = s;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
+    if (emu_fails("cublasSetMathMode")) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     h->tf32 = mode == CUBLAS_TF32_TENSOR_OP_MATH;
     return CUBLAS_STATUS_SUCCESS;
@@ -973,3 +981,47 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
     });
     return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
+
+// ==== failure injection and live objects (tests of cleanup paths) ====================
+// emu_fail_call picks one future call of one API to fail; the API functions that
+// can fail start with `if (emu_fails("name")) return <error>;`. Every call that
+// isn't failed is counted by name, so that cuBLAS handles alive are the creates
+// minus the destroys. Streams and device memory are read from their registries above.
+#include <string>
+
+static std::mutex inject_lock;
+static std::string inject_api;  // empty: nothing pending
+static int inject_left;         // calls of inject_api to let through before the failure
+static std::map<std::string, uint64_t> calls_made;
+
+extern "C" void emu_fail_call(const char *api, int after) {
+    std::lock_guard<std::mutex> hold(inject_lock);
+    inject_api = api ? api : "";
+    inject_left = after > 0 ? after : 0;
+}
+
+extern "C" int emu_fails(const char *api) {
+    std::lock_guard<std::mutex> hold(inject_lock);
+    if (!inject_api.empty() && inject_api == api && inject_left-- == 0) {
+        inject_api.clear();
+        return 1;
+    }
+    calls_made[api]++;
+    return 0;
+}
+
+extern "C" void emu_live_objects(int *n_streams, int *blas_handles, size_t *device_bytes) {
+    if (n_streams) {
+        std::lock_guard<std::mutex> hold(streams_lock);
+        *n_streams = (int)streams.size();
+    }
+    if (blas_handles) {
+        std::lock_guard<std::mutex> hold(inject_lock);
+        *blas_handles = (int)(calls_made["cublasCreate"] - calls_made["cublasDestroy"]);
+    }
+    if (device_bytes) {
+        std::lock_guard<std::mutex> hold(mem_lock);
+        *device_bytes = device_bytes_in_use;
+    }
+}
+// ==== end of failure injection and live objects ======================================

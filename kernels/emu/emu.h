@@ -3,6 +3,7 @@
 #ifndef NS_EMU_H
 #define NS_EMU_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -28,6 +29,21 @@ struct emu_counts {
     uint64_t launches, copies, barriers, fibered_blocks;
 };
 struct emu_counts emu_get_counts(void);
+
+/* Failure injection, for tests of cleanup paths: the emulated API call named `api`
+ * ("cudaStreamCreateWithFlags", "cublasCreate", "cudaMalloc", ...) fails on its
+ * (after+1)-th call from now, once, with the error a real one could give (out of
+ * memory for the CUDA runtime's; CUBLAS_STATUS_ALLOC_FAILED for cublasCreate,
+ * CUBLAS_STATUS_NOT_INITIALIZED for the other cuBLAS calls). A later call replaces
+ * the pending one; api NULL cancels it. The calls that can fail are those whose
+ * emu.cpp function starts with emu_fails. */
+void emu_fail_call(const char *api, int after);
+/* What is alive on the emulated device now: streams, cuBLAS handles, and bytes of
+ * device memory (cudaMalloc'd, not yet freed). Any pointer may be NULL. */
+void emu_live_objects(int *streams, int *blas_handles, size_t *device_bytes);
+/* For emu.cpp's API functions: whether this call of `api` is the one emu_fail_call
+ * chose; otherwise the call is counted as made. */
+int emu_fails(const char *api);
 
 #ifdef __cplusplus
 }
