@@ -38,6 +38,8 @@
 #                          .gpu: for rehearsals on a machine without a GPU
 #   GPU_SESSION_IDX=DIR    Fashion-MNIST's IDX files (default .gpu)
 #   GPU_SESSION_HANG=N     step N runs `sleep 1000` instead: rehearses a hang
+#   GPU_SESSION_STEPS=N    training steps in step 3 (default 300; fewer for a rehearsal on
+#                          the emulated device, whose kernels run on the CPU)
 set -u
 cd "$(dirname "$0")/.." || exit 1
 self=$PWD/scripts/gpu-session.sh
@@ -170,11 +172,11 @@ EOF
   return $rc
 }
 
-train_run() {  # yes|no: 300 steps of resnet_small with loader.pinned and loader.overlap both so
+train_run() {  # yes|no: 300 steps (GPU_SESSION_STEPS) of resnet_small with loader.pinned and loader.overlap both so
   local p=$1 rc
   local picture=(); [ "$p" = yes ] && picture=(--timeline "$GS_OUT/3-timeline.svg")
   run_bin train configs/resnet_small.cfg --device cuda --set loader.pinned="$p" --set loader.overlap="$p" \
-    --set train.max_steps=300 --set train.eval_every=0 --set 'train.checkpoint=""' \
+    --set train.max_steps="${GPU_SESSION_STEPS:-300}" --set train.eval_every=0 --set 'train.checkpoint=""' \
     --trace "$GS_WORK/trace-$p.json" "${picture[@]}"
   rc=$?
   # one SVG comes back: after the second run, both runs on one time scale replace the first's
