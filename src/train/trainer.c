@@ -26,7 +26,6 @@
 #include "os.h"
 #include "report.h"
 #include "trace.h"
-#include "trace.h"
 #include "train.h"
 
 struct trainer {
@@ -340,36 +339,23 @@ static void book_loader_cpu(struct trainer *t, int64_t *sum) {
     }
 }
 
-static enum train_status run(struct trainer *t) {
-    const struct config *cfg = t->cfg;
-    const struct train_options *opt = t->opt;
-    fprintf(t->out, "# resolved config\n");
-    cfg_print(cfg, t->out);
-    if (setup(t)) {
-        fflush(t->out);
-        fprintf(stderr, "error: %s\n", err_get());
-        return TRAIN_ERROR;
-    }
-    enum train_status status = TRAIN_OK;
-    long nb = (long)loader_batches_per_epoch(t->train_ld);
-    t->total_steps = t->stop_at = nb * cfg->train.epochs;
-    if (cfg->train.max_steps > 0 && cfg->train.max_steps < t->stop_at) t->stop_at = cfg->train.max_steps;
-    int first_epoch = 0;
-    long first_batch = 0;
-    if (opt->resume) {
-        struct ckpt_state st;
-        if (ckpt_load(opt->resume, &t->model, &st, cfg_fingerprint(cfg))) {
-            fprintf(stderr, "error: --resume: %s\n", err_get());
-            return TRAIN_ERROR;
-        }
-        first_epoch = (int)st.epoch;
-        first_batch = (long)st.batch_in_epoch;
-        t->step = (long)st.step;
-        fprintf(t->out, "resumed from %s: epoch %d, batch %ld, step %ld\n", opt->resume, first_epoch + 1, first_batch,
-                t->step);
-    }
-    t->tot.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    t->tot.on_gpu = t->be->dev == DEV_CUDA;
+/* ---- the run ---------------------------------------------------------------------- */
+
+/* --resume: the model's state and where to go on from. */
+static int resume(struct trainer *t, int *first_epoch, long *first_batch) {
+    struct ckpt_state st;
+    if (ckpt_load(t->opt->resume, &t->model, &st, cfg_fingerprint(t->cfg)))
+        return err_wrap("--resume: ");
+    *first_epoch = (int)st.epoch;
+    *first_batch = (long)st.batch_in_epoch;
+    t->step = (long)st.step;
+    fprintf(t->out, "resumed from %s: epoch %d, batch %ld, step %ld\n", t->opt->resume, *first_epoch + 1,
+            *first_batch, t->step);
+    return 0;
+}
+
+/* The trace's lanes: the training thread, each loader worker, the device's streams. */
+static void name_trace_lanes(struct trainer *t) {
     trace_thread_name(t->tr, 0, "training thread");
     for (int w = 0; w < loader_workers(t->train_ld); w++) {
         char name[32];
@@ -381,108 +367,177 @@ static enum train_status run(struct trainer *t) {
         trace_thread_name(t->tr, TIMELINE_COPY_STREAM_TID, "copy stream (device)");
         trace_thread_name(t->tr, TIMELINE_COMPUTE_STREAM_TID, "compute stream (device)");
     }
-    int64_t cpu0 = process_cpu_ns(), loader0;
-    book_loader_cpu(t, &loader0);
+}
 
-    for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t->step < t->stop_at; epoch++) {
-        long start = epoch == first_epoch ? first_batch : 0;
-        if (feeder_start_epoch(t->train_feed, epoch, start)) { status = TRAIN_ERROR; break; }
-        struct epoch_meter m = {.start_ns = os_now_ns()};
-        long i = start;
-        for (; t->step < t->stop_at; i++) {
-            int64_t t0 = os_now_ns();
-            struct fed_batch fb;
-            int got = feeder_next(t->train_feed, &fb);
-            if (got < 0) { status = TRAIN_ERROR; break; }
-            if (got == 0) break;
-            const struct batch *b = fb.host;
-            float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup,
-                                   t->step, t->total_steps), loss = 0;
-            int correct = 0;
-            int64_t t1 = os_now_ns();
-            enum step_result r = train_step(t, &fb, lr, &loss, &correct);
-            int n = b->n;
-            for (int w = 0; w < (loader_workers(t->train_ld) ? loader_workers(t->train_ld) : 1); w++)
-                if (b->spans[w].samples)
-                    trace_span(t->tr, w + 1, "load batch", "loader", b->spans[w].start_ns,
-                               b->spans[w].end_ns - b->spans[w].start_ns);
-            trace_counter(t->tr, "ring slots ready", t1, b->ring_ready);
-            feeder_done(t->train_feed, &fb);
-            struct device_spans dev;
-            if (feeder_last_spans(t->train_feed, &dev)) {
-                trace_span(t->tr, TIMELINE_COPY_STREAM_TID, "h2d copy", "device", dev.copy_start_ns, dev.copy_ns);
-                trace_span(t->tr, TIMELINE_COMPUTE_STREAM_TID, "compute on the device", "device",
-                           dev.compute_start_ns, dev.compute_ns);
-            }
-            int64_t t2 = os_now_ns(), h2d, compute;
-            feeder_take_times(t->train_feed, &h2d, &compute);
-            trace_span(t->tr, 0, "wait", "step", t1 - fb.wait_ns, fb.wait_ns);
-            trace_span(t->tr, 0, "compute", "step", t1, t2 - t1);
-            if (r == STEP_ERROR) { status = TRAIN_ERROR; break; }
-            if (r == STEP_DIVERGED) {
-                fprintf(stderr, "\nerror: the loss became %s at step %ld (epoch %d, batch %ld); stopping. The last "
-                                "checkpoint%s%s is kept. HINT: lower optim.lr or check the data\n",
-                        isnan(loss) ? "NaN" : "infinite", t->step, epoch + 1, i, cfg->train.checkpoint[0] ? " " : "",
-                        cfg->train.checkpoint);
-                status = TRAIN_DIVERGED;
-                break;
-            }
-            if (t->metrics)
-                fprintf(t->metrics, "%ld,%d,%ld,%.9g,%.6f,%d,%d\n", t->step, epoch + 1, i, lr, loss, correct, n);
-            t->step++;
-            m.steps++;
-            m.images += n;
-            m.loss_sum += loss;
-            m.correct += correct;
-            m.wait_ns += fb.wait_ns;
-            t->tot.wait_ns += fb.wait_ns;
-            t->tot.h2d_ns += h2d;
-            t->tot.compute_ns += compute;
-            int64_t step_ns = os_now_ns() - t0;
-            if (t->tot.steps < RUN_WARM_STEPS) t->tot.warm_ns += step_ns, t->tot.warm_images += n;
-            t->tot.wall_ns += step_ns;
-            t->tot.images += n;
-            t->tot.steps++;
-            progress(t, epoch, i, nb, &m, false);
-            if (opt->stop && *opt->stop) {
-                if (t->opt->tty) fputc('\n', t->out);
-                if (save_checkpoint(t, epoch, i + 1)) { status = TRAIN_ERROR; break; }
-                fprintf(t->out, "interrupted at step %ld (epoch %d, batch %ld)%s%s\n", t->step, epoch + 1, i + 1,
-                        cfg->train.checkpoint[0] ? "; checkpoint written to " : "; no checkpoint configured",
-                        cfg->train.checkpoint);
-                status = TRAIN_INTERRUPTED;
-                break;
-            }
-        }
-        if (status != TRAIN_OK) break;
-        if (m.steps) progress(t, epoch, i - 1, nb, &m, true);
-        double el = (double)(os_now_ns() - m.start_ns) * 1e-9;
-        fprintf(t->out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
-                m.steps ? m.loss_sum / (double)m.steps : 0.0, m.images ? 100.0 * (double)m.correct / m.images : 0.0,
-                el > 0 ? (double)m.images / el : 0.0, el);
-        bool last = epoch + 1 == cfg->train.epochs || t->step >= t->stop_at;
-        if (cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last)) {
-            double tl = 0, ta = 0;
-            if (evaluate(t, &tl, &ta)) { fputc('\n', t->out); status = TRAIN_ERROR; break; }
-            fprintf(t->out, "; test loss %.4f acc %.2f%%", tl, 100 * ta);
-        }
-        fputc('\n', t->out);
-        bool epoch_done = i >= nb;
-        if (save_checkpoint(t, epoch_done ? epoch + 1 : epoch, epoch_done ? 0 : i)) { status = TRAIN_ERROR; break; }
+/* Who loaded batch b, read before feeder_done hands its slot back to the workers. */
+static void trace_load(struct trainer *t, const struct batch *b, int64_t step_start_ns) {
+    for (int w = 0; w < (loader_workers(t->train_ld) ? loader_workers(t->train_ld) : 1); w++)
+        if (b->spans[w].samples)
+            trace_span(t->tr, w + 1, "load batch", "loader", b->spans[w].start_ns,
+                       b->spans[w].end_ns - b->spans[w].start_ns);
+    trace_counter(t->tr, "ring slots ready", step_start_ns, b->ring_ready);
+}
+
+/* The step's spans on the training thread and, on a device, on its two streams. */
+static void trace_step(struct trainer *t, const struct fed_batch *fb, int64_t start_ns, int64_t end_ns) {
+    struct device_spans dev;
+    if (feeder_last_spans(t->train_feed, &dev)) {
+        trace_span(t->tr, TIMELINE_COPY_STREAM_TID, "h2d copy", "device", dev.copy_start_ns, dev.copy_ns);
+        trace_span(t->tr, TIMELINE_COMPUTE_STREAM_TID, "compute on the device", "device", dev.compute_start_ns,
+                   dev.compute_ns);
     }
-    fflush(t->out);
-    if (status == TRAIN_ERROR) fprintf(stderr, "error: %s\n", err_get());
+    trace_span(t->tr, 0, "wait", "step", start_ns - fb->wait_ns, fb->wait_ns);
+    trace_span(t->tr, 0, "compute", "step", start_ns, end_ns - start_ns);
+}
+
+/* One step's numbers into the epoch's meter and the run's totals (the report). */
+static void account(struct trainer *t, struct epoch_meter *m, const struct fed_batch *fb, float loss, int correct,
+                    int64_t h2d_ns, int64_t compute_ns, int64_t step_ns) {
+    int n = fb->host->n;
+    t->step++;
+    m->steps++;
+    m->images += n;
+    m->loss_sum += loss;
+    m->correct += correct;
+    m->wait_ns += fb->wait_ns;
+    t->tot.wait_ns += fb->wait_ns;
+    t->tot.h2d_ns += h2d_ns;
+    t->tot.compute_ns += compute_ns;
+    if (t->tot.steps < RUN_WARM_STEPS) t->tot.warm_ns += step_ns, t->tot.warm_images += n;
+    t->tot.wall_ns += step_ns;
+    t->tot.images += n;
+    t->tot.steps++;
+}
+
+/* Ctrl-C or SIGTERM was seen: a checkpoint at the next batch, and a word on where. */
+static enum train_status interrupted(struct trainer *t, int epoch, long next_batch) {
+    const char *ck = t->cfg->train.checkpoint;
+    if (t->opt->tty) fputc('\n', t->out);
+    if (save_checkpoint(t, epoch, next_batch)) return TRAIN_ERROR;
+    fprintf(t->out, "interrupted at step %ld (epoch %d, batch %ld)%s%s\n", t->step, epoch + 1, next_batch,
+            ck[0] ? "; checkpoint written to " : "; no checkpoint configured", ck);
+    return TRAIN_INTERRUPTED;
+}
+
+/* One epoch's steps from batch `start`, until the epoch or the run (stop_at) ends;
+ * *next is the batch after the last one done. The loop is the data flow: a batch from
+ * the feeder, the step, the batch back to the loader, then the bookkeeping. */
+static enum train_status train_epoch(struct trainer *t, int epoch, long start, long nb, struct epoch_meter *m,
+                                     long *next) {
+    const struct config *cfg = t->cfg;
+    long i = start;
+    enum train_status status = TRAIN_OK;
+    for (; t->step < t->stop_at; i++) {
+        int64_t t0 = os_now_ns();
+        struct fed_batch fb;
+        int got = feeder_next(t->train_feed, &fb);
+        if (got < 0) { status = TRAIN_ERROR; break; }
+        if (got == 0) break;
+        float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup,
+                               t->step, t->total_steps), loss = 0;
+        int correct = 0;
+        int64_t t1 = os_now_ns();
+        enum step_result r = train_step(t, &fb, lr, &loss, &correct);
+        trace_load(t, fb.host, t1);
+        feeder_done(t->train_feed, &fb);
+        int64_t t2 = os_now_ns(), h2d, compute;
+        feeder_take_times(t->train_feed, &h2d, &compute);
+        trace_step(t, &fb, t1, t2);
+        if (r == STEP_ERROR) { status = TRAIN_ERROR; break; }
+        if (r == STEP_DIVERGED) {
+            fprintf(stderr, "\nerror: the loss became %s at step %ld (epoch %d, batch %ld); stopping. The last "
+                            "checkpoint%s%s is kept. HINT: lower optim.lr or check the data\n",
+                    isnan(loss) ? "NaN" : "infinite", t->step, epoch + 1, i, cfg->train.checkpoint[0] ? " " : "",
+                    cfg->train.checkpoint);
+            status = TRAIN_DIVERGED;
+            break;
+        }
+        if (t->metrics)
+            fprintf(t->metrics, "%ld,%d,%ld,%.9g,%.6f,%d,%d\n", t->step, epoch + 1, i, lr, loss, correct,
+                    fb.host->n);
+        account(t, m, &fb, loss, correct, h2d, compute, os_now_ns() - t0);
+        progress(t, epoch, i, nb, m, false);
+        if (t->opt->stop && *t->opt->stop) {
+            status = interrupted(t, epoch, i + 1);
+            break;
+        }
+    }
+    *next = i;
+    return status;
+}
+
+/* The epoch's line (and the test split's numbers when it is time), then its checkpoint. */
+static enum train_status end_epoch(struct trainer *t, int epoch, long next, long nb, const struct epoch_meter *m) {
+    const struct config *cfg = t->cfg;
+    if (m->steps) progress(t, epoch, next - 1, nb, m, true);
+    double el = (double)(os_now_ns() - m->start_ns) * 1e-9;
+    fprintf(t->out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
+            m->steps ? m->loss_sum / (double)m->steps : 0.0, m->images ? 100.0 * (double)m->correct / m->images : 0.0,
+            el > 0 ? (double)m->images / el : 0.0, el);
+    bool last = epoch + 1 == cfg->train.epochs || t->step >= t->stop_at;
+    if (cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last)) {
+        double tl = 0, ta = 0;
+        if (evaluate(t, &tl, &ta)) {
+            fputc('\n', t->out);
+            return TRAIN_ERROR;
+        }
+        fprintf(t->out, "; test loss %.4f acc %.2f%%", tl, 100 * ta);
+    }
+    fputc('\n', t->out);
+    bool epoch_done = next >= nb;
+    return save_checkpoint(t, epoch_done ? epoch + 1 : epoch, epoch_done ? 0 : next) ? TRAIN_ERROR : TRAIN_OK;
+}
+
+/* The pipeline report and the samples the loader skipped. */
+static void finish(struct trainer *t, int64_t cpu0, int64_t loader0) {
     t->tot.process_cpu_ns = process_cpu_ns() - cpu0;
     int64_t loader1;
     book_loader_cpu(t, &loader1);
     t->tot.loader_cpu_ns = loader1 - loader0;
-    if (t->tot.steps) report_print(t->out, &t->tot, cfg);
+    if (t->tot.steps) report_print(t->out, &t->tot, t->cfg);
     int64_t skipped = loader_skipped(t->train_ld, NULL, 0) + loader_skipped(t->test_ld, NULL, 0);
     if (skipped) {
         char last[512];
         loader_skipped(t->train_ld, last, sizeof last);
         fprintf(t->out, "skipped %lld bad samples (on_bad_sample = skip); last: %s\n", (long long)skipped, last);
     }
+}
+
+static enum train_status run(struct trainer *t) {
+    const struct config *cfg = t->cfg;
+    fprintf(t->out, "# resolved config\n");
+    cfg_print(cfg, t->out);
+    if (setup(t)) {
+        fflush(t->out);
+        fprintf(stderr, "error: %s\n", err_get());
+        return TRAIN_ERROR;
+    }
+    long nb = (long)loader_batches_per_epoch(t->train_ld);
+    t->total_steps = t->stop_at = nb * cfg->train.epochs;
+    if (cfg->train.max_steps > 0 && cfg->train.max_steps < t->stop_at) t->stop_at = cfg->train.max_steps;
+    int first_epoch = 0;
+    long first_batch = 0;
+    if (t->opt->resume && resume(t, &first_epoch, &first_batch)) {
+        fprintf(stderr, "error: %s\n", err_get());
+        return TRAIN_ERROR;
+    }
+    t->tot.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    t->tot.on_gpu = t->be->dev == DEV_CUDA;
+    name_trace_lanes(t);
+    int64_t cpu0 = process_cpu_ns(), loader0;
+    book_loader_cpu(t, &loader0);
+
+    enum train_status status = TRAIN_OK;
+    for (int epoch = first_epoch; epoch < cfg->train.epochs && status == TRAIN_OK && t->step < t->stop_at; epoch++) {
+        long start = epoch == first_epoch ? first_batch : 0, next = start;
+        if (feeder_start_epoch(t->train_feed, epoch, start)) status = TRAIN_ERROR;
+        struct epoch_meter m = {.start_ns = os_now_ns()};
+        if (status == TRAIN_OK) status = train_epoch(t, epoch, start, nb, &m, &next);
+        if (status == TRAIN_OK) status = end_epoch(t, epoch, next, nb, &m);
+    }
+    fflush(t->out);
+    if (status == TRAIN_ERROR) fprintf(stderr, "error: %s\n", err_get());
+    finish(t, cpu0, loader0);
     return status;
 }
 
