@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "models.h"
+#include "ns_math.h"
 
 /* The running shape while we build, so each layer knows its input size. */
 struct walk { int c, h, w; bool flat; int features; };
@@ -26,8 +27,8 @@ static int add_token(struct nn_model *m, const char *tok, bool last_linear, int 
         if (w->flat) return err_set("a conv cannot follow gap/flatten/linear");
         if (nn_add_conv(m, w->c, c, k, stride, k / 2, false)) return -1;
         w->c = c;
-        w->h = (w->h + 2 * (k / 2) - k) / stride + 1;
-        w->w = (w->w + 2 * (k / 2) - k) / stride + 1;
+        w->h = conv_out_size(w->h, k, stride, k / 2);
+        w->w = conv_out_size(w->w, k, stride, k / 2);
         return 0;
     }
     if (!strcmp(tok, "bn")) return w->flat ? err_set("bn needs an image input") : nn_add_bn(m, w->c);

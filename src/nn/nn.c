@@ -5,6 +5,7 @@
 
 #include "error.h"
 #include "nn.h"
+#include "ns_math.h"
 #include "ops.h"
 
 #define PARAM_ALIGN 16 /* floats: each parameter starts on a 64-byte boundary */
@@ -316,7 +317,7 @@ static int conv_shape(const char *name, const struct nn_conv *c, struct shape *s
         return err_set("%s: expects (n,%d,h,w) input, gets %s input with %d channels%s", name, c->cin,
                        s->ndim == 4 ? "an image" : "a flat", s->ndim == 4 ? s->d[1] : s->d[1],
                        s->ndim == 4 ? "" : "; a conv cannot follow flatten/gap/linear");
-    int oh = (s->d[2] + 2 * c->pad - c->k) / c->stride + 1, ow = (s->d[3] + 2 * c->pad - c->k) / c->stride + 1;
+    int oh = conv_out_size(s->d[2], c->k, c->stride, c->pad), ow = conv_out_size(s->d[3], c->k, c->stride, c->pad);
     if (s->d[2] + 2 * c->pad < c->k || s->d[3] + 2 * c->pad < c->k)
         return err_set("%s: kernel %d is larger than its %dx%d input (padding %d)", name, c->k, s->d[2],
                        s->d[3], c->pad);
@@ -342,8 +343,8 @@ static int layer_shape(const struct nn_layer *l, struct shape *s) {
         if (s->ndim != 4) return err_set("%s: pooling needs an (n,c,h,w) input", name);
         if (s->d[2] + 2 * p->pad < p->size || s->d[3] + 2 * p->pad < p->size)
             return err_set("%s: window %d is larger than its %dx%d input", name, p->size, s->d[2], s->d[3]);
-        s->d[2] = (s->d[2] + 2 * p->pad - p->size) / p->stride + 1;
-        s->d[3] = (s->d[3] + 2 * p->pad - p->size) / p->stride + 1;
+        s->d[2] = conv_out_size(s->d[2], p->size, p->stride, p->pad);
+        s->d[3] = conv_out_size(s->d[3], p->size, p->stride, p->pad);
         return 0;
     }
     case NN_GAP:

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "ns_math.h"
 #include "ops.h"
 
 #define SHAPE_BUF 64
@@ -77,8 +78,8 @@ struct tensor *op_conv2d(struct ag_ctx *c, struct tensor *x, struct tensor *w, s
     struct conv_geom g = {.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
                           .k = w->shape[0], .r = w->shape[2], .s = w->shape[3],
                           .stride = stride, .pad = pad};
-    g.oh = (g.h + 2 * pad - g.r) / stride + 1;
-    g.ow = (g.w + 2 * pad - g.s) / stride + 1;
+    g.oh = conv_out_size(g.h, g.r, stride, pad);
+    g.ow = conv_out_size(g.w, g.s, stride, pad);
     if (g.h + 2 * pad < g.r || g.w + 2 * pad < g.s) {
         err_set("conv2d: kernel %dx%d is larger than the padded input %s (padding %d)", g.r, g.s,
                 NOTE(x), pad);
@@ -288,8 +289,8 @@ static int pool_geom_for(const char *op, const struct tensor *x, int size, int s
                             .size = size, .stride = stride, .pad = pad};
     if (g->h + 2 * pad < size || g->w + 2 * pad < size)
         return err_set("%s: window %d is larger than the padded input %s", op, size, NOTE(x));
-    g->oh = (g->h + 2 * pad - size) / stride + 1;
-    g->ow = (g->w + 2 * pad - size) / stride + 1;
+    g->oh = conv_out_size(g->h, size, stride, pad);
+    g->ow = conv_out_size(g->w, size, stride, pad);
     return 0;
 }
 
