@@ -136,21 +136,27 @@ static int bn_backward(struct ag_ctx *c, struct ag_node *n) {
     return 0;
 }
 
+/* The shapes both batch-norm ops need: x (n,c,h,w), four vectors of c, and in
+ * training more than one value per channel. -1 with err_set naming `op` otherwise. */
+static int bn_check(const char *op, bool training, const struct tensor *x, const struct tensor *gamma,
+                    const struct tensor *beta, const struct tensor *running_mean,
+                    const struct tensor *running_var) {
+    if (need_rank(op, "input", x, 4)) return -1;
+    int ch = x->shape[1];
+    if (need_vec(op, "gamma", gamma, ch) || need_vec(op, "beta", beta, ch) ||
+        need_vec(op, "running_mean", running_mean, ch) || need_vec(op, "running_var", running_var, ch))
+        return -1;
+    if (training && x->shape[0] * x->shape[2] * x->shape[3] < 2)
+        return err_set("%s: training needs more than one value per channel to estimate a variance, "
+                       "got input %s. HINT: use a batch larger than 1", op, NOTE(x));
+    return 0;
+}
+
 struct tensor *op_batchnorm2d(struct ag_ctx *c, struct tensor *x, struct tensor *gamma,
                               struct tensor *beta, struct tensor *running_mean,
                               struct tensor *running_var, float momentum, float eps) {
-    if (need_rank("batchnorm2d", "input", x, 4)) return NULL;
-    int ch = x->shape[1];
-    if (need_vec("batchnorm2d", "gamma", gamma, ch) || need_vec("batchnorm2d", "beta", beta, ch) ||
-        need_vec("batchnorm2d", "running_mean", running_mean, ch) ||
-        need_vec("batchnorm2d", "running_var", running_var, ch))
-        return NULL;
-    int nn = x->shape[0], hw = x->shape[2] * x->shape[3];
-    if (c->training && nn * hw < 2) {
-        err_set("batchnorm2d: training needs more than one value per channel to estimate a variance, "
-                "got input %s. HINT: use a batch larger than 1", NOTE(x));
-        return NULL;
-    }
+    if (bn_check("batchnorm2d", c->training, x, gamma, beta, running_mean, running_var)) return NULL;
+    int nn = x->shape[0], ch = x->shape[1], hw = x->shape[2] * x->shape[3];
     struct tensor *y = tensor_arena(&c->arena, 4, x->shape);
     if (!y) return NULL;
     if (!c->training) {
@@ -199,18 +205,8 @@ struct tensor *op_batchnorm2d_relu(struct ag_ctx *c, struct tensor *x, struct te
         if (y && res) y = op_add(c, y, res);
         return y ? op_relu(c, y) : NULL;
     }
-    /* op_batchnorm2d's checks, on shapes only: no kernel runs */
-    if (need_rank("batchnorm2d_relu", "input", x, 4)) return NULL;
+    if (bn_check("batchnorm2d_relu", true, x, gamma, beta, running_mean, running_var)) return NULL;
     int nn = x->shape[0], ch = x->shape[1], hw = x->shape[2] * x->shape[3];
-    if (need_vec("batchnorm2d_relu", "gamma", gamma, ch) || need_vec("batchnorm2d_relu", "beta", beta, ch) ||
-        need_vec("batchnorm2d_relu", "running_mean", running_mean, ch) ||
-        need_vec("batchnorm2d_relu", "running_var", running_var, ch))
-        return NULL;
-    if (nn * hw < 2) {
-        err_set("batchnorm2d_relu: training needs more than one value per channel to estimate a "
-                "variance, got input %s. HINT: use a batch larger than 1", NOTE(x));
-        return NULL;
-    }
     struct tensor *y = tensor_arena(&c->arena, 4, x->shape);
     struct tensor *mean = tensor_arena(&c->arena, 1, &ch), *invstd = tensor_arena(&c->arena, 1, &ch);
     if (!y || !mean || !invstd) return NULL;
