@@ -145,7 +145,7 @@ check-layers:
 	  if sh scripts/check-layers.sh $$d; then echo "check-layers: the planted upward include was missed"; exit 1; fi; \
 	  rm -rf $$d; echo "check-layers: a planted upward include (src/core -> train.h) is caught"
 
-# --- reliability: fuzz, sanitizers (issue 7) ---
+# --- reliability: fuzz, sanitizers ---
 #   make fuzz            libFuzzer targets (clang, ASan+UBSan), FUZZ_SECONDS each (default 60)
 #   make test-asan       every Criterion suite under AddressSanitizer + UBSan (build/asan)
 #   make test-valgrind   the smoke training run under valgrind memcheck
@@ -170,7 +170,7 @@ $(BUILD)/fuzz-seeds: tests/fuzz/seeds.c $(wildcard tests/fuzz/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/fuzz $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 
-# ---- GPU tests (issue 5) ------------------------------------------------------------
+# ---- GPU tests -----------------------------------------------------------------------
 # Builds and runs only the CUDA suite: on a machine without a GPU every test reports
 # itself skipped, with the reason. scripts/gpu-check.sh does this and more on a GPU
 # machine that has the CUDA toolkit but no package manager.
@@ -178,7 +178,7 @@ $(BUILD)/fuzz-seeds: tests/fuzz/seeds.c $(wildcard tests/fuzz/*.h) $(LIB)
 gpu-test: $(BUILD)/tests/test_cuda
 	$(BUILD)/tests/test_cuda --jobs 1 --verbose
 
-# ---- teaching lab (issue 6) ----------------------------------------------------------
+# ---- teaching lab ---------------------------------------------------------------------
 # stall-lab: the pipeline-stall lab (a few minutes on 2 cores), which writes
 # docs/stall-lab.md and its SVGs, then their PNG renderings. docs-images renders every
 # docs/img/*.svg to a PNG beside it with rsvg-convert (Debian's librsvg2-bin).

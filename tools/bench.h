@@ -22,20 +22,20 @@ double bench_median_s(void (*fn)(void *), void *arg, int reps);
 /* ---- kernel cases (bench_ops.c), shared by ./bench ops and ./bench kernels ---- */
 
 /* The two flavours of one device. */
-struct kb_device {
+struct kbench_device {
     enum device dev;
     const struct backend *loop, *vec;
 };
 /* name "cpu" or "cuda"; -1 after saying on stderr why this build or machine can't. */
-int kb_device_open(const char *name, const char *who, struct kb_device *d);
+int kbench_device_open(const char *name, const char *who, struct kbench_device *d);
 /* --device NAME and --batch N; -1 after a message on stderr. */
-int kb_parse_args(int argc, char **argv, const char *who, const char **device, int *batch);
+int kbench_parse_args(int argc, char **argv, const char *who, const char **device, int *batch);
 
-enum kb_unit { KB_FLOP, KB_BYTE };
+enum kbench_unit { KB_FLOP, KB_BYTE };
 
-struct kb_result {
+struct kbench_result {
     char name[64];
-    enum kb_unit unit;
+    enum kbench_unit unit;
     double work;                 /* flops or bytes one call does or moves */
     double t_loop_s, t_vec_s;    /* medians */
     int runs_loop, runs_vec;
@@ -48,15 +48,15 @@ struct kb_result {
 /* Checks, then times, every case (full: ./bench kernels' list; else ./bench ops'),
  * calling row() as each finishes. The number of cases whose flavours disagree, or
  * -1 on error. */
-int kb_run_cases(const struct kb_device *d, int batch, bool full,
-                 void (*row)(const struct kb_result *r, void *ctx), void *ctx);
+int kbench_run_cases(const struct kbench_device *d, int batch, bool full,
+                 void (*row)(const struct kbench_result *r, void *ctx), void *ctx);
 /* Seconds of one call of fn(arg) on be's device: device events when the backend has
  * them, else the host clock around the call and be->sync(). */
-double kb_time_once(const struct backend *be, void (*fn)(void *), void *arg);
+double kbench_time_once(const struct backend *be, void (*fn)(void *), void *arg);
 /* Median seconds of fn(arg) on be's device, after a first call of first_s seconds
  * (which was the warm-up, or the measurement itself past a second). */
-double kb_time_s(const struct backend *be, void (*fn)(void *), void *arg, double first_s, int *runs);
+double kbench_time_s(const struct backend *be, void (*fn)(void *), void *arg, double first_s, int *runs);
 /* "1.23 0.98 0.80": /proc/loadavg's 1, 5 and 15 minute load averages. */
-void kb_load_string(char *buf, size_t len);
+void kbench_load_string(char *buf, size_t len);
 
 #endif

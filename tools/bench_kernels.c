@@ -199,9 +199,9 @@ static void run_d2d(void *arg) {
 }
 
 static double best_of(const struct backend *be, void (*fn)(void *), void *arg) {
-    kb_time_once(be, fn, arg);  /* warm-up: library handles, clocks */
+    kbench_time_once(be, fn, arg);  /* warm-up: library handles, clocks */
     double best = INFINITY;
-    for (int i = 0; i < 5; i++) best = fmin(best, kb_time_once(be, fn, arg));
+    for (int i = 0; i < 5; i++) best = fmin(best, kbench_time_once(be, fn, arg));
     return best;
 }
 
@@ -229,7 +229,7 @@ static int device_peaks(const struct backend *be, struct peaks *p) {
 
 /* ---- the full table ---- */
 
-static void full_row(const struct kb_result *r, void *ctx) {
+static void full_row(const struct kbench_result *r, void *ctx) {
     const struct peaks *p = ctx;
     double peak = r->unit == KB_FLOP ? p->gflops : p->gbytes;
     double rl = r->work / r->t_loop_s * 1e-9, rv = r->work / r->t_vec_s * 1e-9;
@@ -320,8 +320,8 @@ static int dispatch_table(const struct backend *be) {
                 break;
             }
         if (rc) break;
-        double first = kb_time_once(be, run_dispatch_timed, &j);
-        double t = kb_time_s(be, run_dispatch_timed, &j, first, NULL);
+        double first = kbench_time_once(be, run_dispatch_timed, &j);
+        double t = kbench_time_s(be, run_dispatch_timed, &j, first, NULL);
         size_t calls = n / j.chunk;
         if (w == 0) t_one = t;
         if (w == 0)
@@ -348,11 +348,11 @@ int bench_kernels(int argc, char **argv) {
                "  and the per-call cost of dispatching elementwise work one element or row at a time\n");
         return 0;
     }
-    if (kb_parse_args(argc, argv, "bench kernels", &device, &batch)) return 2;
-    struct kb_device d;
-    if (kb_device_open(device, "bench kernels", &d)) return 1;
+    if (kbench_parse_args(argc, argv, "bench kernels", &device, &batch)) return 2;
+    struct kbench_device d;
+    if (kbench_device_open(device, "bench kernels", &d)) return 1;
     char load[64];
-    kb_load_string(load, sizeof load);
+    kbench_load_string(load, sizeof load);
     printf("nostall bench kernels: %s, loop vs vectorized, batch %d; %ld online CPUs, %d OpenMP threads\n",
            device_name(d.dev), batch, sysconf(_SC_NPROCESSORS_ONLN), omp_get_max_threads());
     printf("load average before: %s\n", load);
@@ -371,13 +371,13 @@ int bench_kernels(int argc, char **argv) {
            "a cache the copy did not)\n\n");
     printf("%-34s %9s %9s %8s %13s %13s %8s %8s  %s\n", "kernel", "loop ms", "vec ms", "speedup", "loop rate",
            "vec rate", "loop %pk", "vec %pk", "max rel err");
-    int bad = kb_run_cases(&d, batch, true, full_row, &p);
+    int bad = kbench_run_cases(&d, batch, true, full_row, &p);
     if (bad < 0) return 1;
     if (dispatch_table(d.vec)) {
         fprintf(stderr, "bench kernels: %s\n", err_get());
         return 1;
     }
-    kb_load_string(load, sizeof load);
+    kbench_load_string(load, sizeof load);
     printf("\nload average after: %s\n", load);
     if (bad) fprintf(stderr, "bench kernels: %d case%s where the flavours disagree\n", bad, bad > 1 ? "s" : "");
     return bad ? 1 : 0;

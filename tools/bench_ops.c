@@ -23,7 +23,7 @@
 
 /* ---- the device under test ---- */
 
-int kb_device_open(const char *name, const char *who, struct kb_device *d) {
+int kbench_device_open(const char *name, const char *who, struct kbench_device *d) {
     memset(d, 0, sizeof *d);
     if (!strcmp(name, "cpu")) {
         d->dev = DEV_CPU;
@@ -50,7 +50,7 @@ int kb_device_open(const char *name, const char *who, struct kb_device *d) {
     return 0;
 }
 
-void kb_load_string(char *buf, size_t len) {
+void kbench_load_string(char *buf, size_t len) {
     FILE *f = fopen("/proc/loadavg", "r");
     double a = 0, b = 0, c = 0;
     if (f && fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3) snprintf(buf, len, "%.2f %.2f %.2f", a, b, c);
@@ -62,7 +62,7 @@ void kb_load_string(char *buf, size_t len) {
 
 /* Host clock around the call and the device's sync; device events when the backend
  * has them (a GPU's queue would otherwise time the launch, not the kernel). */
-double kb_time_once(const struct backend *be, void (*fn)(void *), void *arg) {
+double kbench_time_once(const struct backend *be, void (*fn)(void *), void *arg) {
     const struct copy_stage *st = be->stage;
     if (st && st->event_create) {
         struct device_event *a = st->event_create(), *b = a ? st->event_create() : NULL;
@@ -89,7 +89,7 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-double kb_time_s(const struct backend *be, void (*fn)(void *), void *arg, double first_s, int *runs) {
+double kbench_time_s(const struct backend *be, void (*fn)(void *), void *arg, double first_s, int *runs) {
     if (first_s > 1.0) {  /* the check run already took a second: it is the measurement */
         if (runs) *runs = 1;
         return first_s;
@@ -98,7 +98,7 @@ double kb_time_s(const struct backend *be, void (*fn)(void *), void *arg, double
     int n = first_s > 0 ? (int)(0.5 / first_s) : 15;
     if (n < 3) n = 3;
     if (n > 15) n = 15;
-    for (int i = 0; i < n; i++) t[i] = kb_time_once(be, fn, arg);
+    for (int i = 0; i < n; i++) t[i] = kbench_time_once(be, fn, arg);
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     if (runs) *runs = n;
     return t[n / 2];
@@ -111,7 +111,7 @@ enum fill { FILL_ZERO, FILL_RAND, FILL_POS, FILL_U8 };
 
 struct kcase {
     char name[64];
-    enum kb_unit unit;
+    enum kbench_unit unit;
     double work;              /* flops or bytes per call */
     double reduce;            /* longest sum in an output: sets the tolerance */
     bool in_short;            /* also in ./bench ops */
@@ -412,7 +412,7 @@ static bool same_entry(const struct backend *a, const struct backend *b, size_t 
     return !memcmp((const char *)a + off, (const char *)b + off, sizeof(void (*)(void)));
 }
 
-static int run_case(const struct kb_device *d, const struct kcase *k, struct kb_result *r) {
+static int run_case(const struct kbench_device *d, const struct kcase *k, struct kbench_result *r) {
     memset(r, 0, sizeof *r);
     memcpy(r->name, k->name, sizeof r->name);
     r->unit = k->unit;
@@ -438,16 +438,16 @@ static int run_case(const struct kb_device *d, const struct kcase *k, struct kb_
     if (!rc) {
         /* the check run, which is also the warm-up */
         double first[2];
-        for (int i = 0; i < 2; i++) first[i] = kb_time_once(f[i].be, run_flavour, &f[i]);
+        for (int i = 0; i < 2; i++) first[i] = kbench_time_once(f[i].be, run_flavour, &f[i]);
         r->max_rel_err = compare_outputs(&kl, f);
         double tol = fmax(1e-4, 2e-5 * sqrt(k->reduce));
         r->agree = r->max_rel_err <= tol;
-        r->t_loop_s = scale * kb_time_s(d->loop, run_flavour, &f[0], first[0], &r->runs_loop);
+        r->t_loop_s = scale * kbench_time_s(d->loop, run_flavour, &f[0], first[0], &r->runs_loop);
         if (r->same_code) {
             r->t_vec_s = r->t_loop_s;
             r->runs_vec = r->runs_loop;
         } else {
-            r->t_vec_s = kb_time_s(d->vec, run_flavour, &f[1], first[1], &r->runs_vec);
+            r->t_vec_s = kbench_time_s(d->vec, run_flavour, &f[1], first[1], &r->runs_vec);
         }
     }
     free_run(&f[0]);
@@ -456,12 +456,12 @@ static int run_case(const struct kb_device *d, const struct kcase *k, struct kb_
     return rc;
 }
 
-int kb_run_cases(const struct kb_device *d, int batch, bool full, void (*row)(const struct kb_result *r, void *ctx),
+int kbench_run_cases(const struct kbench_device *d, int batch, bool full, void (*row)(const struct kbench_result *r, void *ctx),
                  void *ctx) {
     struct kcase cases[64];
     int n = build_cases(cases, 64, batch, full), bad = 0;
     for (int i = 0; i < n; i++) {
-        struct kb_result r;
+        struct kbench_result r;
         if (run_case(d, &cases[i], &r)) {
             fprintf(stderr, "bench: %s: %s\n", cases[i].name, err_get());
             return -1;
@@ -475,7 +475,7 @@ int kb_run_cases(const struct kb_device *d, int batch, bool full, void (*row)(co
 
 /* ---- ./bench ops: the short table ---- */
 
-static void short_row(const struct kb_result *r, void *ctx) {
+static void short_row(const struct kbench_result *r, void *ctx) {
     (void)ctx;
     const char *unit = r->unit == KB_FLOP ? "GF/s" : "GB/s";
     printf("%-34s %10.2f %10.2f %8.1fx %7.2f %s %7.2f %s   %.1e%s%s%s%s\n", r->name, r->t_loop_s * 1e3,
@@ -484,7 +484,7 @@ static void short_row(const struct kb_result *r, void *ctx) {
            r->note[0] ? "  " : "", r->note, r->agree ? "" : "  FLAVOURS DISAGREE");
 }
 
-int kb_parse_args(int argc, char **argv, const char *who, const char **device, int *batch) {
+int kbench_parse_args(int argc, char **argv, const char *who, const char **device, int *batch) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             *device = argv[++i];
@@ -502,14 +502,14 @@ int kb_parse_args(int argc, char **argv, const char *who, const char **device, i
 int bench_ops(int argc, char **argv) {
     const char *device = "cpu";
     int batch = 128;
-    if (kb_parse_args(argc, argv, "bench ops", &device, &batch)) return 2;
-    struct kb_device d;
-    if (kb_device_open(device, "bench ops", &d)) return 1;
+    if (kbench_parse_args(argc, argv, "bench ops", &device, &batch)) return 2;
+    struct kbench_device d;
+    if (kbench_device_open(device, "bench ops", &d)) return 1;
     printf("nostall bench ops: %s kernels, loop vs vectorized, batch %d (times in ms, medians; "
            "./bench kernels adds peaks and dispatch cost)\n", device_name(d.dev), batch);
     printf("%-34s %10s %10s %9s %12s %12s   %s\n", "op", "loop", "vectorized", "speedup", "loop", "vec",
            "max rel err");
-    int bad = kb_run_cases(&d, batch, false, short_row, NULL);
+    int bad = kbench_run_cases(&d, batch, false, short_row, NULL);
     if (bad > 0) fprintf(stderr, "bench ops: %d case%s where the flavours disagree\n", bad, bad > 1 ? "s" : "");
     return bad ? 1 : 0;
 }

@@ -572,7 +572,7 @@ int bench_pipeline(int argc, char **argv) {
     char machine[256], model[160], load0[64], load1[64];
     cpu_model(model, sizeof model);
     snprintf(machine, sizeof machine, "%s, %ld CPUs%s", model, sysconf(_SC_NPROCESSORS_ONLN), gpu ? ", GPU" : "");
-    kb_load_string(load0, sizeof load0);
+    kbench_load_string(load0, sizeof load0);
     double t0 = bench_now_s();
     printf("nostall bench pipeline: %s on %s; %s; load average %s\n", config, lab->device, machine, load0);
     printf("each row: %d steps (2 epochs of a %d-image subset), steps %d-%d measured\n", 2 * lab->epoch_steps,
@@ -592,7 +592,7 @@ int bench_pipeline(int argc, char **argv) {
         gpu_note = note;
         printf("GPU rows (pinned x overlap): not measured: %s\n", note);
     }
-    kb_load_string(load1, sizeof load1);
+    kbench_load_string(load1, sizeof load1);
     double seconds = bench_now_s() - t0;
     printf("load average after: %s; %.0f s\n", load1, seconds);
     if (!rc && out) {

@@ -14,6 +14,8 @@ struct twin {
     struct device_event *copy_start, *copied, *compute_start, *consumed;
 };
 
+enum { AHEAD_NONE = 2 };
+
 struct feeder {
     const struct backend *be;
     const struct copy_stage *st;   /* NULL: the CPU, batches are used in place */
@@ -23,7 +25,8 @@ struct feeder {
     bool lookahead;                /* copy batch i+1 on the copy stream while i computes */
     struct twin *twins;
     struct fed_batch ahead;        /* fetched and copying, not handed out yet */
-    int ahead_rc;                  /* 1: `ahead` holds a batch; 0: epoch over; -1: error; 2: none */
+    int ahead_rc;                  /* fetch()'s answer for `ahead` (1: a batch; 0: epoch over;
+                                      -1: error), or AHEAD_NONE: nothing fetched yet */
     int64_t host_start_ns;
     int64_t h2d_ns, compute_ns;
     struct device_event *anchor;   /* recorded and waited for: device time = host time here */
@@ -72,7 +75,7 @@ int feeder_create(const struct backend *be, struct loader *ld, int prefetch, siz
     struct feeder *f = feeder_host_calloc(1, sizeof *f);
     if (!f) return err_set("feeder: out of host memory");
     *f = (struct feeder){.be = be, .st = be->stage, .ld = ld, .prefetch = prefetch, .batch = batch,
-                         .sample_bytes = sample_bytes, .ahead_rc = 2};
+                         .sample_bytes = sample_bytes, .ahead_rc = AHEAD_NONE};
     /* one batch ahead holds two slots: with a single slot it would wait for itself */
     f->lookahead = f->st && overlap && prefetch >= 2;
     if (!f->st) {
@@ -132,7 +135,7 @@ static void drop_ahead(struct feeder *f) {
         f->st->event_sync(f->twins[f->ahead.host->slot].copied);
         loader_release_batch(f->ld, f->ahead.host);
     }
-    f->ahead_rc = 2;
+    f->ahead_rc = AHEAD_NONE;
 }
 
 int feeder_start_epoch(struct feeder *f, int64_t epoch, int64_t first_batch) {
@@ -146,7 +149,7 @@ int feeder_start_epoch(struct feeder *f, int64_t epoch, int64_t first_batch) {
 int feeder_next(struct feeder *f, struct fed_batch *out) {
     int rc;
     if (f->lookahead) {
-        if (f->ahead_rc == 2) f->ahead_rc = fetch(f, &f->ahead);  /* first batch of the epoch */
+        if (f->ahead_rc == AHEAD_NONE) f->ahead_rc = fetch(f, &f->ahead);  /* first batch of the epoch */
         if ((rc = f->ahead_rc) == -1) return err_set("%s", loader_error(f->ld));  /* a load failed ahead */
         if (rc != 1) return rc;
         *out = f->ahead;

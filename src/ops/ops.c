@@ -6,19 +6,20 @@
 #include "ns_math.h"
 #include "ops.h"
 
+/* "[8,16,28,28]": a tensor's shape as text for a message, in a buffer of its own */
 #define SHAPE_BUF 64
-#define NOTE(t) tensor_shape_str((t), (char[SHAPE_BUF]){0}, SHAPE_BUF)
+#define SHAPE_STR(t) tensor_shape_str((t), (char[SHAPE_BUF]){0}, SHAPE_BUF)
 
 static int need_rank(const char *op, const char *what, const struct tensor *t, int ndim) {
     if (!t) return err_set("%s: %s is NULL", op, what);
     if (t->ndim != ndim)
-        return err_set("%s: %s has shape %s (rank %d), expected rank %d", op, what, NOTE(t), t->ndim, ndim);
+        return err_set("%s: %s has shape %s (rank %d), expected rank %d", op, what, SHAPE_STR(t), t->ndim, ndim);
     return 0;
 }
 
 static int need_vec(const char *op, const char *what, const struct tensor *t, int len) {
     if (need_rank(op, what, t, 1)) return -1;
-    if (t->shape[0] != len) return err_set("%s: %s has shape %s, expected [%d]", op, what, NOTE(t), len);
+    if (t->shape[0] != len) return err_set("%s: %s has shape %s, expected [%d]", op, what, SHAPE_STR(t), len);
     return 0;
 }
 
@@ -67,7 +68,7 @@ struct tensor *op_conv2d(struct ag_ctx *c, struct tensor *x, struct tensor *w, s
     if (need_rank("conv2d", "input", x, 4) || need_rank("conv2d", "weight", w, 4)) return NULL;
     if (w->shape[1] != x->shape[1]) {
         err_set("conv2d: input %s has %d channels but weight %s expects %d (weight is (out,in,kh,kw))",
-                NOTE(x), x->shape[1], NOTE(w), w->shape[1]);
+                SHAPE_STR(x), x->shape[1], SHAPE_STR(w), w->shape[1]);
         return NULL;
     }
     if (bias && need_vec("conv2d", "bias", bias, w->shape[0])) return NULL;
@@ -82,7 +83,7 @@ struct tensor *op_conv2d(struct ag_ctx *c, struct tensor *x, struct tensor *w, s
     g.ow = conv_out_size(g.w, g.s, stride, pad);
     if (g.h + 2 * pad < g.r || g.w + 2 * pad < g.s) {
         err_set("conv2d: kernel %dx%d is larger than the padded input %s (padding %d)", g.r, g.s,
-                NOTE(x), pad);
+                SHAPE_STR(x), pad);
         return NULL;
     }
     struct tensor *y = tensor_arena(&c->arena, 4, (int[]){g.n, g.k, g.oh, g.ow});
@@ -110,7 +111,7 @@ struct tensor *op_linear(struct ag_ctx *c, struct tensor *x, struct tensor *w, s
     if (need_rank("linear", "input", x, 2) || need_rank("linear", "weight", w, 2)) return NULL;
     if (w->shape[1] != x->shape[1]) {
         err_set("linear: input %s has %d features but weight %s expects %d (weight is (out,in))",
-                NOTE(x), x->shape[1], NOTE(w), w->shape[1]);
+                SHAPE_STR(x), x->shape[1], SHAPE_STR(w), w->shape[1]);
         return NULL;
     }
     if (bias && need_vec("linear", "bias", bias, w->shape[0])) return NULL;
@@ -148,7 +149,7 @@ static int bn_check(const char *op, bool training, const struct tensor *x, const
         return -1;
     if (training && x->shape[0] * x->shape[2] * x->shape[3] < 2)
         return err_set("%s: training needs more than one value per channel to estimate a variance, "
-                       "got input %s. HINT: use a batch larger than 1", op, NOTE(x));
+                       "got input %s. HINT: use a batch larger than 1", op, SHAPE_STR(x));
     return 0;
 }
 
@@ -196,7 +197,7 @@ struct tensor *op_batchnorm2d_relu(struct ag_ctx *c, struct tensor *x, struct te
                                    struct tensor *running_mean, struct tensor *running_var,
                                    float momentum, float eps) {
     if (res && x && !tensor_same_shape(x, res)) {
-        err_set("batchnorm2d_relu: input %s and residual %s differ in shape", NOTE(x), NOTE(res));
+        err_set("batchnorm2d_relu: input %s and residual %s differ in shape", SHAPE_STR(x), SHAPE_STR(res));
         return NULL;
     }
     if (!c->training || !c->be->bn_relu_fwd_train || !c->be->bn_relu_bwd) {
@@ -252,7 +253,7 @@ static int passthrough_backward(struct ag_ctx *c, struct ag_node *n) {
 struct tensor *op_add(struct ag_ctx *c, struct tensor *a, struct tensor *b) {
     if (!a || !b) { err_set("add: an input is NULL"); return NULL; }
     if (!tensor_same_shape(a, b)) {
-        err_set("add: shapes %s and %s differ; add needs equal shapes (no broadcasting)", NOTE(a), NOTE(b));
+        err_set("add: shapes %s and %s differ; add needs equal shapes (no broadcasting)", SHAPE_STR(a), SHAPE_STR(b));
         return NULL;
     }
     struct tensor *y = tensor_arena(&c->arena, a->ndim, a->shape);
@@ -284,7 +285,7 @@ static int pool_geom_for(const char *op, const struct tensor *x, int size, int s
     *g = (struct pool_geom){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
                             .size = size, .stride = stride, .pad = pad};
     if (g->h + 2 * pad < size || g->w + 2 * pad < size)
-        return err_set("%s: window %d is larger than the padded input %s", op, size, NOTE(x));
+        return err_set("%s: window %d is larger than the padded input %s", op, size, SHAPE_STR(x));
     g->oh = conv_out_size(g->h, size, stride, pad);
     g->ow = conv_out_size(g->w, size, stride, pad);
     return 0;
