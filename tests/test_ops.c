@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "fixtures/flavours.h"
 #include "ops.h"
 #include "testutil.h"
 
@@ -233,4 +234,37 @@ Test(ops, batchnorm2d_relu_without_the_fused_entries) {
         free_result(&fused, k->n_in);
         free_result(&composed, k->n_in);
     }
+}
+
+/* ---- errors ---- */
+
+Test(ops, errors_name_the_op_and_the_shapes, .init = setup_flavours) {
+    struct ag_ctx c;
+    ag_ctx_init(&c, flavours[1]);
+    struct tensor *x = host_tensor(c.be, 4, (int[]){2, 3, 5, 5}, 1);
+    struct tensor *w = host_tensor(c.be, 4, (int[]){4, 2, 3, 3}, 2);
+    cr_expect_null(op_conv2d(&c, x, w, NULL, 1, 1));
+    cr_expect(strstr(err_get(), "conv2d") && strstr(err_get(), "[2,3,5,5]") && strstr(err_get(), "[4,2,3,3]"),
+              "message: %s", err_get());
+    struct tensor *flat = host_tensor(c.be, 2, (int[]){2, 6}, 3);
+    cr_expect_null(op_conv2d(&c, flat, w, NULL, 1, 1));
+    cr_expect(strstr(err_get(), "rank 2") && strstr(err_get(), "expected rank 4"), "message: %s", err_get());
+    struct tensor *lw = host_tensor(c.be, 2, (int[]){3, 5}, 4);
+    cr_expect_null(op_linear(&c, flat, lw, NULL));
+    cr_expect(strstr(err_get(), "linear") && strstr(err_get(), "[2,6]") && strstr(err_get(), "[3,5]"),
+              "message: %s", err_get());
+    tensor_free(c.be, lw);
+    cr_expect_null(op_add(&c, x, flat));
+    cr_expect(strstr(err_get(), "add") && strstr(err_get(), "[2,3,5,5]") && strstr(err_get(), "[2,6]"),
+              "message: %s", err_get());
+    cr_expect_null(op_maxpool2d(&c, x, 7, 1, 0));
+    cr_expect(strstr(err_get(), "maxpool2d"), "message: %s", err_get());
+    cr_expect_null(tensor_new(c.be, 2, (int[]){3, 0}));
+    cr_expect(strstr(err_get(), "[3,0]") && strstr(err_get(), "dimension"), "message: %s", err_get());
+    cr_expect_null(tensor_new(c.be, 5, (int[]){1, 1, 1, 1, 1}));
+    cr_expect(strstr(err_get(), "5 dimensions"), "message: %s", err_get());
+    tensor_free(c.be, x);
+    tensor_free(c.be, w);
+    tensor_free(c.be, flat);
+    ag_ctx_free(&c);
 }

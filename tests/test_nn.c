@@ -1,93 +1,14 @@
-/* test_core.c — the tape, the arena, layers and the optimizer, on both CPU flavours. */
+/* test_nn.c — layers and models on both CPU flavours: batch norm against the textbook,
+ * a residual block's gradient, a tiny net that learns (and an arena that stops
+ * allocating), the layer table's shape errors. */
 #include <criterion/criterion.h>
 #include <string.h>
 
 #include "error.h"
+#include "fixtures/flavours.h"
 #include "nn.h"
 #include "ops.h"
 #include "optim.h"
-#include "testutil.h"
-
-static const struct backend *flavours[2];
-static void setup_flavours(void) {
-    flavours[0] = &cpu_loop_backend;
-    flavours[1] = &cpu_vectorized_backend;
-}
-
-static struct tensor *host_tensor(const struct backend *be, int ndim, const int *shape, uint64_t seed) {
-    struct tensor *t = tensor_new(be, ndim, shape);
-    cr_assert_not_null(t, "%s", err_get());
-    uint64_t s = seed;
-    tu_fill(&s, t->data, t->numel, -1.0f, 1.0f);
-    return t;
-}
-
-Test(autograd, backward_needs_a_scalar_on_the_current_tape, .init = setup_flavours) {
-    struct ag_ctx c;
-    ag_ctx_init(&c, flavours[1]);
-    struct tensor *x = host_tensor(c.be, 2, (int[]){3, 4}, 1);
-    x->requires_grad = true;
-    struct tensor *y = op_relu(&c, x);
-    cr_assert_not_null(y);
-    cr_expect_eq(ag_backward(&c, y), -1);
-    cr_expect(strstr(err_get(), "scalar") && strstr(err_get(), "[3,4]"), "message: %s", err_get());
-    ag_reset(&c);
-    cr_expect_eq(ag_backward(&c, y), -1);
-    cr_expect(strstr(err_get(), "tape is empty") && strstr(err_get(), "HINT"), "message: %s", err_get());
-    /* a loss from an earlier step, with a new tape in place */
-    struct tensor *z = op_relu(&c, x);
-    cr_assert_not_null(z);
-    cr_expect_eq(ag_backward(&c, y), -1);
-    cr_expect(strstr(err_get(), "not produced on the current tape"), "message: %s", err_get());
-    tensor_free(c.be, x);
-    ag_ctx_free(&c);
-}
-
-Test(autograd, no_grad_mode_records_nothing, .init = setup_flavours) {
-    struct ag_ctx c;
-    ag_ctx_init(&c, flavours[0]);
-    struct tensor *x = host_tensor(c.be, 2, (int[]){2, 2}, 1);
-    x->requires_grad = true;
-    c.grad_enabled = false;
-    cr_assert_not_null(op_relu(&c, op_relu(&c, x)));
-    cr_expect_eq(c.tape.n, 0);
-    c.grad_enabled = true;
-    cr_assert_not_null(op_relu(&c, x));
-    cr_expect_eq(c.tape.n, 1);
-    tensor_free(c.be, x);
-    ag_ctx_free(&c);
-}
-
-Test(ops, errors_name_the_op_and_the_shapes, .init = setup_flavours) {
-    struct ag_ctx c;
-    ag_ctx_init(&c, flavours[1]);
-    struct tensor *x = host_tensor(c.be, 4, (int[]){2, 3, 5, 5}, 1);
-    struct tensor *w = host_tensor(c.be, 4, (int[]){4, 2, 3, 3}, 2);
-    cr_expect_null(op_conv2d(&c, x, w, NULL, 1, 1));
-    cr_expect(strstr(err_get(), "conv2d") && strstr(err_get(), "[2,3,5,5]") && strstr(err_get(), "[4,2,3,3]"),
-              "message: %s", err_get());
-    struct tensor *flat = host_tensor(c.be, 2, (int[]){2, 6}, 3);
-    cr_expect_null(op_conv2d(&c, flat, w, NULL, 1, 1));
-    cr_expect(strstr(err_get(), "rank 2") && strstr(err_get(), "expected rank 4"), "message: %s", err_get());
-    struct tensor *lw = host_tensor(c.be, 2, (int[]){3, 5}, 4);
-    cr_expect_null(op_linear(&c, flat, lw, NULL));
-    cr_expect(strstr(err_get(), "linear") && strstr(err_get(), "[2,6]") && strstr(err_get(), "[3,5]"),
-              "message: %s", err_get());
-    tensor_free(c.be, lw);
-    cr_expect_null(op_add(&c, x, flat));
-    cr_expect(strstr(err_get(), "add") && strstr(err_get(), "[2,3,5,5]") && strstr(err_get(), "[2,6]"),
-              "message: %s", err_get());
-    cr_expect_null(op_maxpool2d(&c, x, 7, 1, 0));
-    cr_expect(strstr(err_get(), "maxpool2d"), "message: %s", err_get());
-    cr_expect_null(tensor_new(c.be, 2, (int[]){3, 0}));
-    cr_expect(strstr(err_get(), "[3,0]") && strstr(err_get(), "dimension"), "message: %s", err_get());
-    cr_expect_null(tensor_new(c.be, 5, (int[]){1, 1, 1, 1, 1}));
-    cr_expect(strstr(err_get(), "5 dimensions"), "message: %s", err_get());
-    tensor_free(c.be, x);
-    tensor_free(c.be, w);
-    tensor_free(c.be, flat);
-    ag_ctx_free(&c);
-}
 
 Test(nn, batchnorm_running_stats_and_eval_match_the_textbook, .init = setup_flavours) {
     for (int f = 0; f < 2; f++) {
@@ -133,39 +54,6 @@ Test(nn, batchnorm_running_stats_and_eval_match_the_textbook, .init = setup_flav
     }
 }
 
-Test(optim, sgd_momentum_nesterov_weight_decay_match_hand_values, .init = setup_flavours) {
-    for (int f = 0; f < 2; f++) {
-        struct nn_model m;
-        nn_model_init(&m, 1, 1, 1, 0);
-        cr_assert_eq(nn_add_linear(&m, 1, 1), 0);
-        cr_assert_eq(nn_model_finalize(&m, flavours[f]), 0);
-        struct tensor *w = m.layers[0].u.linear.w, *b = m.layers[0].u.linear.b;
-        w->data[0] = 1.0f;
-        b->data[0] = 0.5f;
-        struct sgd opt = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f, .nesterov = true};
-        for (int step = 0; step < 2; step++) {
-            w->grad->data[0] = 0.2f;
-            b->grad->data[0] = -0.1f;
-            optim_sgd_step(&m, &opt, opt.lr);
-        }
-        /* by hand: g' = g + wd*w; v = 0.9 v + g'; w -= lr (g' + 0.9 v), twice */
-        cr_expect(fabs(w->data[0] - 0.90326581) < 1e-6, "%s: w = %.8f", flavours[f]->name, w->data[0]);
-        cr_expect(fabs(b->data[0] - 0.543760705) < 1e-6, "%s: b = %.8f", flavours[f]->name, b->data[0]);
-        nn_model_free(&m);
-    }
-}
-
-Test(optim, lr_schedule_warms_up_then_decays) {
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 0, 100), 0.0f, 1e-7);
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 10, 100), 0.05f, 1e-6);
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 20, 100), 0.1f, 1e-6);
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 60, 100), 0.05f, 1e-6);
-    cr_expect_float_eq(optim_lr_at(LR_CONSTANT, 0.1f, 0.0f, 99, 100), 0.1f, 1e-7);
-    cr_expect_float_eq(optim_lr_at(LR_COSINE, 0.1f, 0.0f, 50, 100), 0.05f, 1e-6);
-}
-
-/* The block's input feeds the main path and the shortcut: its gradient must be the
- * sum of the main path's gradient and the shortcut's (the upstream gradient itself). */
 Test(nn, residual_block_gradient_is_the_sum_of_both_paths, .init = setup_flavours) {
     for (int f = 0; f < 2; f++) {
         struct nn_model m;
