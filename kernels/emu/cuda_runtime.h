@@ -34,6 +34,7 @@
 
 #include <functional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "emu.h"
@@ -73,6 +74,8 @@ void __syncthreads(void);
 // The value `mine` of lane src_lane of the calling thread's warp; every live lane of
 // the warp must call it (the _sync shuffles with a full mask).
 uint64_t emu_warp_exchange(uint64_t mine, int src_lane);
+// The calling thread's lane: its linear index in the block (x fastest) modulo 32.
+unsigned emu_lane(void);
 
 template <class T> static inline uint64_t emu_bits(T v) {
     static_assert(sizeof(T) <= 8, "a shuffle moves at most 8 bytes");
@@ -93,7 +96,7 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int src_lane)
 // As CUDA: a lane whose source would be past lane 31 keeps its own value.
 template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta) {
     emu_check_mask(mask, "__shfl_down_sync");
-    int lane = (int)(threadIdx.x % 32), src = lane + (int)delta;
+    int lane = (int)emu_lane(), src = lane + (int)delta;
     return emu_from_bits<T>(emu_warp_exchange(emu_bits(v), src < 32 ? src : lane));
 }
 
@@ -198,10 +201,25 @@ void emu_enqueue_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t s,
                         std::function<void()> body);
 // The project's <<<grid, block, 0, s>>>(args): the arguments become the kernel's
 // parameters now (by value, as CUDA copies them), the kernel runs when s reaches it.
+bool emu_is_device_pointer(const void *p);
+void emu_enqueue_fault(const char *name, cudaStream_t s, int param);
+template <class T> static inline bool emu_param_ok(const T &v) {
+    if constexpr (std::is_pointer<T>::value) return !v || emu_is_device_pointer((const void *)v);
+    return true;
+}
+// Every pointer parameter must point into device or pinned memory (pointers inside a
+// struct parameter are not seen); one that doesn't makes the kernel fault.
 template <class... P, class... A>
 static inline void emu_launch(const char *name, dim3 grid, dim3 block, cudaStream_t s,
                               void (*kernel)(P...), A &&...args) {
     std::tuple<P...> params(std::forward<A>(args)...);
+    int bad = -1, i = 0;
+    std::apply([&](const auto &...p) { ((bad < 0 && !emu_param_ok(p) ? bad = i : 0, ++i), ...); },
+               params);
+    if (bad >= 0) {
+        emu_enqueue_fault(name, s, bad);
+        return;
+    }
     emu_enqueue_kernel(name, grid, block, s, [kernel, params] { std::apply(kernel, params); });
 }
 

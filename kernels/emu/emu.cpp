@@ -115,6 +115,9 @@ cudaError_t cudaGetLastError(void) {
     last_error = cudaSuccess;
     return e;
 }
+// After a fault the device runs nothing more (event records still complete, so no
+// waiter hangs), as a broken GPU context does.
+static bool broken(void) { return sticky.load() != cudaSuccess; }
 #define STICKY() \
     do { \
         if (sticky.load() != cudaSuccess) return fail((cudaError_t)sticky.load()); \
@@ -270,6 +273,18 @@ static bool is_pinned(const void *p, size_t bytes) {
     bool device = true;
     return holder(p, bytes, &device) && !device;
 }
+static bool straddles(const void *p, size_t bytes) {
+    bool device;
+    return holder(p, 1, &device) && !holder(p, bytes, &device);
+}
+
+// A kernel's pointer parameter must point into a device or pinned allocation (or
+// to its end): host memory, freed memory or garbage would be an illegal address on
+// a GPU, or a slow page fault at best.
+bool emu_is_device_pointer(const void *p) {
+    bool device;
+    return holder(p, 0, &device) != NULL;
+}
 
 
 cudaError_t cudaMalloc(void **p, size_t bytes) {
@@ -285,8 +300,9 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 
 // As on a GPU, freeing waits for the device first: work queued before may still use it.
 cudaError_t cudaFree(void *p) {
-    cudaDeviceSynchronize();
-    return guarded_free(p, true);
+    cudaError_t e = cudaDeviceSynchronize();  // also after a fault: nothing queued may still use p
+    cudaError_t f = guarded_free(p, true);
+    return e != cudaSuccess ? e : f;
 }
 
 cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags) {
@@ -296,8 +312,9 @@ cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned flags) {
 }
 
 cudaError_t cudaFreeHost(void *p) {
-    cudaDeviceSynchronize();
-    return guarded_free(p, false);
+    cudaError_t e = cudaDeviceSynchronize();
+    cudaError_t f = guarded_free(p, false);
+    return e != cudaSuccess ? e : f;
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *a, const void *p) {
@@ -392,7 +409,6 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    STICKY();
     if (!s) return fail(cudaErrorInvalidResourceHandle);
     drain(s);
     check_all_guards();
@@ -408,7 +424,6 @@ cudaError_t cudaStreamQuery(cudaStream_t s) {
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
-    STICKY();
     std::vector<emu_stream *> all;
     {
         std::lock_guard<std::mutex> hold(streams_lock);
@@ -446,16 +461,20 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
         (src_dev && !is_device_range(src, bytes)) || (!dst_dev && is_device_range(dst, 1)) ||
         (!src_dev && is_device_range(src, 1)))
         return fail(cudaErrorInvalidValue);  // a pointer on the wrong side, or past the end
+    if ((!src_dev && straddles(src, bytes)) || (!dst_dev && straddles(dst, bytes)))
+        return fail(cudaErrorInvalidValue);  // starts in a pinned buffer, runs past its end
     if (!src_dev && !is_pinned(src, bytes)) {
         std::shared_ptr<std::vector<unsigned char>> staged(
             new std::vector<unsigned char>((const unsigned char *)src,
                                            (const unsigned char *)src + bytes));
         return enqueue(s, [=] {
+            if (broken()) return;
             late_dma();
             memcpy(dst, staged->data(), bytes);
         });
     }
     cudaError_t e = enqueue(s, [=] {
+        if (broken()) return;
         late_dma();
         memcpy(dst, src, bytes);
     });
@@ -468,19 +487,41 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
     if (!s) return fail(cudaErrorInvalidResourceHandle);
     if (bytes == 0) return cudaSuccess;
     if (!is_device_range(p, bytes)) return fail(cudaErrorInvalidValue);
-    return enqueue(s, [=] { memset(p, value, bytes); });
+    return enqueue(s, [=] {
+        if (!broken()) memset(p, value, bytes);
+    });
 }
 
 // ---- events ------------------------------------------------------------------------
-// `recorded` counts the records made, `completed` the ones their streams reached;
-// the event is complete when they are equal. A wait captures the count at the call.
+// Each cudaEventRecord makes a record of its own, which its stream completes when it
+// gets there; the event points at its latest record. A query, a host wait or a
+// stream wait is about the record the event pointed at when it was called, as in
+// CUDA, whatever is recorded later, and on whichever stream. Records are shared
+// with the queued work, so destroying an event with work pending is safe. One lock
+// and one condition variable serve every record: events are few and cheap here.
+
+struct event_record {
+    bool done = false;
+    uint64_t at_ns = 0;  // when its stream reached it
+};
+typedef std::shared_ptr<event_record> record_ptr;
 
 struct emu_event {
-    std::mutex lock;
-    std::condition_variable reached;
-    uint64_t recorded = 0, completed = 0;
-    uint64_t at_ns = 0;  // when the stream reached the last completed record
+    record_ptr last;  // NULL: never recorded (complete, as in CUDA)
 };
+static std::mutex events_lock;
+static std::condition_variable record_reached;
+
+static record_ptr last_record(cudaEvent_t e) {
+    std::lock_guard<std::mutex> hold(events_lock);
+    return e->last;
+}
+
+static void wait_for(const record_ptr &r) {
+    if (!r) return;
+    std::unique_lock<std::mutex> hold(events_lock);
+    record_reached.wait(hold, [&r] { return r->done; });
+}
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
     (void)flags;
@@ -490,54 +531,37 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
 
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     if (!e) return fail(cudaErrorInvalidResourceHandle);
-    // CUDA lets a pending event be destroyed; its record still runs, so keep the
-    // object until then.
-    std::unique_lock<std::mutex> hold(e->lock);
-    e->reached.wait(hold, [e] { return e->completed == e->recorded; });
-    hold.unlock();
-    delete e;
+    delete e;  // pending records live on in the work that completes them
     return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     STICKY();
     if (!e || !s) return fail(cudaErrorInvalidResourceHandle);
-    uint64_t mine;
+    record_ptr r = std::make_shared<event_record>();
     {
-        std::lock_guard<std::mutex> hold(e->lock);
-        mine = ++e->recorded;
+        std::lock_guard<std::mutex> hold(events_lock);
+        e->last = r;
     }
-    return enqueue(s, [e, mine] {
-        std::lock_guard<std::mutex> hold(e->lock);
-        if (mine > e->completed) {
-            e->completed = mine;
-            e->at_ns = now_ns();
-        }
-        e->reached.notify_all();
+    return enqueue(s, [r] {
+        std::lock_guard<std::mutex> hold(events_lock);
+        r->done = true;
+        r->at_ns = now_ns();
+        record_reached.notify_all();
     });
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t e) {
     STICKY();
     if (!e) return fail(cudaErrorInvalidResourceHandle);
-    std::lock_guard<std::mutex> hold(e->lock);
-    return e->completed == e->recorded ? cudaSuccess : cudaErrorNotReady;
-}
-
-static void wait_for(cudaEvent_t e, uint64_t target) {
-    std::unique_lock<std::mutex> hold(e->lock);
-    e->reached.wait(hold, [e, target] { return e->completed >= target; });
+    std::lock_guard<std::mutex> hold(events_lock);
+    return !e->last || e->last->done ? cudaSuccess : cudaErrorNotReady;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     STICKY();
     if (!e) return fail(cudaErrorInvalidResourceHandle);
-    uint64_t target;
-    {
-        std::lock_guard<std::mutex> hold(e->lock);
-        target = e->recorded;
-    }
-    wait_for(e, target);
+    wait_for(last_record(e));
     STICKY();
     return cudaSuccess;
 }
@@ -546,22 +570,16 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags) {
     STICKY();
     (void)flags;
     if (!e || !s) return fail(cudaErrorInvalidResourceHandle);
-    uint64_t target;
-    {
-        std::lock_guard<std::mutex> hold(e->lock);
-        target = e->recorded;
-    }
-    return enqueue(s, [e, target] { wait_for(e, target); });
+    record_ptr r = last_record(e);
+    return enqueue(s, [r] { wait_for(r); });
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
     if (!start || !end) return fail(cudaErrorInvalidResourceHandle);
-    std::lock_guard<std::mutex> a(start->lock);
-    std::lock_guard<std::mutex> b(end->lock);
-    if (start->recorded == 0 || end->recorded == 0) return fail(cudaErrorInvalidResourceHandle);
-    if (start->completed != start->recorded || end->completed != end->recorded)
-        return fail(cudaErrorNotReady);
-    *ms = (float)((double)((int64_t)end->at_ns - (int64_t)start->at_ns) / 1e6);
+    std::lock_guard<std::mutex> hold(events_lock);
+    if (!start->last || !end->last) return fail(cudaErrorInvalidResourceHandle);
+    if (!start->last->done || !end->last->done) return fail(cudaErrorNotReady);
+    *ms = (float)((double)((int64_t)end->last->at_ns - (int64_t)start->last->at_ns) / 1e6);
     return cudaSuccess;
 }
 
@@ -639,6 +657,8 @@ static void make_fibers(void) {
         fibers[i].stack = mmap(NULL, STACK_BYTES, PROT_READ | PROT_WRITE,
                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (fibers[i].stack == MAP_FAILED) emu_fatal("no memory for fiber stacks");
+        // the lowest page catches a stack overflow instead of the neighbour's frames
+        if (mprotect(fibers[i].stack, 4096, PROT_NONE) != 0) emu_fatal("mprotect of a fiber stack failed");
 #if EMU_TSAN
         fibers[i].tsan = __tsan_create_fiber(0);
 #endif
@@ -674,7 +694,7 @@ static void warp_step_wait(void) {
         emu_fatal("kernel %s: a thread reached a warp shuffle in a block run without fibers "
                   "(its first block had no barrier or shuffle)", run ? run->kernel : "?");
     fiber *f = run->current;
-    unsigned warp = f->tc.thread_idx.x / 32;
+    unsigned warp = (unsigned)(f - fibers) / 32;  // warps are by linear thread index
     run->stopped = true;
     f->state = F_WARP;
     warps[warp].arrived++;
@@ -690,10 +710,15 @@ void emu_check_mask(unsigned mask, const char *what) {
 // alternate between two buffers, so no second wait is needed before the next
 // exchange overwrites: a lane can write exchange k+2's values only after every lane
 // reached exchange k+1, which each does after reading exchange k.
+unsigned emu_lane(void) {
+    if (!run || !run->fibered) warp_step_wait();  // says why and stops
+    return (unsigned)(run->current - fibers) % 32;
+}
+
 uint64_t emu_warp_exchange(uint64_t mine, int src_lane) {
     if (!run || !run->fibered) warp_step_wait();  // says why and stops
     fiber *f = run->current;
-    unsigned t = f->tc.thread_idx.x, warp = t / 32, src = warp * 32 + (unsigned)src_lane;
+    unsigned t = (unsigned)(f - fibers), warp = t / 32, src = warp * 32 + (unsigned)src_lane;
     unsigned k = f->shuffles++, b = k & 1;
     warps[warp].value[b][t % 32] = mine;
     warps[warp].stamp[b][t % 32] = k + 1;
@@ -760,7 +785,8 @@ static void run_block_fibered(const std::vector<unsigned> &ord) {
         }
         if (live == 0) return;
         if (at_barrier == live) {  // the barrier opens
-            for (unsigned t = 0; t < run->threads; t++) fibers[t].state = F_RUN;
+            for (unsigned t = 0; t < run->threads; t++)
+                if (fibers[t].state == F_BARRIER) fibers[t].state = F_RUN;
             continue;
         }
         if (!ran) describe_deadlock();
@@ -875,6 +901,23 @@ static void run_kernel(const char *name, dim3 grid, dim3 block,
     emu_cur = NULL;
 }
 
+// A launch whose parameter `param` points outside every allocation: on a GPU the
+// kernel faults when it runs; here it faults without running.
+void emu_enqueue_fault(const char *name, cudaStream_t s, int param) {
+    if (!s) {
+        fail(cudaErrorInvalidResourceHandle);
+        return;
+    }
+    count(&emu_counts::launches);
+    enqueue(s, [name, param] {
+        fprintf(stderr, "emulated CUDA device: kernel %s: parameter %d points outside every device "
+                "and pinned allocation (host memory, freed memory or garbage); the context is broken "
+                "from now on, as on a GPU\n", name, param + 1);
+        int none = cudaSuccess;
+        sticky.compare_exchange_strong(none, cudaErrorIllegalAddress);
+    });
+}
+
 void emu_enqueue_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t s,
                         std::function<void()> body) {
     unsigned threads = block.x * block.y * block.z;
@@ -967,6 +1010,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
         return CUBLAS_STATUS_INVALID_VALUE;
     bool round = h->tf32;
     cudaError_t e = enqueue(h->stream, [=] {
+        if (broken()) return;
         for (int j = 0; j < n; j++)
             for (int i = 0; i < m; i++) {
                 double sum = 0;
