@@ -50,7 +50,8 @@ else ifeq ($(CUDA),emu)
   # Tests only: its binaries are for test_cuda, never shipped.
   CUDNN       := 0
   CUDA_SRC    := $(wildcard kernels/cuda/*.cu)
-  CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o) $(BUILD)/kernels/emu/emu.o
+  EMU_SRC     := $(wildcard kernels/emu/*.cpp)
+  CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o) $(EMU_SRC:%.cpp=$(BUILD)/%.o)
   CXX         ?= g++
   EMU_CXXFLAGS = $(filter-out -std=c11 -Werror -fopenmp,$(CFLAGS)) -std=c++17 -Werror -pthread
   CFLAGS      += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=0 -DNS_EMU=1 -Ikernels/emu
@@ -82,7 +83,7 @@ $(BUILD)/%.o: %.cu $(wildcard include/*.h kernels/*.h kernels/*/*.h kernels/emu/
 	@mkdir -p $(dir $@)
 	$(CUDA_COMPILE) -c $< -o $@
 
-$(BUILD)/kernels/emu/emu.o: kernels/emu/emu.cpp $(wildcard kernels/emu/*.h)
+$(BUILD)/kernels/emu/%.o: kernels/emu/%.cpp $(wildcard kernels/emu/*.h)
 	@mkdir -p $(dir $@)
 	$(CUDA_COMPILE) -c $< -o $@
 
