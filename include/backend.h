@@ -16,6 +16,12 @@
  *  - `ws` is scratch from the step arena, at least the size the matching
  *    *_workspace() entry returned; its contents are undefined on entry.
  *  - kernels don't fail: shapes are checked by the ops before the call.
+ *  - a NULL entry means "not supported by this table". Where there is another way,
+ *    the callers test for it: the ops run bn_relu_fwd_train and bn_relu_bwd as batch
+ *    norm, add and ReLU apart when either is NULL (both are, on the CUDA tables),
+ *    and the entries marked optional below may be NULL. Every other entry is one a
+ *    training step calls, so a table the trainer can get fills it. The kernel tests
+ *    report a NULL entry's cases as skipped on that table, naming it.
  */
 #ifndef NS_BACKEND_H
 #define NS_BACKEND_H
@@ -25,6 +31,7 @@
 #include <stdint.h>
 
 enum device { DEV_CPU = 0, DEV_CUDA = 1 };
+/* also the config's train.kernels (config.h), whose names are "loop" and "vectorized" */
 enum kernel_flavour { KF_LOOP = 0, KF_VECTORIZED = 1 };
 
 /* x (n,c,h,w) * w (k,c,r,s) -> y (n,k,oh,ow); oh = (h + 2*pad - r)/stride + 1 */

@@ -28,20 +28,33 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend.h"
+
 #define CFG_STR_MAX 1024   /* bytes of a string value, including its NUL */
 #define CFG_LIST_MAX 8     /* entries of a list value */
 #define CFG_LINE_MAX 4096  /* bytes of one line of a config file, without its newline */
 
+/* The values of the enum keys. Where a module acts on a key's value, the config and
+ * that module share one enum, declared by the lower of the two so that both can
+ * include it (docs/design.md, "Layers"): train.kernels is backend.h's enum
+ * kernel_flavour; the loader takes cfg_cache and cfg_bad_sample as they are (struct
+ * loader_config), the optimizer cfg_schedule (optim_lr_at). */
 enum cfg_dataset { CFG_DATASET_FOLDER, CFG_DATASET_IDX, CFG_DATASET_PACKED };
 enum cfg_size_mismatch { CFG_SIZE_RESIZE, CFG_SIZE_REJECT };
-enum cfg_bad_sample { CFG_BAD_SAMPLE_ERROR, CFG_BAD_SAMPLE_SKIP };
-enum cfg_cache { CFG_CACHE_NONE, CFG_CACHE_MEMORY, CFG_CACHE_PACKED };
+enum cfg_bad_sample {
+    CFG_BAD_SAMPLE_ERROR,  /* a sample that fails to read ends the epoch with its error */
+    CFG_BAD_SAMPLE_SKIP,   /* it is left out of its batch (the batch is shorter), counted */
+};
+enum cfg_cache {
+    CFG_CACHE_NONE,        /* read and decode every sample every epoch */
+    CFG_CACHE_MEMORY,      /* keep each decoded sample in RAM after its first decode */
+    CFG_CACHE_PACKED,      /* read pre-decoded samples from a memory-mapped packed file */
+};
 enum cfg_arch { CFG_ARCH_RESNET, CFG_ARCH_CNN, CFG_ARCH_MLP };
+/* after the warmup: keep the rate, or decay it linearly or by a cosine to 0 */
 enum cfg_schedule { CFG_SCHEDULE_CONSTANT, CFG_SCHEDULE_LINEAR, CFG_SCHEDULE_COSINE };
 /* AUTO picks CUDA when a GPU is present; backend.h's enum device is what it resolves to. */
 enum cfg_device { CFG_DEVICE_AUTO, CFG_DEVICE_CPU, CFG_DEVICE_CUDA };
-/* Same order as tensor.h's enum kernel_flavour (KF_LOOP, KF_VECTORIZED). */
-enum cfg_kernels { CFG_KERNELS_LOOP, CFG_KERNELS_VECTORIZED };
 
 struct cfg_int_list {
     int n;                  /* entries used, 0..CFG_LIST_MAX */
@@ -99,7 +112,7 @@ struct config {
         int epochs;
         int max_steps;                /* 0 = no limit */
         enum cfg_device device;
-        enum cfg_kernels kernels;
+        enum kernel_flavour kernels;
         bool tf32;
         int eval_every;               /* epochs; 0 = never */
         char checkpoint[CFG_STR_MAX]; /* "" = no checkpoints */

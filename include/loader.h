@@ -19,21 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "data.h"
 
 #define LOADER_MAX_WORKERS  64
 #define LOADER_MAX_PREFETCH 64
-
-enum loader_cache {
-    LOADER_CACHE_NONE,    /* read and decode every sample every epoch */
-    LOADER_CACHE_MEMORY,  /* keep each decoded sample in RAM after its first decode */
-    LOADER_CACHE_PACKED,  /* read pre-decoded samples from a memory-mapped packed file */
-};
-
-enum loader_on_bad {
-    LOADER_BAD_ERROR,     /* a sample that fails to read ends the epoch with its error */
-    LOADER_BAD_SKIP,      /* it is left out of its batch (the batch is shorter), counted */
-};
 
 struct loader_config {
     int batch;                /* samples per batch */
@@ -45,10 +35,10 @@ struct loader_config {
     int crop_pad;
     int flip;
     uint64_t seed;
-    enum loader_cache cache;
+    enum cfg_cache cache;     /* the config's loader.cache, as it is (config.h) */
     const char *packed_path;  /* cache = packed; NULL = "<dataset path>.packed" */
     unsigned io_delay_us;     /* simulated storage latency per file read (folder datasets) */
-    enum loader_on_bad on_bad_sample;
+    enum cfg_bad_sample on_bad_sample; /* data.on_bad_sample (config.h) */
     /* Slot memory (images and labels of a batch): the CUDA backend passes pinned
      * memory here. NULL = malloc/free. */
     void *(*slot_alloc)(size_t bytes, void *ctx);

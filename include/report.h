@@ -40,6 +40,8 @@ double report_share(int64_t part, int64_t whole);
 /* images per second of wall time; 0 for no time */
 double report_rate(int64_t images, int64_t ns);
 enum input_bound report_classify(double input_share);
+/* The verdict in words: "not input-bound", "moderately input-bound", "highly input-bound". */
+const char *report_bound_name(enum input_bound b);
 /* The knob to try next, in words, given the settings and what the timings show. */
 const char *report_advice(const struct run_totals *t, const struct config *cfg, char *buf, size_t len);
 void report_print(FILE *f, const struct run_totals *t, const struct config *cfg);

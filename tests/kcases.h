@@ -4,6 +4,11 @@
  * the cases both suites run, and the bits of a run both read. Included by those two
  * files only; each keeps its own runner and checks, and adds cases of its own.
  *
+ * A NULL entry is "not supported by this table" (backend.h). The list of entries is
+ * one for every table; a suite asks each table for the entry (`on`) and reports a
+ * case it can't run there as skipped, naming the table (skip_unsupported), so an
+ * entry a table lacks shows in the results instead of passing unchecked.
+ *
  * Each includer defines, after including this:
  *  - table_alloc / table_free: memory for what an entry takes besides its float
  *    buffers (labels, max indices). test_cuda: the table's own memory; test_kernels:
@@ -53,25 +58,31 @@ struct op {
     int (*layout)(const struct kcase *c, struct buf *b);
     /* b: the buffers in be's memory, in layout order */
     void (*call)(const struct backend *be, const struct kcase *c, float **b, void *ws);
+    /* be has the entry; NULL there means "not supported by this table" */
+    bool (*on)(const struct backend *be);
     bool conv_ws; /* needs conv2d_workspace(&c->cg) bytes of scratch */
 };
 
-/* every entry: its name, and whether it takes a conv workspace. Criterion runs
- * each case in a fresh process image, where the parent's pointers don't hold, so
- * a case names its entry by index into ops[]. KCASE_OPS: the entries every table
- * has; KCASE_CPU_OPS: those only the CPU tables have (the fused batch norm + relu). */
-#define KCASE_OPS(X)                                                                        \
-    X(gemm, false) X(axpy, false) X(conv2d_fwd, true) X(conv2d_bwd_data, true)              \
-    X(conv2d_bwd_filter, true) X(linear_fwd, false) X(linear_bwd, false)                    \
-    X(bn_fwd_train, false) X(bn_fwd_eval, false) X(bn_bwd, false) X(relu_fwd, false)        \
-    X(relu_bwd, false) X(add_fwd, false) X(maxpool_fwd, false) X(maxpool_bwd, false)        \
-    X(avgpool_fwd, false) X(avgpool_bwd, false) X(gap_fwd, false) X(gap_bwd, false)         \
-    X(softmax_xent_fwd, false) X(softmax_xent_bwd, false) X(argmax_correct, false)          \
-    X(normalize_u8, false) X(sgd_step, false)
-#define KCASE_CPU_OPS(X) X(bn_relu_fwd_train, false) X(bn_relu_bwd, false)
+/* flags of an entry in KCASE_OPS */
+enum {
+    CONV_WS = 1,  /* it takes a conv workspace */
+    OPTIONAL = 2, /* the ops do without it on a table that leaves it NULL (backend.h) */
+};
 
-#define OP_ENUM(id, ws) OP_##id,
-enum op_id { KCASE_OPS(OP_ENUM) KCASE_CPU_OPS(OP_ENUM) };
+/* every entry of struct backend that computes, with its flags. Criterion runs each
+ * case in a fresh process image, where the parent's pointers don't hold, so a case
+ * names its entry by index into ops[]. */
+#define KCASE_OPS(X)                                                                        \
+    X(gemm, 0) X(axpy, 0) X(conv2d_fwd, CONV_WS) X(conv2d_bwd_data, CONV_WS)                \
+    X(conv2d_bwd_filter, CONV_WS) X(linear_fwd, 0) X(linear_bwd, 0)                         \
+    X(bn_fwd_train, 0) X(bn_fwd_eval, 0) X(bn_bwd, 0)                                       \
+    X(bn_relu_fwd_train, OPTIONAL) X(bn_relu_bwd, OPTIONAL) X(relu_fwd, 0) X(relu_bwd, 0)   \
+    X(add_fwd, 0) X(maxpool_fwd, 0) X(maxpool_bwd, 0) X(avgpool_fwd, 0) X(avgpool_bwd, 0)   \
+    X(gap_fwd, 0) X(gap_bwd, 0) X(softmax_xent_fwd, 0) X(softmax_xent_bwd, 0)               \
+    X(argmax_correct, 0) X(normalize_u8, 0) X(sgd_step, 0)
+
+#define OP_ENUM(id, flags) OP_##id,
+enum op_id { KCASE_OPS(OP_ENUM) };
 
 struct kcase {
     enum op_id op;
@@ -506,10 +517,60 @@ static void sgd_step_call(const struct backend *be, const struct kcase *c, float
     be->sgd_step((size_t)c->d[0], b[0], b[1], b[2], c->s[0], c->s[1], c->flag, c->s[2]);
 }
 
-#define OP_ENTRY(id, ws) [OP_##id] = {#id, id##_layout, id##_call, ws},
-static const struct op ops[] = {KCASE_OPS(OP_ENTRY) KCASE_CPU_OPS(OP_ENTRY)};
+#define OP_ON(id, flags) \
+    static bool id##_on(const struct backend *be) { return be->id != NULL; }
+KCASE_OPS(OP_ON)
+
+#define OP_ENTRY(id, flags) \
+    [OP_##id] = {#id, id##_layout, id##_call, id##_on, ((flags) & CONV_WS) != 0},
+static const struct op ops[] = {KCASE_OPS(OP_ENTRY)};
 
 static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
+
+/* ---- entries a table doesn't support ---- */
+
+/* The tables of all[n] that have o's entry go to have[] (their count is returned);
+ * the names of those that leave it NULL to `lacking` ("" when none does). */
+static int tables_with(const struct op *o, const struct backend *const *all, int n,
+                       const struct backend **have, char *lacking, size_t len) {
+    int k = 0;
+    lacking[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        size_t at = strlen(lacking);
+        if (o->on(all[i])) have[k++] = all[i];
+        else snprintf(lacking + at, len - at, "%s%s", at ? " and " : "", all[i]->name);
+    }
+    return k;
+}
+
+/* Ends the test as skipped: `op` is NULL on `lacking`. What ran before on other
+ * tables keeps its verdict: a failed expectation still fails the test. test-emu.sh
+ * tells these skips from the others by "not supported by". */
+static void skip_unsupported(const char *op, const char *lacking) {
+    cr_skip_test("%s is NULL on %s: not supported by that table (backend.h)", op, lacking);
+}
+
+/* Criterion lists skipped tests only with --verbose, and not in its synthesis: a
+ * suite's POST_ALL hook calls this to name each one with its reason. (A test left
+ * out by --filter counts as skipped too, with no reason: those aren't named.) */
+static void report_skips(const char *suite, const struct criterion_global_stats *stats) {
+    for (const struct criterion_suite_stats *s = stats->suites; s; s = s->next)
+        for (const struct criterion_test_stats *t = s->tests; t; t = t->next)
+            if (t->test_status == CR_STATUS_SKIPPED && t->message)
+                printf("[SKIP] %s: %s::%s: %s\n", suite, t->test->category, t->test->name,
+                       t->message);
+}
+
+/* Every memory entry and every entry a training step calls is filled; `all`: the
+ * optional ones too (the CPU tables are the reference: they have every entry). */
+static void expect_entries(const struct backend *be, bool all) {
+    cr_expect(be->alloc && be->free && be->zero && be->copy && be->sync && be->conv2d_workspace,
+              "%s lacks a memory entry", be->name);
+#define EXPECT_ENTRY(id, flags) \
+    cr_expect(be->id != NULL || (!all && ((flags) & OPTIONAL)), "%s lacks " #id, be->name);
+    KCASE_OPS(EXPECT_ENTRY)
+#undef EXPECT_ENTRY
+}
 
 /* ---- the case tables ---- */
 
@@ -537,6 +598,14 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
     {.op = OP_bn_fwd_eval, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},           \
     {.op = OP_bn_bwd, .d = {n, c, hw}},                                    \
     {.op = OP_bn_bwd, .d = {n, c, hw}, .overwrite = true}
+/* with and without the residual; gradients added to and overwritten */
+#define BN_RELU(n, c, hw)                                                             \
+    {.op = OP_bn_relu_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}},               \
+    {.op = OP_bn_relu_fwd_train, .d = {n, c, hw}, .s = {0.1f, 1e-5f}, .flag = true}, \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}},                                         \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .flag = true},                           \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .overwrite = true},                      \
+    {.op = OP_bn_relu_bwd, .d = {n, c, hw}, .flag = true, .overwrite = true}
 #define POOL_GEOM(n, c, h, w, size, st, pad) .pg = {n, c, h, w, size, st, pad, 0, 0}
 #define POOL(...)                                                          \
     {.op = OP_maxpool_fwd, POOL_GEOM(__VA_ARGS__)},                        \
@@ -550,7 +619,8 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
     {.op = OP_sgd_step, .d = {n}, .s = {lr, momentum, wd}, .flag = nesterov}
 
 /* The cases both suites run, every entry of KCASE_OPS on small and odd shapes; each
- * suite's table starts with these and adds its own. */
+ * suite's table starts with these and adds its own. A table without an entry skips
+ * its cases (skip_unsupported). */
 #define KCASES_SHARED                                                                    \
     GEMM(1, 1, 1, false, false, 1, 0),                                                   \
     GEMM(5, 7, 3, false, false, 1, 0),                                                   \
@@ -584,6 +654,10 @@ static const struct op *op_of(const struct kcase *c) { return &ops[c->op]; }
     BN(3, 4, 5),                                                                         \
     BN(3, 16, 49),                                                                       \
     BN(8, 16, 784), /* parallel over channels */                                         \
+    BN_RELU(1, 1, 7),                                                                    \
+    BN_RELU(3, 4, 5),                                                                    \
+    BN_RELU(3, 16, 49),                                                                  \
+    BN_RELU(8, 16, 784),                                                                 \
     SIZED(relu_fwd, 1, 0, 0, 0), SIZED(relu_fwd, 1001, 0, 0, 0),                         \
     SIZED(relu_bwd, 1, 0, 0, 0), SIZED(relu_bwd, 1001, 0, 0, 0),                         \
     SIZED(add_fwd, 1, 0, 0, 0), SIZED(add_fwd, 1001, 0, 0, 0),                           \

@@ -103,7 +103,7 @@ Test(config, defaults_are_the_resnet_small_recipe) {
     cr_assert_float_eq(c.optim.weight_decay, 5e-4, 1e-15);
     cr_assert_eq(c.optim.schedule, CFG_SCHEDULE_LINEAR);
     cr_assert_float_eq(c.optim.warmup, 0.2, 1e-12);
-    cr_assert_eq(c.train.kernels, CFG_KERNELS_VECTORIZED);
+    cr_assert_eq(c.train.kernels, KF_VECTORIZED);
     cr_assert_str_eq(c.train.checkpoint, "");
     cr_assert_eq(cfg_validate(&c, "defaults"), 0, "%s", err_get());
 }
@@ -304,7 +304,7 @@ Test(config, set_overrides_like_a_file_line) {
     cr_assert_eq(cfg_set(&c, "loader.workers=4"), 0, "a later override wins: %s", err_get());
     cr_assert_eq(c.loader.workers, 4);
     cr_assert_float_eq(c.optim.lr, 0.05, 1e-12);
-    cr_assert_eq(c.train.kernels, CFG_KERNELS_LOOP);
+    cr_assert_eq(c.train.kernels, KF_LOOP);
 
     /* one override may need the next; the caller validates after the last */
     cr_assert_eq(cfg_set(&c, "model.widths=8,16"), 0, "%s", err_get());
@@ -396,6 +396,9 @@ Test(config, format_enum_names_and_help) {
     cr_assert_eq(cfg_format(&c, "loader.nope", buf, sizeof buf), -1);
     cr_assert_str_eq(cfg_enum_name("loader.cache", CFG_CACHE_PACKED), "packed");
     cr_assert_str_eq(cfg_enum_name("train.kernels", 5), "?");
+    /* train.kernels is backend.h's enum: the config and the backends spell it alike */
+    for (int fl = KF_LOOP; fl <= KF_VECTORIZED; fl++)
+        cr_expect_str_eq(cfg_enum_name("train.kernels", fl), kernel_flavour_name(fl));
     cr_assert_str_eq(cfg_enum_name("loader.batch", 0), "?");
 
     char *help = NULL;

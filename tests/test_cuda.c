@@ -13,6 +13,9 @@
  *    kernel that still reads it, or skips an element, shows;
  *    inputs must come back bit for bit; the workspace starts as NaN bytes and has
  *    its own guard; and a second run of the same case must give the same bits.
+ *    An entry a CUDA table leaves NULL is "not supported" there (backend.h): the
+ *    test checks the other table and reports itself skipped, naming the table
+ *    (the fused batch norm + ReLU, which neither has, is skipped outright).
  *  - cuda_bodies: no GPU needed, and built and run without CUDA too. The
  *    per-element bodies the CUDA kernels call (kernels/ns_elem.h: gemm, direct and
  *    im2col convolution, pooling, batch norm) run here over every element, as a CPU
@@ -23,13 +26,14 @@
  *    against the vectorized table and finite differences. Batch norm's backward
  *    dx body, which no CPU table calls, is also checked element by element
  *    against both CPU tables, to a tolerance relative to each element's terms.
- *  - cuda: the tables are complete; the copy stage moves bytes unchanged from
- *    pinned and pageable memory on either stream; events order the streams; a
- *    ring of two slots with a slow consumer never overwrites a slot the device
- *    still reads; out-of-memory and device faults are reported; a context that
- *    fails partway names the call and frees what it made (the emulated device);
- *    cuDNN's failures move convolutions to im2col + cuBLAS (a cuDNN build); TF32
- *    switches; a whole training step of resnet_small matches the CPU's.
+ *  - cuda: the tables fill every entry a training step calls; the copy stage
+ *    moves bytes unchanged from pinned and pageable memory on either stream;
+ *    events order the streams; a ring of two slots with a slow consumer never
+ *    overwrites a slot the device still reads; out-of-memory and device faults
+ *    are reported; a context that fails partway names the call and frees what it
+ *    made (the emulated device); cuDNN's failures move convolutions to im2col +
+ *    cuBLAS (a cuDNN build); TF32 switches; a whole training step of resnet_small
+ *    matches the CPU's.
  *
  * Without a usable GPU (no driver, no device, or a build without CUDA), every
  * test that needs one reports itself skipped and says why; one test checks the
@@ -84,13 +88,17 @@ static void need_gpu(void) {
 }
 
 /* Criterion lists skipped tests only with --verbose; `make test` runs it without,
- * so the reason is also said once here, after every test has run (this runs in
- * the runner process, so it must not touch the GPU before the tests fork). */
+ * so the reason is also said here, after every test has run (this runs in the
+ * runner process, so it must not touch the GPU before the tests fork): once for
+ * the lack of a GPU, else for each test (an entry a CUDA table leaves NULL). */
 ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
     char why[256] = "";
-    if (stats->tests_skipped > 0 && backend_gpu_count(why, sizeof why) == 0)
+    if (stats->tests_skipped == 0) return;
+    if (backend_gpu_count(why, sizeof why) == 0)
         printf("[SKIP] test_cuda: %zu tests skipped: no usable GPU: %s\n", stats->tests_skipped,
                why);
+    else
+        report_skips("test_cuda", stats);
 }
 
 static const struct backend *cuda_table(enum kernel_flavour fl) {
@@ -312,7 +320,10 @@ static size_t conv_image_bytes(const struct conv_geom *g) {
 
 static void check_op(enum op_id op) {
     need_gpu();
-    const struct backend *tables[] = {cuda_table(KF_LOOP), cuda_table(KF_VECTORIZED)};
+    const struct backend *all[] = {cuda_table(KF_LOOP), cuda_table(KF_VECTORIZED)}, *tables[2];
+    char lacking[128];
+    int n = tables_with(&ops[op], all, 2, tables, lacking, sizeof lacking);
+    if (n == 0) skip_unsupported(ops[op].name, lacking);
     int ran = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         if (cases[k].op != op) continue;
@@ -322,15 +333,15 @@ static void check_op(enum op_id op) {
         case_str(op_of(&c)->name, &c, name, sizeof name);
         struct run ref;
         run_case(&c, &cpu_loop_backend, &ref);
-        for (int t = 0; t < 2; t++) check_case_on(&c, name, tables[t], &ref);
-        if (op_of(&c)->conv_ws && !cuda_has_cudnn()) {
+        for (int t = 0; t < n; t++) check_case_on(&c, name, tables[t], &ref);
+        if (op_of(&c)->conv_ws && !cuda_has_cudnn() && ops[op].on(all[1])) {
             /* one image per chunk, then two and a half images' worth: uneven chunks */
             size_t sizes[] = {1, conv_image_bytes(&c.cg) * 5 / 2};
             for (int s = 0; s < 2; s++) {
                 char chunked[300];
                 snprintf(chunked, sizeof chunked, "%s (chunks of %zu bytes)", name, sizes[s]);
                 cuda_set_conv_chunk_bytes(sizes[s]);
-                check_case_on(&c, chunked, tables[1], &ref);
+                check_case_on(&c, chunked, all[1], &ref);
             }
             cuda_set_conv_chunk_bytes((size_t)64 << 20);
         }
@@ -338,9 +349,10 @@ static void check_op(enum op_id op) {
         ran++;
     }
     cr_assert(ran > 0, "no cases for this entry");
+    if (n < 2) skip_unsupported(ops[op].name, lacking); /* checked on the other table only */
 }
 
-#define OP_TEST(id, ws) Test(cuda_ops, id) { check_op(OP_##id); }
+#define OP_TEST(id, flags) Test(cuda_ops, id) { check_op(OP_##id); }
 KCASE_OPS(OP_TEST)
 
 /* ---- the kernels' bodies, run on the CPU ----
@@ -725,10 +737,7 @@ Test(cuda, tables_fill_every_entry) {
         cr_expect_eq(be->dev, DEV_CUDA);
         cr_expect_str_eq(be->name, f == 0 ? "cuda-loop" : "cuda-vectorized");
         cr_expect_eq((int)be->flavour, f == 0 ? KF_LOOP : KF_VECTORIZED);
-#define ENTRY_SET(id, ws) cr_expect(be->id != NULL, "%s lacks " #id, be->name);
-        KCASE_OPS(ENTRY_SET)
-        cr_expect(be->alloc && be->free && be->zero && be->copy && be->sync && be->conv2d_workspace,
-                  "%s lacks a memory entry", be->name);
+        expect_entries(be, false);
         const struct copy_stage *s = be->stage;
         cr_assert_not_null(s, "%s has no copy stage", be->name);
         cr_expect(s->pinned_alloc && s->pinned_free && s->copy_h2d_async && s->event_create &&

@@ -190,7 +190,7 @@ Test(loader, cache_memory_serves_later_epochs_without_the_files) {
     c.augment = 1;
     size_t n = record(&c, ref, CAP);
 
-    c.cache = LOADER_CACHE_MEMORY;
+    c.cache = CFG_CACHE_MEMORY;
     struct loader *l = make(&c);
     const struct batch *b;
     size_t at = 0;
@@ -219,7 +219,7 @@ Test(loader, cache_packed_gives_the_same_batches_and_refuses_a_foreign_file) {
     char packed[700];
     snprintf(packed, sizeof packed, "%s.packed", dir); /* the default: <dataset path>.packed */
     cr_assert_eq(data_pack(ds, packed, NULL), 0, "%s", err_get());
-    c.cache = LOADER_CACHE_PACKED;
+    c.cache = CFG_CACHE_PACKED;
     for (c.workers = 0; c.workers <= 2; c.workers += 2) {
         cr_assert_eq(record(&c, got, CAP), n);
         cr_assert_arr_eq(got, ref, n);
@@ -310,7 +310,7 @@ Test(loader, skip_leaves_bad_samples_out_and_counts_them) {
     enum { CAP = 2 * (N * (H * W * C + 4) + 64 * 8) };
     static uint8_t ref[CAP], got[CAP];
     struct loader_config c = config(4, 0, 2);
-    c.on_bad_sample = LOADER_BAD_SKIP;
+    c.on_bad_sample = CFG_BAD_SAMPLE_SKIP;
     c.augment = 1;
     size_t n = record(&c, ref, CAP);
     c.workers = 3;

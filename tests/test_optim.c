@@ -31,12 +31,12 @@ Test(optim, sgd_momentum_nesterov_weight_decay_match_hand_values, .init = setup_
 }
 
 Test(optim, lr_schedule_warms_up_then_decays) {
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 0, 100), 0.0f, 1e-7);
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 10, 100), 0.05f, 1e-6);
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 20, 100), 0.1f, 1e-6);
-    cr_expect_float_eq(optim_lr_at(LR_LINEAR, 0.1f, 0.2f, 60, 100), 0.05f, 1e-6);
-    cr_expect_float_eq(optim_lr_at(LR_CONSTANT, 0.1f, 0.0f, 99, 100), 0.1f, 1e-7);
-    cr_expect_float_eq(optim_lr_at(LR_COSINE, 0.1f, 0.0f, 50, 100), 0.05f, 1e-6);
+    cr_expect_float_eq(optim_lr_at(CFG_SCHEDULE_LINEAR, 0.1f, 0.2f, 0, 100), 0.0f, 1e-7);
+    cr_expect_float_eq(optim_lr_at(CFG_SCHEDULE_LINEAR, 0.1f, 0.2f, 10, 100), 0.05f, 1e-6);
+    cr_expect_float_eq(optim_lr_at(CFG_SCHEDULE_LINEAR, 0.1f, 0.2f, 20, 100), 0.1f, 1e-6);
+    cr_expect_float_eq(optim_lr_at(CFG_SCHEDULE_LINEAR, 0.1f, 0.2f, 60, 100), 0.05f, 1e-6);
+    cr_expect_float_eq(optim_lr_at(CFG_SCHEDULE_CONSTANT, 0.1f, 0.0f, 99, 100), 0.1f, 1e-7);
+    cr_expect_float_eq(optim_lr_at(CFG_SCHEDULE_COSINE, 0.1f, 0.0f, 50, 100), 0.05f, 1e-6);
 }
 
 /* The block's input feeds the main path and the shortcut: its gradient must be the

@@ -250,7 +250,7 @@ Test(train, every_step_gets_the_learning_rate_of_its_global_step) {
     struct config cfg;
     cr_assert_eq(cfg_load(&cfg, "configs/smoke.cfg"), 0, "%s", err_get());
     const long per_epoch = 192 / cfg.loader.batch, total = per_epoch * cfg.train.epochs;
-    enum lr_schedule sched = (enum lr_schedule)cfg.optim.schedule;
+    enum cfg_schedule sched = cfg.optim.schedule;
     float base = (float)cfg.optim.lr, warmup = (float)cfg.optim.warmup;
     char args[512], path[160], *out;
     long step[128];
@@ -304,8 +304,8 @@ Test(train, loader_keys_reach_the_loader) {
         cr_expect_eq(lc.seed, (uint64_t)(77 + v));
         cr_expect_eq(lc.io_delay_us, (unsigned)(100 + v));
         cr_expect_eq(lc.drop_last, v);
-        cr_expect_eq(lc.cache, v ? LOADER_CACHE_MEMORY : LOADER_CACHE_PACKED);
-        cr_expect_eq(lc.on_bad_sample, v ? LOADER_BAD_SKIP : LOADER_BAD_ERROR);
+        cr_expect_eq(lc.cache, v ? CFG_CACHE_MEMORY : CFG_CACHE_PACKED);
+        cr_expect_eq(lc.on_bad_sample, v ? CFG_BAD_SAMPLE_SKIP : CFG_BAD_SAMPLE_ERROR);
         cr_expect(lc.augment && lc.shuffle, "a training loader shuffles and augments");
         train_loader_config(&cfg, false, &lc);
         cr_expect(!lc.augment && !lc.shuffle && !lc.drop_last, "an evaluation loader neither shuffles nor augments");

@@ -102,31 +102,30 @@ int bench_loader(int argc, char **argv) {
     }
     printf("| workers | cache  | images/s | per-worker read+decode+augment/s | worker CPU / wall |\n");
     printf("| ---: | --- | ---: | ---: | ---: |\n");
-    static const char *cache_names[] = {"none", "memory", "packed"};
-    double best[3] = {0, 0, 0};
+    double best[CFG_CACHE_PACKED + 1] = {0};
     int rc = 0;
-    for (int cache = LOADER_CACHE_NONE; cache <= LOADER_CACHE_PACKED && !rc; cache++) {
+    for (int cache = CFG_CACHE_NONE; cache <= CFG_CACHE_PACKED && !rc; cache++) {
         for (int workers = 0; workers <= 2; workers++) {
             struct bench_result r;
             cfg.workers = workers;
-            cfg.cache = (enum loader_cache)cache;
-            if (run_epochs(ds, &cfg, cache == LOADER_CACHE_MEMORY, &r)) {
+            cfg.cache = (enum cfg_cache)cache;
+            if (run_epochs(ds, &cfg, cache == CFG_CACHE_MEMORY, &r)) {
                 fprintf(stderr, "bench loader: %s\n", err_get());
                 rc = 1;
                 break;
             }
-            printf("| %d | %-6s | %8.0f | %8.0f | %4.2f |\n", workers, cache_names[cache],
+            printf("| %d | %-6s | %8.0f | %8.0f | %4.2f |\n", workers, cfg_enum_name("loader.cache", cache),
                    r.images_per_s, r.worker_rate, r.cpu_share);
             fflush(stdout);
-            if (cache == LOADER_CACHE_NONE && workers == 1) best[0] = r.worker_rate;
+            if (cache == CFG_CACHE_NONE && workers == 1) best[CFG_CACHE_NONE] = r.worker_rate;
             if (r.images_per_s > best[cache]) best[cache] = cache ? r.images_per_s : best[cache];
         }
     }
     if (!rc && cfg.io_delay_us == 0) /* the targets are for the data as it is on disk */
         printf("\none worker decodes+augments %.0f PNGs/s (target >= 20000): %s\n"
                "cache = packed serves up to %.0f images/s (target >= 200000): %s\n",
-               best[0], best[0] >= 20000 ? "met" : "NOT met", best[2],
-               best[2] >= 200000 ? "met" : "NOT met");
+               best[CFG_CACHE_NONE], best[CFG_CACHE_NONE] >= 20000 ? "met" : "NOT met",
+               best[CFG_CACHE_PACKED], best[CFG_CACHE_PACKED] >= 200000 ? "met" : "NOT met");
     data_close(ds);
     return rc;
 }

@@ -50,7 +50,7 @@ struct setting {
     enum cfg_cache cache;
     int io_delay_us;
     bool pinned, overlap;        /* GPU rows */
-    enum cfg_kernels kernels;
+    enum kernel_flavour kernels;
     const char *widths;          /* model.widths, or NULL for the config's */
 };
 
@@ -78,8 +78,9 @@ struct lab {
     int n;
 };
 
-static const char *const cache_names[] = {"none", "memory", "packed"};
-static const char *const bound_words[] = {"not input-bound", "moderately input-bound", "highly input-bound"};
+/* a setting's values as the config spells them */
+static const char *cache_name(enum cfg_cache c) { return cfg_enum_name("loader.cache", (int)c); }
+static const char *kernels_name(enum kernel_flavour k) { return cfg_enum_name("train.kernels", (int)k); }
 
 /* ---- the subset of the training split ---- */
 
@@ -204,9 +205,9 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
              set(&cfg, "train.epochs=2") || set(&cfg, "train.max_steps=%d", steps) ||
              set(&cfg, "train.eval_every=0") || set(&cfg, "train.checkpoint=\"\"") ||
              set(&cfg, "train.trace=%s", r->trace) || set(&cfg, "train.device=%s", lab->device) ||
-             set(&cfg, "train.kernels=%s", s->kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized") ||
+             set(&cfg, "train.kernels=%s", kernels_name(s->kernels)) ||
              set(&cfg, "loader.workers=%d", s->workers) || set(&cfg, "loader.prefetch=%d", s->prefetch) ||
-             set(&cfg, "loader.cache=%s", cache_names[s->cache]) ||
+             set(&cfg, "loader.cache=%s", cache_name(s->cache)) ||
              set(&cfg, "loader.io_delay_us=%d", s->io_delay_us) ||
              set(&cfg, "loader.pinned=%s", s->pinned ? "yes" : "no") ||
              set(&cfg, "loader.overlap=%s", s->overlap ? "yes" : "no") ||
@@ -229,7 +230,7 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
     t.wait_ns = (int64_t)(r->st.wait_share * r->st.total_s * 1e9);
     t.h2d_ns = r->tot.steps ? r->tot.h2d_ns / r->tot.steps * r->st.steps : 0;
     double input = report_share(t.wait_ns + t.h2d_ns, t.wall_ns);
-    snprintf(r->verdict, sizeof r->verdict, "%s", bound_words[report_classify(input)]);
+    snprintf(r->verdict, sizeof r->verdict, "%s", report_bound_name(report_classify(input)));
     report_advice(&t, &cfg, r->advice, sizeof r->advice);
     lab->n++;
     return 0;
@@ -246,7 +247,7 @@ static void print_row(const struct row *r) {
     char io[16];
     snprintf(io, sizeof io, r->s.cache == CFG_CACHE_PACKED ? "-" : "%d", r->s.io_delay_us);
     printf("%-10s %-7s %-22s %6s %9.0f %9.1f %9.1f %9.1f %8.1f%% %8.1f%%  %s\n",
-           r->s.kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized", cache_names[r->s.cache], w, io,
+           kernels_name(r->s.kernels), cache_name(r->s.cache), w, io,
            r->images_per_s, r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3, r->st.median_compute_s * 1e3,
            100 * r->st.wait_share, 100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict);
     fflush(stdout);
@@ -258,14 +259,14 @@ static int pipeline_rows(struct lab *lab) {
     int e = lab->epoch_steps, steps = 2 * e, first = e + 1, count = e - 1;
     static const int pairs[][2] = {{0, 1}, {1, 1}, {1, 4}, {2, 1}, {2, 4}};
     static const int delays[] = {0, 200, 1000};
-    for (int c = 0; c < 3; c++)
+    for (int c = CFG_CACHE_NONE; c <= CFG_CACHE_PACKED; c++)
         for (int d = 0; d < 3; d++)
             for (int p = 0; p < 5; p++) {
                 /* packed reads no files: no delay to add; a warm memory cache reads none either,
                  * so it gets the fast and the slowest storage only */
                 if ((c == CFG_CACHE_PACKED && d > 0) || (c == CFG_CACHE_MEMORY && d == 1)) continue;
                 struct setting s = {pairs[p][0], pairs[p][1], (enum cfg_cache)c, delays[d], true, true,
-                                    CFG_KERNELS_VECTORIZED, NULL};
+                                    KF_VECTORIZED, NULL};
                 if (lab->quick) {
                     /* the teaching pairs: naive and fixed, on slow storage, and each cache */
                     bool naive = s.workers == 0, fixed = s.workers == 2 && s.prefetch == 4;
@@ -283,7 +284,7 @@ static int gpu_rows(struct lab *lab) {
     int e = lab->epoch_steps;
     for (int pinned = 1; pinned >= 0; pinned--)
         for (int overlap = 1; overlap >= 0; overlap--) {
-            struct setting s = {2, 4, CFG_CACHE_PACKED, 0, pinned, overlap, CFG_KERNELS_VECTORIZED, NULL};
+            struct setting s = {2, 4, CFG_CACHE_PACKED, 0, pinned, overlap, KF_VECTORIZED, NULL};
             if (run_setting(lab, &s, "gpu", 2 * e, e + 1, e - 1)) return -1;
             print_row(&lab->rows[lab->n - 1]);
         }
@@ -315,16 +316,16 @@ static int compare_rows(struct lab *lab, const char *part, const struct setting 
 
 /* Both kernel flavours on the same (fast) pipeline: one warm-up step, then three. */
 static int kernel_rows(struct lab *lab) {
-    struct setting s[2] = {{2, 4, CFG_CACHE_PACKED, 0, true, true, CFG_KERNELS_LOOP, NULL},
-                           {2, 4, CFG_CACHE_PACKED, 0, true, true, CFG_KERNELS_VECTORIZED, NULL}};
+    struct setting s[2] = {{2, 4, CFG_CACHE_PACKED, 0, true, true, KF_LOOP, NULL},
+                           {2, 4, CFG_CACHE_PACKED, 0, true, true, KF_VECTORIZED, NULL}};
     return compare_rows(lab, "kernels", s, 2, 2);
 }
 
 /* The model the article lists last: resnet_small, and the same net twice as wide (about
  * four times the FLOPs), on the same pipeline. */
 static int model_rows(struct lab *lab) {
-    struct setting s[2] = {{2, 4, CFG_CACHE_PACKED, 0, true, true, CFG_KERNELS_VECTORIZED, "16,32,64"},
-                           {2, 4, CFG_CACHE_PACKED, 0, true, true, CFG_KERNELS_VECTORIZED, "32,64,128"}};
+    struct setting s[2] = {{2, 4, CFG_CACHE_PACKED, 0, true, true, KF_VECTORIZED, "16,32,64"},
+                           {2, 4, CFG_CACHE_PACKED, 0, true, true, KF_VECTORIZED, "32,64,128"}};
     return compare_rows(lab, "model", s, 2, 3);
 }
 
@@ -365,7 +366,7 @@ static int write_pictures(const struct lab *lab, const char *img_dir, const char
         if (strcmp(r->part, "pipeline")) continue;
         setting_words(&r->s, labels[n], sizeof labels[n]);
         if (r->s.cache == CFG_CACHE_PACKED) snprintf(groups[n], sizeof groups[n], "cache = packed (no file reads)");
-        else snprintf(groups[n], sizeof groups[n], "cache = %s, io_delay_us = %d", cache_names[r->s.cache],
+        else snprintf(groups[n], sizeof groups[n], "cache = %s, io_delay_us = %d", cache_name(r->s.cache),
                       r->s.io_delay_us);
         bars[n] = (struct svg_bar){groups[n], labels[n], r->images_per_s, r->st.wait_share};
         n++;
@@ -408,8 +409,7 @@ static void md_row(FILE *f, const struct row *r) {
     char w[64], io[16];
     setting_words(&r->s, w, sizeof w);
     snprintf(io, sizeof io, r->s.cache == CFG_CACHE_PACKED ? "-" : "%d", r->s.io_delay_us);
-    fprintf(f, "| %s | %s | %s | %s |", r->s.kernels == CFG_KERNELS_LOOP ? "loop" : "vectorized",
-            cache_names[r->s.cache], w, io);
+    fprintf(f, "| %s | %s | %s | %s |", kernels_name(r->s.kernels), cache_name(r->s.cache), w, io);
     if (!strcmp(r->part, "gpu")) fprintf(f, " %s / %s |", r->s.pinned ? "yes" : "no", r->s.overlap ? "yes" : "no");
     if (!strcmp(r->part, "model")) fprintf(f, " %s |", r->s.widths);
     fprintf(f, " %.0f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n", r->images_per_s,
@@ -467,8 +467,8 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
         setting_words(&fast->s, wf, sizeof wf);
         fprintf(f, "\nSlowest: cache %s, io_delay_us %d, %s: %.0f images/s, %.0f%% waiting. Fastest: cache %s, "
                    "io_delay_us %d, %s: %.0f images/s (%.1fx).\n",
-                cache_names[slow->s.cache], slow->s.io_delay_us, ws, slow->images_per_s, 100 * slow->st.wait_share,
-                cache_names[fast->s.cache], fast->s.io_delay_us, wf, fast->images_per_s,
+                cache_name(slow->s.cache), slow->s.io_delay_us, ws, slow->images_per_s, 100 * slow->st.wait_share,
+                cache_name(fast->s.cache), fast->s.io_delay_us, wf, fast->images_per_s,
                 slow->images_per_s > 0 ? fast->images_per_s / slow->images_per_s : 0.0);
         /* the compute of one step is the same work in every row: its spread is the machine */
         double lo = 1e30, hi = 0;

@@ -45,7 +45,7 @@ enum { MAX_BATCHES = 8, MAX_ROUNDS = 64, BATCHES_IN_MEMORY = 4 };
 
 #define ENTRY_ENUM(e) E_##e,
 enum entry_id { TIMED_ENTRIES(ENTRY_ENUM) E_COUNT };
-#define ENTRY_NAME(e) #e,
+#define ENTRY_NAME(e) [E_##e] = #e,
 static const char *const entry_names[E_COUNT] = {TIMED_ENTRIES(ENTRY_NAME)};
 
 static const struct backend *inner;     /* the table being timed */
@@ -384,8 +384,7 @@ int bench_train(int argc, char **argv) {
         if (cfg_set(&cfg, sets[i])) { fprintf(stderr, "bench train: %s\n", err_get()); return 2; }
     if (cfg_validate(&cfg, "--set")) { fprintf(stderr, "bench train: %s\n", err_get()); return 2; }
     if (cfg.train.threads > 0) omp_set_num_threads(cfg.train.threads);
-    const struct backend *be =
-        backend_get(DEV_CPU, cfg.train.kernels == CFG_KERNELS_LOOP ? KF_LOOP : KF_VECTORIZED);
+    const struct backend *be = backend_get(DEV_CPU, cfg.train.kernels);
     if (!be) { fprintf(stderr, "bench train: %s\n", err_get()); return 1; }
 
     char packed[2 * CFG_STR_MAX + 16];

@@ -32,7 +32,7 @@ struct key_spec {
     double min, max;          /* int, float, and each list entry */
     int min_n, max_n;         /* number of list entries */
     unsigned flags;
-    const char *const *names; /* enum: allowed values in C enum order, NULL-terminated */
+    const char *const *names; /* enum: allowed values indexed by the C enum, NULL-terminated */
     const char *help;
     size_t offset;            /* of the field in struct config */
 };
@@ -54,14 +54,26 @@ struct key_spec {
     { #sec, #key, T_FLOAT_LIST, def, lo, hi, n_lo, n_hi, fl, NULL, help, OFF(sec, key) }
 #define EMPTY "\"\""
 
-static const char *const dataset_names[] = { "folder", "idx", "packed", NULL };
-static const char *const size_names[] = { "resize", "reject", NULL };
-static const char *const bad_sample_names[] = { "error", "skip", NULL };
-static const char *const cache_names[] = { "none", "memory", "packed", NULL };
-static const char *const arch_names[] = { "resnet", "cnn", "mlp", NULL };
-static const char *const schedule_names[] = { "constant", "linear", "cosine", NULL };
-static const char *const device_names[] = { "auto", "cpu", "cuda", NULL };
-static const char *const kernels_names[] = { "loop", "vectorized", NULL };
+/* Each name at its value's index; the NULL after the highest ends the list. */
+static const char *const dataset_names[] = {
+    [CFG_DATASET_FOLDER] = "folder", [CFG_DATASET_IDX] = "idx", [CFG_DATASET_PACKED] = "packed",
+    NULL };
+static const char *const size_names[] = {
+    [CFG_SIZE_RESIZE] = "resize", [CFG_SIZE_REJECT] = "reject", NULL };
+static const char *const bad_sample_names[] = {
+    [CFG_BAD_SAMPLE_ERROR] = "error", [CFG_BAD_SAMPLE_SKIP] = "skip", NULL };
+static const char *const cache_names[] = {
+    [CFG_CACHE_NONE] = "none", [CFG_CACHE_MEMORY] = "memory", [CFG_CACHE_PACKED] = "packed",
+    NULL };
+static const char *const arch_names[] = {
+    [CFG_ARCH_RESNET] = "resnet", [CFG_ARCH_CNN] = "cnn", [CFG_ARCH_MLP] = "mlp", NULL };
+static const char *const schedule_names[] = {
+    [CFG_SCHEDULE_CONSTANT] = "constant", [CFG_SCHEDULE_LINEAR] = "linear",
+    [CFG_SCHEDULE_COSINE] = "cosine", NULL };
+static const char *const device_names[] = {
+    [CFG_DEVICE_AUTO] = "auto", [CFG_DEVICE_CPU] = "cpu", [CFG_DEVICE_CUDA] = "cuda", NULL };
+static const char *const kernels_names[] = {
+    [KF_LOOP] = "loop", [KF_VECTORIZED] = "vectorized", NULL };
 
 /* Enum fields are written as int through the table. */
 _Static_assert(sizeof(enum cfg_dataset) == sizeof(int), "enum size");
@@ -71,7 +83,7 @@ _Static_assert(sizeof(enum cfg_cache) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_arch) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_schedule) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_device) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum cfg_kernels) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum kernel_flavour) == sizeof(int), "enum size");
 
 /* Rows of one section stay together: the printer and the error messages rely on it.
  * The defaults are the resnet_small recipe (docs/design.md). */

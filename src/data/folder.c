@@ -312,7 +312,11 @@ static void folder_close(struct dataset *ds) {
 }
 
 static const struct data_reader folder_reader = {
-    folder_label, folder_read, folder_sample_name, folder_class_name, folder_close,
+    .label = folder_label,
+    .read = folder_read,
+    .sample_name = folder_sample_name,
+    .class_name = folder_class_name,
+    .close = folder_close,
 };
 
 /* Fills in the sizes the options left at 0 from the first image's header. */

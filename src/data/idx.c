@@ -133,7 +133,11 @@ static void idx_close(struct dataset *ds) {
 }
 
 static const struct data_reader idx_reader = {
-    idx_label, idx_read, idx_sample_name, NULL, idx_close,
+    .label = idx_label,
+    .read = idx_read,
+    .sample_name = idx_sample_name,
+    .class_name = NULL, /* labels only: no class names */
+    .close = idx_close,
 };
 
 int data_open_idx(const char *images_path, const char *labels_path, struct dataset **out) {

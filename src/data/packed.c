@@ -124,7 +124,11 @@ static void packed_close(struct dataset *ds) {
 }
 
 static const struct data_reader packed_reader = {
-    packed_label, packed_read, packed_sample_name, NULL, packed_close,
+    .label = packed_label,
+    .read = packed_read,
+    .sample_name = packed_sample_name,
+    .class_name = NULL, /* labels only: no class names */
+    .close = packed_close,
 };
 
 int data_open_packed(const char *path, struct dataset **out) {

@@ -93,8 +93,8 @@ static int64_t thread_cpu_ns(void) { return os_clock_ns(CLOCK_THREAD_CPUTIME_ID)
 void loader_config_default(struct loader_config *cfg) {
     *cfg = (struct loader_config){
         .batch = 128, .workers = 2, .prefetch = 4, .shuffle = 1, .drop_last = 0,
-        .augment = 0, .crop_pad = 2, .flip = 1, .seed = 0, .cache = LOADER_CACHE_NONE,
-        .io_delay_us = 0, .on_bad_sample = LOADER_BAD_ERROR,
+        .augment = 0, .crop_pad = 2, .flip = 1, .seed = 0, .cache = CFG_CACHE_NONE,
+        .io_delay_us = 0, .on_bad_sample = CFG_BAD_SAMPLE_ERROR,
     };
 }
 
@@ -173,12 +173,12 @@ static int fill_sample(struct loader *l, struct worker *w, struct slot *s, int p
     *t = (struct sample_times){.start_ns = os_now_ns()};
     s->b.labels[pos] = data_label(l->ds, i);
 
-    if (c->cache == LOADER_CACHE_MEMORY && l->cached[i]) {
+    if (c->cache == CFG_CACHE_MEMORY && l->cached[i]) {
         src = l->cache + (size_t)i * l->sample_bytes;
     } else {
         /* cache = memory decodes straight into the cache; the first decode fills it */
-        uint8_t *buf = c->cache == LOADER_CACHE_MEMORY ? l->cache + (size_t)i * l->sample_bytes
-                                                       : w->scratch;
+        uint8_t *buf = c->cache == CFG_CACHE_MEMORY ? l->cache + (size_t)i * l->sample_bytes
+                                                    : w->scratch;
         struct data_times dt;
         if (c->io_delay_us && l->pixels->reads_files) {
             int64_t t0 = os_now_ns();
@@ -188,7 +188,7 @@ static int fill_sample(struct loader *l, struct worker *w, struct slot *s, int p
         rc = data_read_sample(l->pixels, i, buf, &dt);
         t->read_ns += dt.read_ns;
         t->decode_ns += dt.decode_ns;
-        if (rc == 0 && c->cache == LOADER_CACHE_MEMORY) l->cached[i] = 1;
+        if (rc == 0 && c->cache == CFG_CACHE_MEMORY) l->cached[i] = 1;
         src = buf;
     }
     int64_t t1 = os_now_ns();
@@ -238,7 +238,7 @@ static void finish_sample(struct loader *l, struct worker *w, struct slot *s, in
     st->decode_ns += t->decode_ns;
     st->augment_ns += t->augment_ns;
 
-    if (!ok && l->cfg.on_bad_sample == LOADER_BAD_SKIP) {
+    if (!ok && l->cfg.on_bad_sample == CFG_BAD_SAMPLE_SKIP) {
         s->good[pos] = 0;
         s->b.skipped++;
         l->skipped++;
@@ -410,9 +410,9 @@ static int check_config(const struct loader_config *c, const struct dataset *ds)
     if (c->augment && (c->crop_pad < 0 || c->crop_pad > side))
         return err_set("loader crop padding %d: must be 0..%d for %dx%d images", c->crop_pad,
                        side, ds->height, ds->width);
-    if ((unsigned)c->cache > LOADER_CACHE_PACKED)
+    if ((unsigned)c->cache > CFG_CACHE_PACKED)
         return err_set("loader.cache = %d: must be none, memory or packed", (int)c->cache);
-    if ((unsigned)c->on_bad_sample > LOADER_BAD_SKIP)
+    if ((unsigned)c->on_bad_sample > CFG_BAD_SAMPLE_SKIP)
         return err_set("loader.on_bad_sample = %d: must be error or skip", (int)c->on_bad_sample);
     if (!c->slot_alloc != !c->slot_free)
         return err_set("loader: slot_alloc and slot_free must be given together");
@@ -492,8 +492,8 @@ int loader_create(const struct loader_config *cfg, const struct dataset *ds, str
                 cfg->batch, l->sample_bytes);
         goto fail;
     }
-    if (cfg->cache == LOADER_CACHE_PACKED && open_packed(l)) goto fail;
-    if (cfg->cache == LOADER_CACHE_MEMORY) {
+    if (cfg->cache == CFG_CACHE_PACKED && open_packed(l)) goto fail;
+    if (cfg->cache == CFG_CACHE_MEMORY) {
         /* malloc'd, not touched: pages are committed as samples are first decoded */
         l->cache = malloc((size_t)ds->count * l->sample_bytes);
         l->cached = calloc((size_t)ds->count, 1);

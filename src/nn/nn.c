@@ -394,8 +394,11 @@ static size_t layer_params(const struct nn_layer *l) {
 }
 
 static const char *kind_name(enum nn_kind k) {
-    static const char *names[] = {"conv2d", "batchnorm2d", "relu", "maxpool2d", "avgpool2d",
-                                  "global_avgpool", "flatten", "linear", "basic_block"};
+    static const char *const names[] = {
+        [NN_CONV] = "conv2d", [NN_BN] = "batchnorm2d", [NN_RELU] = "relu",
+        [NN_MAXPOOL] = "maxpool2d", [NN_AVGPOOL] = "avgpool2d", [NN_GAP] = "global_avgpool",
+        [NN_FLATTEN] = "flatten", [NN_LINEAR] = "linear", [NN_BLOCK] = "basic_block",
+    };
     return names[k];
 }
 

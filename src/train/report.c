@@ -11,7 +11,14 @@ enum input_bound report_classify(double input_share) {
     return input_share < 0.05 ? INPUT_NOT_BOUND : input_share <= 0.20 ? INPUT_MODERATELY : INPUT_HIGHLY;
 }
 
-static const char *bound_words[] = {"not input-bound", "moderately input-bound", "highly input-bound"};
+const char *report_bound_name(enum input_bound b) {
+    static const char *const names[] = {
+        [INPUT_NOT_BOUND] = "not input-bound",
+        [INPUT_MODERATELY] = "moderately input-bound",
+        [INPUT_HIGHLY] = "highly input-bound",
+    };
+    return names[b];
+}
 
 /* The advice follows the article's order of causes: first make the loader keep up
  * (workers, prefetch, decoded-image cache), then the copies, then the kernels. */
@@ -43,7 +50,7 @@ const char *report_advice(const struct run_totals *t, const struct config *cfg, 
         snprintf(buf, len, "CPU contention: the loader used %.0f%% of all CPU time on %d cores, which compute "
                            "would otherwise have had; try loader.cache=packed or memory to cut decode work",
                  100 * loader_cpu, t->cores);
-    } else if (cfg->train.kernels == CFG_KERNELS_LOOP) {
+    } else if (cfg->train.kernels == KF_LOOP) {
         snprintf(buf, len, "compute-bound with the loop kernels: try train.kernels=vectorized");
     } else {
         snprintf(buf, len, "compute-bound: the input pipeline keeps up; speed now comes from the kernels, the "
@@ -75,7 +82,7 @@ void report_print(FILE *f, const struct run_totals *t, const struct config *cfg)
     fputc('\n', f);
     fprintf(f, "  loader CPU %.1f%% of the process's CPU time (%d cores)\n",
             100 * report_share(t->loader_cpu_ns, t->process_cpu_ns), t->cores);
-    fprintf(f, "verdict: %s (%.1f%% of step time waiting for input)\n", bound_words[report_classify(input)],
-            100 * input);
+    fprintf(f, "verdict: %s (%.1f%% of step time waiting for input)\n",
+            report_bound_name(report_classify(input)), 100 * input);
     fprintf(f, "next: %s\n", report_advice(t, cfg, advice, sizeof advice));
 }

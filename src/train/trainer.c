@@ -53,7 +53,7 @@ static int64_t process_cpu_ns(void) { return os_clock_ns(CLOCK_PROCESS_CPUTIME_I
 /* ---- set-up ------------------------------------------------------------------ */
 
 static const struct backend *pick_backend(const struct config *cfg, FILE *out) {
-    enum kernel_flavour fl = cfg->train.kernels == CFG_KERNELS_LOOP ? KF_LOOP : KF_VECTORIZED;
+    enum kernel_flavour fl = cfg->train.kernels;
     if (cfg->train.device == CFG_DEVICE_CPU) return backend_get(DEV_CPU, fl);
     char why[256] = "";
     int gpus = backend_gpu_count(why, sizeof why);
@@ -131,10 +131,9 @@ void train_loader_config(const struct config *cfg, bool train, struct loader_con
     lc->crop_pad = c->crop_pad;
     lc->flip = c->flip;
     lc->seed = (uint64_t)c->seed;
-    lc->cache = c->cache == CFG_CACHE_MEMORY ? LOADER_CACHE_MEMORY
-              : c->cache == CFG_CACHE_PACKED ? LOADER_CACHE_PACKED : LOADER_CACHE_NONE;
+    lc->cache = c->cache;
     lc->io_delay_us = (unsigned)c->io_delay_us;
-    lc->on_bad_sample = cfg->data.on_bad_sample == CFG_BAD_SAMPLE_SKIP ? LOADER_BAD_SKIP : LOADER_BAD_ERROR;
+    lc->on_bad_sample = cfg->data.on_bad_sample;
 }
 
 static int make_loader(struct trainer *t, const struct dataset *ds, bool train, struct loader **ld,
@@ -433,8 +432,8 @@ static enum train_status train_epoch(struct trainer *t, int epoch, long start, l
         int got = feeder_next(t->train_feed, &fb);
         if (got < 0) { status = TRAIN_ERROR; break; }
         if (got == 0) break;
-        float lr = optim_lr_at((enum lr_schedule)cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup,
-                               t->step, t->total_steps), loss = 0;
+        float lr = optim_lr_at(cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup, t->step,
+                               t->total_steps), loss = 0;
         int correct = 0;
         int64_t t1 = os_now_ns();
         enum step_result r = train_step(t, &fb, lr, &loss, &correct);

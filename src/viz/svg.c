@@ -116,7 +116,7 @@ void svg_polyline(struct svg *s, int n, const double *x, const double *y, const 
 
 void svg_text(struct svg *s, double x, double y, double size, enum svg_anchor anchor, const char *fill,
               bool bold, const char *fmt, ...) {
-    static const char *anchors[] = {"start", "middle", "end"};
+    static const char *const anchors[] = {[SVG_START] = "start", [SVG_MIDDLE] = "middle", [SVG_END] = "end"};
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
