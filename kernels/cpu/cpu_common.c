@@ -1,18 +1,16 @@
-/* cpu_common.c — the CPU kernels both tables share (see cpu_common.h). */
-#include <omp.h>
-#include <pthread.h>
-#include <stdatomic.h>
+/* cpu_common.c — the CPU kernels both tables share (see cpu_common.h): memory, the
+ * plain elementwise loops, global average pool, the loss, and pooling. The threads
+ * that pooling (and the vectorized table) spread work over are in thread_pool.c. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "cpu_common.h"
 #include "error.h"
 #include "ns_elem.h"
 #include "ns_math.h"
-#include "os.h"
+#include "thread_pool.h"
 
 /* ---- memory ---- */
 
@@ -51,123 +49,6 @@ void cpu_copy(void *dst, const void *src, size_t bytes, enum copy_kind kind) {
 }
 
 void cpu_sync(void) {}
-
-/* ---- threads: a pool that spins briefly, then sleeps ----
- * Why not OpenMP's own threads: libgomp's idle threads spin for up to milliseconds
- * waiting for the next parallel region (OMP_WAIT_POLICY=active is its default, and
- * only the environment of a starting program can change it). On two cores shared
- * with the loader's workers, or another job, that spinning takes the core from
- * whoever needs it; on this machine, under load, resnet_small trained 3x faster
- * with OMP_WAIT_POLICY=passive (docs/benchmarks.md). These threads spin
- * POOL_SPIN_NS, enough to bridge the short gaps between the kernels of a step,
- * then sleep on a condition variable. The team size stays OpenMP's
- * omp_get_max_threads(), so OMP_NUM_THREADS and train.threads still apply. */
-
-enum { POOL_MAX = 64 };
-#define POOL_SPIN_NS 50000
-
-static struct pool {
-    pthread_mutex_t mu;
-    pthread_cond_t start, finish;
-    int workers;                     /* threads started: threads 1..workers of a team */
-    _Atomic unsigned long gen;       /* bumped for each job */
-    unsigned long born_gen;          /* gen when the newest workers were started */
-    void (*fn)(void *ctx, int task, int thread);
-    void *ctx;
-    int tasks, team;
-    atomic_int next;                 /* the next task to hand out */
-    atomic_int busy;                 /* workers that haven't checked out of the job */
-    atomic_flag in_use;              /* a job is running: a nested call runs inline */
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
-          .start = PTHREAD_COND_INITIALIZER,
-          .finish = PTHREAD_COND_INITIALIZER};
-
-static inline void pool_pause(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-static void pool_run_tasks(int thread) {
-    int t;
-    while ((t = atomic_fetch_add(&pool.next, 1)) < pool.tasks) pool.fn(pool.ctx, t, thread);
-}
-
-static void *pool_worker(void *arg) {
-    int thread = (int)(intptr_t)arg;
-    pthread_mutex_lock(&pool.mu);
-    unsigned long seen = pool.born_gen; /* the job it was started for is yet to be seen */
-    pthread_mutex_unlock(&pool.mu);
-    for (;;) {
-        int64_t until = os_now_ns() + POOL_SPIN_NS;
-        while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen && os_now_ns() < until)
-            pool_pause();
-        pthread_mutex_lock(&pool.mu);
-        while (atomic_load(&pool.gen) == seen) pthread_cond_wait(&pool.start, &pool.mu);
-        pthread_mutex_unlock(&pool.mu);
-        seen++; /* the job can't change before every worker has checked out of it */
-        if (thread < pool.team) pool_run_tasks(thread);
-        if (atomic_fetch_sub(&pool.busy, 1) == 1) {
-            pthread_mutex_lock(&pool.mu);
-            pthread_cond_signal(&pool.finish);
-            pthread_mutex_unlock(&pool.mu);
-        }
-    }
-    return NULL;
-}
-
-/* A forked child has none of the parent's threads: it starts a pool of its own. */
-static void pool_after_fork(void) {
-    pthread_mutex_init(&pool.mu, NULL);
-    pthread_cond_init(&pool.start, NULL);
-    pthread_cond_init(&pool.finish, NULL);
-    pool.workers = 0;
-    atomic_flag_clear(&pool.in_use);
-}
-
-static void pool_register_fork(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
-
-int cpu_threads(void) {
-    int n = omp_get_max_threads();
-    return n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : n;
-}
-
-void cpu_parallel(int tasks, int threads, void (*fn)(void *ctx, int task, int thread), void *ctx) {
-    if (threads > cpu_threads()) threads = cpu_threads();
-    if (threads > tasks) threads = tasks;
-    if (threads <= 1 || atomic_flag_test_and_set(&pool.in_use)) {
-        for (int t = 0; t < tasks; t++) fn(ctx, t, 0);
-        return;
-    }
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, pool_register_fork);
-    pthread_mutex_lock(&pool.mu);
-    pool.born_gen = atomic_load(&pool.gen);
-    while (pool.workers < threads - 1) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, pool_worker, (void *)(intptr_t)(pool.workers + 1)) != 0) break;
-        pthread_detach(th);
-        pool.workers++;
-    }
-    if (threads > pool.workers + 1) threads = pool.workers + 1; /* no more threads to be had */
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.tasks = tasks;
-    pool.team = threads;
-    atomic_store(&pool.next, 0);
-    atomic_store(&pool.busy, pool.workers); /* every worker checks in, in the team or not */
-    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
-    pthread_cond_broadcast(&pool.start);
-    pthread_mutex_unlock(&pool.mu);
-
-    pool_run_tasks(0);
-    int64_t until = os_now_ns() + POOL_SPIN_NS;
-    while (atomic_load(&pool.busy) > 0 && os_now_ns() < until) pool_pause();
-    pthread_mutex_lock(&pool.mu);
-    while (atomic_load(&pool.busy) > 0) pthread_cond_wait(&pool.finish, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
-    atomic_flag_clear(&pool.in_use);
-}
 
 /* ---- elementwise ---- */
 

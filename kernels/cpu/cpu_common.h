@@ -1,7 +1,8 @@
 /* cpu_common.h — the CPU kernels that the loop and vectorized tables share because
  * the two would be the same code: memory, elementwise ops the compiler already
  * vectorizes, the loss, and pooling (where the tables differ only in whether the
- * planes are spread over threads). Shapes as in backend.h. */
+ * planes are spread over threads). Shapes as in backend.h. The threads themselves
+ * (cpu_parallel) are thread_pool.h's; the tables are loop.c and vectorized.c. */
 #ifndef NS_CPU_COMMON_H
 #define NS_CPU_COMMON_H
 
@@ -13,14 +14,6 @@ void cpu_free(void *p);
 void cpu_zero(void *p, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes, enum copy_kind kind);
 void cpu_sync(void);
-
-/* ---- threads ----
- * cpu_parallel runs fn(ctx, task, thread) for every task in 0..tasks-1 on up to
- * `threads` threads (capped at cpu_threads()), handing tasks out one at a time to
- * whichever thread is free; it returns when all are done. The caller is thread 0;
- * `thread` < cpu_threads() indexes per-thread scratch. threads <= 1 runs inline. */
-int cpu_threads(void); /* omp_get_max_threads(): OMP_NUM_THREADS and train.threads apply */
-void cpu_parallel(int tasks, int threads, void (*fn)(void *ctx, int task, int thread), void *ctx);
 
 /* ---- elementwise, n floats ---- */
 void cpu_axpy(size_t n, float alpha, const float *x, float *y);
