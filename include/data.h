@@ -37,6 +37,7 @@ struct dataset {
     uint64_t listing_hash;   /* identifies the sample order of the source, 0 = unknown;
                                 a packed file built from a folder carries the folder's */
     const struct data_reader *reader;
+    const uint8_t *in_memory; /* idx, packed: every sample's bytes, in order; NULL for a folder */
     void *impl;
 };
 
@@ -90,6 +91,11 @@ struct data_reader {
     const char *(*class_name)(const struct dataset *ds, int c); /* may be NULL */
     void (*close)(struct dataset *ds);
 };
+
+/* The read and sample_name of a dataset whose samples are all in memory
+ * (ds->in_memory): a copy, and "path[i]". idx and packed use them. */
+int data_read_in_memory(const struct dataset *ds, int64_t i, uint8_t *dst_hwc, struct data_times *t);
+const char *data_name_by_index(const struct dataset *ds, int64_t i, char *buf, size_t len);
 
 /* --- augmentation -------------------------------------------------------------
  * Random crop with zero padding (crop the original size out of the image padded by

@@ -110,19 +110,6 @@ static int read_idx(const char *path, int ndims, uint32_t *dims, uint8_t **paylo
 
 static int idx_label(const struct dataset *ds, int64_t i) { return impl_of(ds)->labels[i]; }
 
-static int idx_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct data_times *t) {
-    int64_t t0 = os_now_ns();
-    size_t n = data_sample_bytes(ds);
-    memcpy(dst, impl_of(ds)->pixels + (size_t)i * n, n);
-    t->read_ns += os_now_ns() - t0;
-    return 0;
-}
-
-static const char *idx_sample_name(const struct dataset *ds, int64_t i, char *buf, size_t len) {
-    snprintf(buf, len, "%s[%" PRId64 "]", ds->path, i);
-    return buf;
-}
-
 static void idx_close(struct dataset *ds) {
     struct idx *x = impl_of(ds);
     free(x->pixels);
@@ -134,8 +121,8 @@ static void idx_close(struct dataset *ds) {
 
 static const struct data_reader idx_reader = {
     .label = idx_label,
-    .read = idx_read,
-    .sample_name = idx_sample_name,
+    .read = data_read_in_memory,
+    .sample_name = data_name_by_index,
     .class_name = NULL, /* labels only: no class names */
     .close = idx_close,
 };
@@ -160,6 +147,7 @@ int data_open_idx(const char *images_path, const char *labels_path, struct datas
         goto fail;
     }
     x->ds.count = idims[0];
+    x->ds.in_memory = x->pixels;
     x->ds.height = (int)idims[1];
     x->ds.width = (int)idims[2];
     for (uint32_t i = 0; i < ldims[0]; i++)

@@ -103,19 +103,6 @@ static int packed_label(const struct dataset *ds, int64_t i) {
     return (int)get32(impl_of(ds)->labels + 4 * i);
 }
 
-static int packed_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct data_times *t) {
-    int64_t t0 = os_now_ns();
-    size_t n = data_sample_bytes(ds);
-    memcpy(dst, impl_of(ds)->images + (size_t)i * n, n);
-    t->read_ns += os_now_ns() - t0;
-    return 0;
-}
-
-static const char *packed_sample_name(const struct dataset *ds, int64_t i, char *buf, size_t len) {
-    snprintf(buf, len, "%s[%" PRId64 "]", ds->path, i);
-    return buf;
-}
-
 static void packed_close(struct dataset *ds) {
     struct packed *p = impl_of(ds);
     if (p->map) munmap(p->map, p->len);
@@ -125,8 +112,8 @@ static void packed_close(struct dataset *ds) {
 
 static const struct data_reader packed_reader = {
     .label = packed_label,
-    .read = packed_read,
-    .sample_name = packed_sample_name,
+    .read = data_read_in_memory,
+    .sample_name = data_name_by_index,
     .class_name = NULL, /* labels only: no class names */
     .close = packed_close,
 };
@@ -147,6 +134,7 @@ int data_open_packed(const char *path, struct dataset **out) {
     }
     p->labels = p->map + HEADER_BYTES;
     p->images = p->map + offset;
+    p->ds.in_memory = p->images;
     for (int64_t i = 0; i < info.count; i++) {
         uint32_t label = get32(p->labels + 4 * i);
         if (label >= (uint32_t)info.classes) {
