@@ -389,17 +389,17 @@ static void trace_step(struct trainer *t, const struct fed_batch *fb, int64_t st
     trace_span(t->tr, 0, "compute", "step", start_ns, end_ns - start_ns);
 }
 
-/* One step's numbers into the epoch's meter and the run's totals (the report). */
-static void account(struct trainer *t, struct epoch_meter *m, const struct fed_batch *fb, float loss, int correct,
+/* One step's numbers into the epoch's meter and the run's totals (the report):
+ * n images, waited for wait_ns. */
+static void account(struct trainer *t, struct epoch_meter *m, int n, int64_t wait_ns, float loss, int correct,
                     int64_t h2d_ns, int64_t compute_ns, int64_t step_ns) {
-    int n = fb->host->n;
     t->step++;
     m->steps++;
     m->images += n;
     m->loss_sum += loss;
     m->correct += correct;
-    m->wait_ns += fb->wait_ns;
-    t->tot.wait_ns += fb->wait_ns;
+    m->wait_ns += wait_ns;
+    t->tot.wait_ns += wait_ns;
     t->tot.h2d_ns += h2d_ns;
     t->tot.compute_ns += compute_ns;
     if (t->tot.steps < RUN_WARM_STEPS) t->tot.warm_ns += step_ns, t->tot.warm_images += n;
@@ -437,6 +437,9 @@ static enum train_status train_epoch(struct trainer *t, int epoch, long start, l
         int correct = 0;
         int64_t t1 = os_now_ns();
         enum step_result r = train_step(t, &fb, lr, &loss, &correct);
+        /* what is needed of the batch, read before feeder_done gives its slot back to the
+         * workers, who may refill it at once */
+        int n = fb.host->n;
         trace_load(t, fb.host, t1);
         feeder_done(t->train_feed, &fb);
         int64_t t2 = os_now_ns(), h2d, compute;
@@ -452,9 +455,8 @@ static enum train_status train_epoch(struct trainer *t, int epoch, long start, l
             break;
         }
         if (t->metrics)
-            fprintf(t->metrics, "%ld,%d,%ld,%.9g,%.6f,%d,%d\n", t->step, epoch + 1, i, lr, loss, correct,
-                    fb.host->n);
-        account(t, m, &fb, loss, correct, h2d, compute, os_now_ns() - t0);
+            fprintf(t->metrics, "%ld,%d,%ld,%.9g,%.6f,%d,%d\n", t->step, epoch + 1, i, lr, loss, correct, n);
+        account(t, m, n, fb.wait_ns, loss, correct, h2d, compute, os_now_ns() - t0);
         progress(t, epoch, i, nb, m, false);
         if (t->opt->stop && *t->opt->stop) {
             status = interrupted(t, epoch, i + 1);
