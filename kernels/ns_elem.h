@@ -3,14 +3,16 @@
  * window arithmetic they use, on top of kernels/ns_math.h. Host+device and plain C,
  * like ns_math.h.
  *
- * A body ns_..._at takes the flat index o of its output element and returns that
- * element. Where the CPU adds a gradient's terms into it one at a time, the body
- * takes the element's old value and returns the new one, adding the same terms in
- * the same order, so the CPU gets the same bits either way. A CUDA kernel that gives a
- * thread one element (cuda_loop.cu, cuda_shared.cu, cuda_conv_im2col.cu, and the
- * per-element passes of cuda_vectorized.cu) is "o = my thread's index; out[o] =
- * ns_..._at(..., o)"; the CPU loop table (kernels/cpu/loop.c) is the same with a loop
- * over o, and kernels/cpu/cpu_common.c calls the loss bodies and the pooling windows.
+ * A body ns_..._at takes the coordinates of its output element, e.g. (b, ko, oy, ox)
+ * for convolution, and returns that element. Where the CPU adds a gradient's terms
+ * into it one at a time, the body takes the element's old value and returns the new
+ * one, adding the same terms in the same order, so the CPU gets the same bits either
+ * way. The CPU loop table (kernels/cpu/loop.c) calls a body inside the loop nest over
+ * the output's coordinates. A CUDA kernel that gives a thread one element
+ * (cuda_loop.cu, cuda_shared.cu, cuda_conv_im2col.cu, and the per-element passes of
+ * cuda_vectorized.cu) splits its thread index into the same coordinates once, with
+ * ns_unflatten2/3/4 (ns_math.h), and calls the body; kernels/cpu/cpu_common.c calls
+ * the loss bodies and the pooling windows.
  * Who calls what is said above each section. tests/test_cuda.c (suite cuda_bodies)
  * runs the gemm, convolution (im2col too, which only the GPU calls), pooling and
  * batch norm bodies (the per-element ones too, which only the GPU calls) over every
@@ -51,39 +53,36 @@ NS_HD static inline void ns_window_cover(int i, int size, int stride, int pad, i
 
 /* ---- dense and linear: CPU loop table, cuda_loop.cu ---- */
 
-/* op(a) (m,k), op(b) (k,n), c (m,n): the new value of c[o] = alpha*op(a)op(b) + beta*c;
- * beta == 0 ignores c, as BLAS does (it may hold NaN) */
+/* op(a) (m,k), op(b) (k,n), c (m,n): the new value of c[i,j] = alpha*op(a)op(b) + beta*c,
+ * row i of op(a) times column j of op(b); beta == 0 ignores c, as BLAS does (it may
+ * hold NaN) */
 NS_HD static inline float ns_gemm_at(bool ta, bool tb, int m, int n, int k, float alpha,
                                      const float *a, const float *b, float beta, const float *c,
-                                     size_t o) {
-    int i = (int)(o / n), j = (int)(o % n);
+                                     int i, int j) {
     float acc = 0.0f;
     for (int p = 0; p < k; p++) acc += a[ns_idx_op(ta, i, p, m, k)] * b[ns_idx_op(tb, p, j, k, n)];
-    return beta == 0.0f ? alpha * acc : alpha * acc + beta * c[o];
+    return beta == 0.0f ? alpha * acc : alpha * acc + beta * c[(size_t)i * n + j];
 }
 
-/* y (n,out) element o of x (n,in) w^T (w (out,in)) + bias (out, or NULL) */
-NS_HD static inline float ns_linear_fwd_at(int in, int out, const float *x, const float *w,
-                                           const float *bias, size_t o) {
-    int i = (int)(o / out), j = (int)(o % out);
+/* y (n,out) element (i,j) of x (n,in) w^T (w (out,in)) + bias (out, or NULL) */
+NS_HD static inline float ns_linear_fwd_at(int in, const float *x, const float *w,
+                                           const float *bias, int i, int j) {
     float acc = bias ? bias[j] : 0.0f;
     for (int p = 0; p < in; p++) acc += x[(size_t)i * in + p] * w[(size_t)j * in + p];
     return acc;
 }
 
-/* What linear's backward adds to dx (n,in) element o: (dy w)[o], dy (n,out) */
+/* What linear's backward adds to dx (n,in) element (i,j): (dy w)[i,j], dy (n,out) */
 NS_HD static inline float ns_linear_bwd_x_at(int in, int out, const float *w, const float *dy,
-                                             size_t o) {
-    int i = (int)(o / in), j = (int)(o % in);
+                                             int i, int j) {
     float acc = 0.0f;
     for (int p = 0; p < out; p++) acc += dy[(size_t)i * out + p] * w[(size_t)p * in + j];
     return acc;
 }
 
-/* What it adds to dw (out,in) element o: (dy^T x)[o], summed over the n rows */
+/* What it adds to dw (out,in) element (p,j): (dy^T x)[p,j], summed over the n rows */
 NS_HD static inline float ns_linear_bwd_w_at(int n, int in, int out, const float *x,
-                                             const float *dy, size_t o) {
-    int p = (int)(o / in), j = (int)(o % in);
+                                             const float *dy, int p, int j) {
     float acc = 0.0f;
     for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + p] * x[(size_t)i * in + j];
     return acc;
@@ -101,11 +100,10 @@ NS_HD static inline float ns_bias_grad_at(int n, int k, int hw, const float *dy,
 
 /* ---- direct convolution: CPU loop table, cuda_loop.cu ---- */
 
-/* y (n,k,oh,ow) element o of x (n,c,h,w) * w (k,c,r,s) + bias (k, or NULL) */
+/* y (n,k,oh,ow) element (b,ko,oy,ox) of x (n,c,h,w) * w (k,c,r,s) + bias (k, or NULL):
+ * the sum over the input channels and the taps of the window */
 NS_HD static inline float ns_conv_fwd_at(const struct conv_geom *g, const float *x, const float *w,
-                                         const float *bias, size_t o) {
-    int ox = (int)(o % g->ow), oy = (int)(o / g->ow % g->oh);
-    int ko = (int)(o / ((size_t)g->ow * g->oh) % g->k), b = (int)(o / ((size_t)g->ow * g->oh * g->k));
+                                         const float *bias, int b, int ko, int oy, int ox) {
     float acc = bias ? bias[ko] : 0.0f;
     for (int ci = 0; ci < g->c; ci++)
         for (int ky = 0; ky < g->r; ky++)
@@ -119,13 +117,12 @@ NS_HD static inline float ns_conv_fwd_at(const struct conv_geom *g, const float 
     return acc;
 }
 
-/* dx (n,c,h,w) element o, starting from dx_old: plus dy*w from every output position
- * whose window has this pixel under one of its taps, by ascending (ko, oy, ox), the
- * order a scatter from dy would add them in */
+/* dx (n,c,h,w) element (b,ci,iy,ix), starting from dx_old: plus dy*w from every
+ * output position whose window has this pixel under one of its taps, by ascending
+ * (ko, oy, ox), the order a scatter from dy would add them in */
 NS_HD static inline float ns_conv_bwd_data_at(const struct conv_geom *g, const float *dy,
-                                              const float *w, float dx_old, size_t o) {
-    int ix = (int)(o % g->w), iy = (int)(o / g->w % g->h);
-    int ci = (int)(o / ((size_t)g->w * g->h) % g->c), b = (int)(o / ((size_t)g->w * g->h * g->c));
+                                              const float *w, float dx_old, int b, int ci, int iy,
+                                              int ix) {
     int oy_lo, oy_hi, ox_lo, ox_hi;
     ns_window_cover(iy, g->r, g->stride, g->pad, g->oh, &oy_lo, &oy_hi);
     ns_window_cover(ix, g->s, g->stride, g->pad, g->ow, &ox_lo, &ox_hi);
@@ -142,12 +139,11 @@ NS_HD static inline float ns_conv_bwd_data_at(const struct conv_geom *g, const f
     return acc;
 }
 
-/* dw (k,c,r,s) element o, starting from dw_old: plus dy*x over every image and output
- * position, in that order */
+/* dw (k,c,r,s) element (ko,ci,ky,kx), starting from dw_old: plus dy*x over every image
+ * and output position, in that order */
 NS_HD static inline float ns_conv_bwd_filter_at(const struct conv_geom *g, const float *x,
-                                                const float *dy, float dw_old, size_t o) {
-    int kx = (int)(o % g->s), ky = (int)(o / g->s % g->r);
-    int ci = (int)(o / ((size_t)g->s * g->r) % g->c), ko = (int)(o / ((size_t)g->s * g->r * g->c));
+                                                const float *dy, float dw_old, int ko, int ci,
+                                                int ky, int kx) {
     float acc = dw_old;
     for (int b = 0; b < g->n; b++)
         for (int oy = 0; oy < g->oh; oy++)
@@ -163,28 +159,25 @@ NS_HD static inline float ns_conv_bwd_filter_at(const struct conv_geom *g, const
 
 /* ---- im2col convolution, on a chunk of nb images starting at image b0 ----
  * cuda_conv_im2col.cu only (the CPU vectorized table has its own im2col).
- * col (c*r*s, P) and yp (k, P), P = nb*oh*ow columns over (image, output position). */
+ * col (c*r*s, P) and yp (k, P), P = nb*oh*ow columns over (image, output position):
+ * col is a (c,r,s, nb,oh,ow) array, row (ci,ky,kx) and column (bl,oy,ox) for the
+ * chunk's image bl, which is image b0 + bl of the batch. */
 
-/* col element o: the input pixel under tap (ci,ky,kx) at output column j, 0 in the padding */
-NS_HD static inline float ns_im2col_at(const struct conv_geom *g, int b0, int nb, const float *x,
-                                       size_t o) {
-    size_t ohow = (size_t)g->oh * g->ow, cols = nb * ohow;
-    size_t j = o % cols, row = o / cols;
-    int b = b0 + (int)(j / ohow), oy = (int)(j % ohow / g->ow), ox = (int)(j % g->ow);
-    int kx = (int)(row % g->s), ky = (int)(row / g->s % g->r), ci = (int)(row / ((size_t)g->s * g->r));
+/* The col entry in row (ci,ky,kx), column (bl,oy,ox), given b = b0 + bl: image b's
+ * pixel of channel ci under tap (ky,kx) of the window at (oy,ox), 0 in the padding */
+NS_HD static inline float ns_im2col_at(const struct conv_geom *g, const float *x, int ci, int ky,
+                                       int kx, int b, int oy, int ox) {
     int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad), ix = ns_conv_in_pos(ox, kx, g->stride, g->pad);
     return ns_in_range(iy, g->h) && ns_in_range(ix, g->w)
                ? x[ns_idx4(b, ci, iy, ix, g->c, g->h, g->w)]
                : 0.0f;
 }
 
-/* For element o of the chunk's dx (nb,c,h,w): the sum of the col entries im2col
- * copied it into (the adjoint of im2col) */
+/* For element (bl,ci,iy,ix) of the chunk's dx (nb,c,h,w): the sum of the col entries
+ * im2col copied it into (the adjoint of im2col) */
 NS_HD static inline float ns_col2im_at(const struct conv_geom *g, int nb, const float *col,
-                                       size_t o) {
+                                       int bl, int ci, int iy, int ix) {
     size_t ohow = (size_t)g->oh * g->ow, cols = nb * ohow;
-    int ix = (int)(o % g->w), iy = (int)(o / g->w % g->h);
-    int ci = (int)(o / ((size_t)g->w * g->h) % g->c), bl = (int)(o / ((size_t)g->w * g->h * g->c));
     float acc = 0.0f;
     for (int ky = 0; ky < g->r; ky++) {
         int oy = ns_conv_out_pos(iy, ky, g->stride, g->pad, g->oh);
@@ -199,18 +192,18 @@ NS_HD static inline float ns_col2im_at(const struct conv_geom *g, int nb, const 
     return acc;
 }
 
-/* Element o of a chunk's (nb,k,oh*ow) slice of y or dy -> its index in yp (k, P). */
-NS_HD static inline size_t ns_chunk_kp_index(const struct conv_geom *g, int nb, size_t o) {
+/* Element (bl,ko,p) of a chunk's (nb,k,oh*ow) slice of y or dy -> its index in yp (k, P). */
+NS_HD static inline size_t ns_chunk_kp_index(const struct conv_geom *g, int nb, int bl, int ko,
+                                             int p) {
     size_t ohow = (size_t)g->oh * g->ow;
-    size_t p = o % ohow, ko = o / ohow % g->k, bl = o / (ohow * g->k);
-    return ko * (nb * ohow) + bl * ohow + p;
+    return (size_t)ko * (nb * ohow) + (size_t)bl * ohow + p;
 }
 
 /* ---- pooling ----
  * The windows: cpu_common.c (both CPU tables, plane by plane) and, through the _at
- * forms that find the plane and position of a flat index, cuda_shared.cu (both
- * CUDA tables). The backward bodies gather from every window covering an input,
- * so that no two CUDA threads add into one element: cuda_shared.cu only; the CPU
+ * forms that find the (b,ch) plane of an element, cuda_shared.cu (both CUDA
+ * tables). The backward bodies gather from every window covering an input, so
+ * that no two CUDA threads add into one element: cuda_shared.cu only; the CPU
  * scatters from each window instead, which adds the same terms in the same order
  * at a fraction of the cost there. */
 
@@ -236,19 +229,19 @@ NS_HD static inline float ns_maxpool_window(const struct pool_geom *g, const flo
     return best;
 }
 
-/* y (n,c,oh,ow) element o, and *idx, as ns_maxpool_window */
-NS_HD static inline float ns_maxpool_fwd_at(const struct pool_geom *g, const float *x, size_t o,
-                                            int32_t *idx) {
-    int ox = (int)(o % g->ow), oy = (int)(o / g->ow % g->oh);
-    return ns_maxpool_window(g, x + o / ((size_t)g->oh * g->ow) * g->h * g->w, oy, ox, idx);
+/* y (n,c,oh,ow) element (b,ch,oy,ox), and *idx, as ns_maxpool_window */
+NS_HD static inline float ns_maxpool_fwd_at(const struct pool_geom *g, const float *x, int b,
+                                            int ch, int oy, int ox, int32_t *idx) {
+    return ns_maxpool_window(g, x + ns_idx4(b, ch, 0, 0, g->c, g->h, g->w), oy, ox, idx);
 }
 
-/* dx (n,c,h,w) element i, starting from dx_old: plus the dy of every window whose max
- * it was, by ascending output position, the order a scatter from dy would add them in */
+/* dx (n,c,h,w) element (b,ch,iy,ix), starting from dx_old: plus the dy of every window
+ * whose max it was, by ascending output position, the order a scatter from dy would
+ * add them in */
 NS_HD static inline float ns_maxpool_bwd_at(const struct pool_geom *g, const int32_t *idx,
-                                            const float *dy, float dx_old, size_t i) {
-    int ix = (int)(i % g->w), iy = (int)(i / g->w % g->h);
-    size_t out0 = i / ((size_t)g->h * g->w) * g->oh * g->ow;
+                                            const float *dy, float dx_old, int b, int ch, int iy,
+                                            int ix) {
+    size_t out0 = ns_idx4(b, ch, 0, 0, g->c, g->oh, g->ow);
     int32_t self = iy * g->w + ix;
     int oy_lo, oy_hi, ox_lo, ox_hi;
     ns_window_cover(iy, g->size, g->stride, g->pad, g->oh, &oy_lo, &oy_hi);
@@ -276,18 +269,17 @@ NS_HD static inline float ns_avgpool_window(const struct pool_geom *g, const flo
     return sum / (float)(g->size * g->size);
 }
 
-/* y (n,c,oh,ow) element o, as ns_avgpool_window */
-NS_HD static inline float ns_avgpool_fwd_at(const struct pool_geom *g, const float *x, size_t o) {
-    int ox = (int)(o % g->ow), oy = (int)(o / g->ow % g->oh);
-    return ns_avgpool_window(g, x + o / ((size_t)g->oh * g->ow) * g->h * g->w, oy, ox);
+/* y (n,c,oh,ow) element (b,ch,oy,ox), as ns_avgpool_window */
+NS_HD static inline float ns_avgpool_fwd_at(const struct pool_geom *g, const float *x, int b,
+                                            int ch, int oy, int ox) {
+    return ns_avgpool_window(g, x + ns_idx4(b, ch, 0, 0, g->c, g->h, g->w), oy, ox);
 }
 
-/* dx (n,c,h,w) element i, starting from dx_old: plus its share of every window
- * covering it, by ascending output position */
+/* dx (n,c,h,w) element (b,ch,iy,ix), starting from dx_old: plus its share of every
+ * window covering it, by ascending output position */
 NS_HD static inline float ns_avgpool_bwd_at(const struct pool_geom *g, const float *dy,
-                                            float dx_old, size_t i) {
-    int ix = (int)(i % g->w), iy = (int)(i / g->w % g->h);
-    const float *dplane = dy + i / ((size_t)g->h * g->w) * g->oh * g->ow;
+                                            float dx_old, int b, int ch, int iy, int ix) {
+    const float *dplane = dy + ns_idx4(b, ch, 0, 0, g->c, g->oh, g->ow);
     int oy_lo, oy_hi, ox_lo, ox_hi;
     ns_window_cover(iy, g->size, g->stride, g->pad, g->oh, &oy_lo, &oy_hi);
     ns_window_cover(ix, g->size, g->stride, g->pad, g->ow, &ox_lo, &ox_hi);
@@ -341,21 +333,20 @@ NS_HD static inline void ns_bn_stats_at(int n, int c, int hw, const float *x, fl
     ns_bn_store_stats(mu, var, m, mean, invstd, running_mean, running_var, momentum, eps, ch);
 }
 
-/* y (n,c,hw) element o: x normalized with its channel's mean and invstd */
+/* y (n,c,hw) element (i,ch,j): x normalized with channel ch's mean and invstd */
 NS_HD static inline float ns_bn_apply_at(int c, int hw, const float *x, const float *mean,
                                          const float *invstd, const float *gamma,
-                                         const float *beta, size_t o) {
-    int ch = (int)(o / hw % c);
-    return ns_bn_normalize(x[o], mean[ch], invstd[ch], gamma[ch], beta[ch]);
+                                         const float *beta, int i, int ch, int j) {
+    size_t at = ns_idx3(i, ch, j, c, hw);
+    return ns_bn_normalize(x[at], mean[ch], invstd[ch], gamma[ch], beta[ch]);
 }
 
-/* y (n,c,hw) element o in eval mode: x normalized with the running statistics */
+/* y (n,c,hw) element (i,ch,j) in eval mode: x normalized with the running statistics */
 NS_HD static inline float ns_bn_eval_at(int c, int hw, const float *x, const float *gamma,
                                         const float *beta, const float *running_mean,
-                                        const float *running_var, float eps, size_t o) {
-    int ch = (int)(o / hw % c);
+                                        const float *running_var, float eps, int i, int ch, int j) {
     float is = 1.0f / sqrtf(running_var[ch] + eps);
-    return ns_bn_normalize(x[o], running_mean[ch], is, gamma[ch], beta[ch]);
+    return ns_bn_normalize(x[ns_idx3(i, ch, j, c, hw)], running_mean[ch], is, gamma[ch], beta[ch]);
 }
 
 /* Channel ch's sums for the backward pass, in double: sum dy and sum dy*xhat */
@@ -374,14 +365,15 @@ NS_HD static inline void ns_bn_bwd_sums_at(int n, int c, int hw, const float *x,
     *sum_dy_xhat = sx;
 }
 
-/* What bn_bwd gives dx (n,c,hw) element o over m = n*hw samples, from its channel's
- * sums (c,2) = (sum dy, sum dy*xhat) */
+/* What bn_bwd gives dx (n,c,hw) element (i,ch,j) over m = n*hw samples, from the
+ * channels' sums (c,2) = (sum dy, sum dy*xhat) */
 NS_HD static inline float ns_bn_bwd_dx_at(int c, int hw, long m, const float *x, const float *dy,
                                           const float *gamma, const float *mean,
-                                          const float *invstd, const float *sums, size_t o) {
-    int ch = (int)(o / hw % c);
-    float xhat = (x[o] - mean[ch]) * invstd[ch];
-    return ns_bn_dx(dy[o], xhat, gamma[ch], invstd[ch], m, sums[2 * ch], sums[2 * ch + 1]);
+                                          const float *invstd, const float *sums, int i, int ch,
+                                          int j) {
+    size_t at = ns_idx3(i, ch, j, c, hw);
+    float xhat = (x[at] - mean[ch]) * invstd[ch];
+    return ns_bn_dx(dy[at], xhat, gamma[ch], invstd[ch], m, sums[2 * ch], sums[2 * ch + 1]);
 }
 
 /* ---- loss and accuracy, logits (n,k), labels (n): cpu_common.c (both CPU tables);
@@ -405,13 +397,13 @@ NS_HD static inline double ns_softmax_xent_row(int k, const float *logits, const
     return log(sum) + max - row[labels[i]];
 }
 
-/* What the loss gradient adds to dlogits (n,k) element o: scale*(probs - onehot(label)),
- * scale = dloss/n */
+/* What the loss gradient adds to dlogits (n,k) element (i,j):
+ * scale*(probs - onehot(label)), scale = dloss/n */
 NS_HD static inline float ns_softmax_xent_grad_at(int k, const float *probs,
-                                                  const int32_t *labels, float scale, size_t o) {
-    int i = (int)(o / k), j = (int)(o % k);
+                                                  const int32_t *labels, float scale, int i,
+                                                  int j) {
     float onehot = j == labels[i] ? 1.0f : 0.0f;
-    return scale * (probs[o] - onehot);
+    return scale * (probs[(size_t)i * k + j] - onehot);
 }
 
 /* The column of row i's first largest logit */

@@ -37,6 +37,27 @@ NS_HD static inline size_t ns_idx3(int i0, int i1, int i2, int d1, int d2) {
     return ((size_t)i0 * d1 + i1) * d2 + i2;
 }
 
+/* The other way: the coordinates of flat index o in a contiguous array, the last one
+ * fastest-varying, so that o == ns_idx4(*i0, *i1, *i2, *i3, d1, d2, d3) (or ns_idx3,
+ * or *i0 * d1 + *i1). A CUDA kernel that gives a thread one element of an array
+ * splits its thread index with one of these, once, and hands the coordinates to the
+ * element's body (ns_elem.h). */
+NS_HD static inline void ns_unflatten2(size_t o, int d1, int *i0, int *i1) {
+    *i1 = (int)(o % d1);
+    *i0 = (int)(o / d1);
+}
+
+NS_HD static inline void ns_unflatten3(size_t o, int d1, int d2, int *i0, int *i1, int *i2) {
+    *i2 = (int)(o % d2);
+    ns_unflatten2(o / d2, d1, i0, i1);
+}
+
+NS_HD static inline void ns_unflatten4(size_t o, int d1, int d2, int d3, int *i0, int *i1,
+                                       int *i2, int *i3) {
+    *i3 = (int)(o % d3);
+    ns_unflatten3(o / d3, d1, d2, i0, i1, i2);
+}
+
 /* Element (row,col) of op(M) for a row-major matrix M, where op(M) has `rows`
  * rows and `cols` columns: M itself is (rows,cols), or (cols,rows) if trans. */
 NS_HD static inline size_t ns_idx_op(bool trans, int row, int col, int rows, int cols) {

@@ -356,25 +356,38 @@ static void check_op(enum op_id op) {
 KCASE_OPS(OP_TEST)
 
 /* ---- the kernels' bodies, run on the CPU ----
- * A CPU table whose gemm, convolution, pooling and batch norm entries loop over every
- * output element (or channel) calling the same ns_elem.h function a CUDA thread calls
- * for it. */
+ * A CPU table whose gemm, convolution, pooling and batch norm entries do what a CUDA
+ * grid does: for every flat index o of the output (or every channel), split o into
+ * coordinates with ns_unflatten2/3/4 as the kernel does, and call the same ns_elem.h
+ * function a CUDA thread calls for it. The CPU loop table it is compared with calls
+ * the direct bodies from nested loops, so the split is checked too. */
 
 static void body_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
                       const float *b, float beta, float *c) {
-    for (size_t o = 0; o < (size_t)m * n; o++) c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, o);
+    for (size_t o = 0; o < (size_t)m * n; o++) {
+        int i, j;
+        ns_unflatten2(o, n, &i, &j);
+        c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
+    }
 }
 static size_t body_no_workspace(const struct conv_geom *g) { (void)g; return 0; }
 static void body_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
                             const float *bias, float *y, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < conv_y_n(g); o++) y[o] = ns_conv_fwd_at(g, x, w, bias, o);
+    for (size_t o = 0; o < conv_y_n(g); o++) {
+        int b, ko, oy, ox;
+        ns_unflatten4(o, g->k, g->oh, g->ow, &b, &ko, &oy, &ox);
+        y[o] = ns_conv_fwd_at(g, x, w, bias, b, ko, oy, ox);
+    }
 }
 static void body_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
                                  float *dx, bool acc, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < conv_x_n(g); o++)
-        dx[o] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[o] : 0.0f, o);
+    for (size_t o = 0; o < conv_x_n(g); o++) {
+        int b, ci, iy, ix;
+        ns_unflatten4(o, g->c, g->h, g->w, &b, &ci, &iy, &ix);
+        dx[o] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[o] : 0.0f, b, ci, iy, ix);
+    }
 }
 /* the im2col path's bias gradient (cu_bias_grad): each channel's sum, then added */
 static void body_bias_grad(const struct conv_geom *g, const float *dy, float *dbias) {
@@ -389,7 +402,11 @@ static void body_bias_grad(const struct conv_geom *g, const float *dy, float *db
 static void body_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                    float *dw, float *dbias, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < conv_w_n(g); o++) dw[o] = ns_conv_bwd_filter_at(g, x, dy, dw[o], o);
+    for (size_t o = 0; o < conv_w_n(g); o++) {
+        int ko, ci, ky, kx;
+        ns_unflatten4(o, g->c, g->r, g->s, &ko, &ci, &ky, &kx);
+        dw[o] = ns_conv_bwd_filter_at(g, x, dy, dw[o], ko, ci, ky, kx);
+    }
     if (dbias)
         for (int ko = 0; ko < g->k; ko++)
             dbias[ko] = ns_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
@@ -402,57 +419,96 @@ static size_t body_crs(const struct conv_geom *g) { return (size_t)g->c * g->r *
 static size_t body_im2col_workspace(const struct conv_geom *g) {
     return BODY_CHUNK * (body_crs(g) + g->k) * g->oh * g->ow * sizeof(float);
 }
+/* im2col_kernel: col (c*r*s, nb*oh*ow) of images [b0, b0+nb) */
+static void body_im2col(const struct conv_geom *g, int b0, int nb, const float *x, float *col) {
+    for (size_t o = 0; o < body_crs(g) * nb * g->oh * g->ow; o++) {
+        int row, bl, oy, ox, ci, ky, kx;
+        ns_unflatten4(o, nb, g->oh, g->ow, &row, &bl, &oy, &ox);
+        ns_unflatten3((size_t)row, g->r, g->s, &ci, &ky, &kx);
+        col[o] = ns_im2col_at(g, x, ci, ky, kx, b0 + bl, oy, ox);
+    }
+}
+/* gather_dy_kernel: dy of images [b0, b0+nb) -> yp (k, nb*oh*ow) */
+static void body_gather_dy(const struct conv_geom *g, int b0, int nb, const float *dy, float *yp) {
+    size_t image = (size_t)g->k * g->oh * g->ow;
+    for (size_t o = 0; o < nb * image; o++) {
+        int bl, ko, p;
+        ns_unflatten3(o, g->k, g->oh * g->ow, &bl, &ko, &p);
+        yp[ns_chunk_kp_index(g, nb, bl, ko, p)] = dy[b0 * image + o];
+    }
+}
 static void body_im2col_fwd(const struct conv_geom *g, const float *x, const float *w,
                             const float *bias, float *y, void *ws) {
     size_t ohow = (size_t)g->oh * g->ow, image = g->k * ohow;
     float *col = ws, *yp = col + body_crs(g) * BODY_CHUNK * ohow;
     for (int b0 = 0; b0 < g->n; b0 += BODY_CHUNK) {
         int nb = g->n - b0 < BODY_CHUNK ? g->n - b0 : BODY_CHUNK, cols = (int)(nb * ohow);
-        for (size_t o = 0; o < body_crs(g) * cols; o++) col[o] = ns_im2col_at(g, b0, nb, x, o);
+        body_im2col(g, b0, nb, x, col);
         cpu_loop_backend.gemm(false, false, g->k, cols, (int)body_crs(g), 1.0f, w, col, 0.0f, yp);
-        for (size_t o = 0; o < nb * image; o++)
-            y[b0 * image + o] = yp[ns_chunk_kp_index(g, nb, o)] + (bias ? bias[o / ohow % g->k] : 0.0f);
+        for (size_t o = 0; o < nb * image; o++) { /* scatter_y_kernel */
+            int bl, ko, p;
+            ns_unflatten3(o, g->k, g->oh * g->ow, &bl, &ko, &p);
+            y[b0 * image + o] = yp[ns_chunk_kp_index(g, nb, bl, ko, p)] + (bias ? bias[ko] : 0.0f);
+        }
     }
 }
 static void body_im2col_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
                                  float *dx, bool acc, void *ws) {
-    size_t ohow = (size_t)g->oh * g->ow, image = g->k * ohow, ximage = (size_t)g->c * g->h * g->w;
+    size_t ohow = (size_t)g->oh * g->ow, ximage = (size_t)g->c * g->h * g->w;
     float *col = ws, *yp = col + body_crs(g) * BODY_CHUNK * ohow;
     for (int b0 = 0; b0 < g->n; b0 += BODY_CHUNK) {
         int nb = g->n - b0 < BODY_CHUNK ? g->n - b0 : BODY_CHUNK, cols = (int)(nb * ohow);
-        for (size_t o = 0; o < nb * image; o++) yp[ns_chunk_kp_index(g, nb, o)] = dy[b0 * image + o];
+        body_gather_dy(g, b0, nb, dy, yp);
         cpu_loop_backend.gemm(true, false, (int)body_crs(g), cols, g->k, 1.0f, w, yp, 0.0f, col);
-        for (size_t o = 0; o < nb * ximage; o++) {
-            float v = ns_col2im_at(g, nb, col, o);
+        for (size_t o = 0; o < nb * ximage; o++) { /* col2im_kernel */
+            int bl, ci, iy, ix;
+            ns_unflatten4(o, g->c, g->h, g->w, &bl, &ci, &iy, &ix);
+            float v = ns_col2im_at(g, nb, col, bl, ci, iy, ix);
             dx[b0 * ximage + o] = acc ? dx[b0 * ximage + o] + v : v;
         }
     }
 }
 static void body_im2col_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                    float *dw, float *dbias, void *ws) {
-    size_t ohow = (size_t)g->oh * g->ow, image = g->k * ohow;
+    size_t ohow = (size_t)g->oh * g->ow;
     float *col = ws, *yp = col + body_crs(g) * BODY_CHUNK * ohow;
     for (int b0 = 0; b0 < g->n; b0 += BODY_CHUNK) {
         int nb = g->n - b0 < BODY_CHUNK ? g->n - b0 : BODY_CHUNK, cols = (int)(nb * ohow);
-        for (size_t o = 0; o < body_crs(g) * cols; o++) col[o] = ns_im2col_at(g, b0, nb, x, o);
-        for (size_t o = 0; o < nb * image; o++) yp[ns_chunk_kp_index(g, nb, o)] = dy[b0 * image + o];
+        body_im2col(g, b0, nb, x, col);
+        body_gather_dy(g, b0, nb, dy, yp);
         cpu_loop_backend.gemm(false, true, g->k, (int)body_crs(g), cols, 1.0f, yp, col, 1.0f, dw);
     }
     if (dbias) body_bias_grad(g, dy, dbias);
 }
 
 static void body_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
-    for (size_t o = 0; o < pool_y_n(g); o++) y[o] = ns_maxpool_fwd_at(g, x, o, &idx[o]);
+    for (size_t o = 0; o < pool_y_n(g); o++) {
+        int b, ch, oy, ox;
+        ns_unflatten4(o, g->c, g->oh, g->ow, &b, &ch, &oy, &ox);
+        y[o] = ns_maxpool_fwd_at(g, x, b, ch, oy, ox, &idx[o]);
+    }
 }
 static void body_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy,
                              float *dx) {
-    for (size_t i = 0; i < pool_x_n(g); i++) dx[i] = ns_maxpool_bwd_at(g, idx, dy, dx[i], i);
+    for (size_t i = 0; i < pool_x_n(g); i++) {
+        int b, ch, iy, ix;
+        ns_unflatten4(i, g->c, g->h, g->w, &b, &ch, &iy, &ix);
+        dx[i] = ns_maxpool_bwd_at(g, idx, dy, dx[i], b, ch, iy, ix);
+    }
 }
 static void body_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
-    for (size_t o = 0; o < pool_y_n(g); o++) y[o] = ns_avgpool_fwd_at(g, x, o);
+    for (size_t o = 0; o < pool_y_n(g); o++) {
+        int b, ch, oy, ox;
+        ns_unflatten4(o, g->c, g->oh, g->ow, &b, &ch, &oy, &ox);
+        y[o] = ns_avgpool_fwd_at(g, x, b, ch, oy, ox);
+    }
 }
 static void body_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
-    for (size_t i = 0; i < pool_x_n(g); i++) dx[i] = ns_avgpool_bwd_at(g, dy, dx[i], i);
+    for (size_t i = 0; i < pool_x_n(g); i++) {
+        int b, ch, iy, ix;
+        ns_unflatten4(i, g->c, g->h, g->w, &b, &ch, &iy, &ix);
+        dx[i] = ns_avgpool_bwd_at(g, dy, dx[i], b, ch, iy, ix);
+    }
 }
 
 /* batch norm as cuda_loop.cu runs it: a pass per channel, then a pass per element */
@@ -462,14 +518,20 @@ static void body_bn_fwd_train(int n, int c, int hw, const float *x, const float 
                               float eps) {
     for (int ch = 0; ch < c; ch++)
         ns_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, ch);
-    for (size_t o = 0; o < (size_t)n * c * hw; o++)
-        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, o);
+    for (size_t o = 0; o < (size_t)n * c * hw; o++) {
+        int i, ch, j;
+        ns_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
+    }
 }
 static void body_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
                              const float *beta, const float *running_mean,
                              const float *running_var, float eps, float *y) {
-    for (size_t o = 0; o < (size_t)n * c * hw; o++)
-        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, o);
+    for (size_t o = 0; o < (size_t)n * c * hw; o++) {
+        int i, ch, j;
+        ns_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
+    }
 }
 /* cuda_loop.cu's bn_bwd_sums_kernel: sums (c,2) = (sum dy, sum dy*xhat), in float */
 static void body_bn_bwd_sums(int n, int c, int hw, const float *x, const float *dy,
@@ -492,7 +554,9 @@ static void body_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
         dbeta[ch] += sums[2 * ch];
     }
     for (size_t o = 0; o < (size_t)n * c * hw; o++) {
-        float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, o);
+        int i, ch, j;
+        ns_unflatten3(o, c, hw, &i, &ch, &j);
+        float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, i, ch, j);
         dx[o] = acc_dx ? dx[o] + v : v;
     }
     free(sums);
@@ -652,8 +716,13 @@ Test(cuda_bodies, bn_bwd_dx_body_matches_both_cpu_tables_elementwise) {
         for (int way = 0; way < 2; way++) {
             const char *way_name = way == 0 ? "cuda_loop sums" : "cuda_vectorized sums";
             (way == 0 ? body_bn_bwd_sums : bn_vec_style_sums)(n, c, hw, x, dy, mean, invstd, sums);
-            for (size_t o = 0; o < total; o++)
-                body[o] = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, o);
+            for (int i = 0; i < n; i++)
+                for (int ch = 0; ch < c; ch++)
+                    for (int j = 0; j < hw; j++) {
+                        size_t at = ns_idx3(i, ch, j, c, hw);
+                        body[at] = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, i,
+                                                   ch, j);
+                    }
             for (int t = 0; t < 2; t++) {
                 for (size_t o = 0; o < total; o++) dx[o] = NAN; /* overwritten, never read */
                 for (int ch = 0; ch < c; ch++) dgamma[ch] = dbeta[ch] = 0.0f;

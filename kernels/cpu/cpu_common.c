@@ -112,8 +112,9 @@ void cpu_softmax_xent_fwd(int n, int k, const float *logits, const int32_t *labe
 void cpu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *labels,
                           const float *dloss, float *dlogits) {
     float scale = *dloss / (float)n;
-    for (size_t o = 0; o < (size_t)n * k; o++)
-        dlogits[o] += ns_softmax_xent_grad_at(k, probs, labels, scale, o);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < k; j++)
+            dlogits[(size_t)i * k + j] += ns_softmax_xent_grad_at(k, probs, labels, scale, i, j);
 }
 
 // logits (n,k), labels (n) -> *correct (scalar)

@@ -1,9 +1,10 @@
 /* loop.c — the CPU `loop` backend: the textbook version of every kernel, plain
  * nested loops to read line by line. It is the reference the fast kernels are
  * checked against, and the baseline the benchmarks measure them by.
- * Where a kernel computes each output element on its own, the loop over the
- * elements is here and the element's body is in ns_elem.h, the very function a
- * CUDA thread runs for that element (cuda_loop.cu).
+ * Where a kernel computes each output element on its own, the loop nest over the
+ * output's coordinates is here, outermost dimension first, and the element's body
+ * is in ns_elem.h: the very function a CUDA thread runs for that element
+ * (cuda_loop.cu), which holds the inner loops over whatever the element sums.
  * Entries that would be the same code in both CPU tables live in cpu_common.c. */
 #include <string.h>
 
@@ -16,8 +17,10 @@
 // op(a) (m,k), op(b) (k,n) -> c (m,n) = alpha*op(a)op(b) + beta*c
 static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
                       const float *b, float beta, float *c) {
-    for (size_t o = 0; o < (size_t)m * n; o++)
-        c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, o);
+    // each row i and column j of c: row i of op(a) dotted with column j of op(b)
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[(size_t)i * n + j] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
 }
 
 /* ---- convolution ---- */
@@ -31,25 +34,42 @@ static size_t loop_conv2d_workspace(const struct conv_geom *g) {
 static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
                             const float *bias, float *y, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < (size_t)g->n * g->k * g->oh * g->ow; o++)
-        y[o] = ns_conv_fwd_at(g, x, w, bias, o);
+    // each image b, output channel ko, position (oy,ox): bias + x*w over (ci,ky,kx)
+    for (int b = 0; b < g->n; b++)
+        for (int ko = 0; ko < g->k; ko++)
+            for (int oy = 0; oy < g->oh; oy++)
+                for (int ox = 0; ox < g->ow; ox++)
+                    y[ns_idx4(b, ko, oy, ox, g->k, g->oh, g->ow)] =
+                        ns_conv_fwd_at(g, x, w, bias, b, ko, oy, ox);
 }
 
 // dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += (= when !acc)
-// Every input pixel collects dy*w from each output position whose window covers it.
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
                                  float *dx, bool acc, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < (size_t)g->n * g->c * g->h * g->w; o++)
-        dx[o] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[o] : 0.0f, o);
+    // each image b, channel ci, pixel (iy,ix): dy*w over every (ko,oy,ox) whose window covers it
+    for (int b = 0; b < g->n; b++)
+        for (int ci = 0; ci < g->c; ci++)
+            for (int iy = 0; iy < g->h; iy++)
+                for (int ix = 0; ix < g->w; ix++) {
+                    size_t at = ns_idx4(b, ci, iy, ix, g->c, g->h, g->w);
+                    dx[at] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[at] : 0.0f, b, ci, iy, ix);
+                }
 }
 
 // x (n,c,h,w), dy (n,k,oh,ow) -> dw (k,c,r,s) +=, dbias (k) += (if not NULL)
 static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
                                    float *dw, float *dbias, void *ws) {
     (void)ws;
-    for (size_t o = 0; o < (size_t)g->k * g->c * g->r * g->s; o++)
-        dw[o] = ns_conv_bwd_filter_at(g, x, dy, dw[o], o);
+    // each weight (ko,ci,ky,kx): dy*x over every image b and output position (oy,ox)
+    for (int ko = 0; ko < g->k; ko++)
+        for (int ci = 0; ci < g->c; ci++)
+            for (int ky = 0; ky < g->r; ky++)
+                for (int kx = 0; kx < g->s; kx++) {
+                    size_t at = ns_idx4(ko, ci, ky, kx, g->c, g->r, g->s);
+                    dw[at] = ns_conv_bwd_filter_at(g, x, dy, dw[at], ko, ci, ky, kx);
+                }
+    // each output channel ko: dy summed over every image and output position
     if (dbias)
         for (int ko = 0; ko < g->k; ko++)
             dbias[ko] = ns_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
@@ -60,20 +80,29 @@ static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, co
 // x (n,in), w (out,in), bias (out) or NULL -> y (n,out) = x w^T + bias
 static void loop_linear_fwd(int n, int in, int out, const float *x, const float *w,
                             const float *bias, float *y) {
-    for (size_t o = 0; o < (size_t)n * out; o++) y[o] = ns_linear_fwd_at(in, out, x, w, bias, o);
+    // each sample i and output j: the bias, plus row i of x dotted with row j of w
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < out; j++)
+            y[(size_t)i * out + j] = ns_linear_fwd_at(in, x, w, bias, i, j);
 }
 
 // x (n,in), w (out,in), dy (n,out) -> dx (n,in) +=, dw (out,in) +=, dbias (out) +=
 // Any of dx, dw, dbias may be NULL when nobody wants that gradient.
 static void loop_linear_bwd(int n, int in, int out, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *dbias) {
+    // dx: each sample i and input j, row i of dy dotted with column j of w
     if (dx)
-        for (size_t o = 0; o < (size_t)n * in; o++) dx[o] += ns_linear_bwd_x_at(in, out, w, dy, o);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < in; j++)
+                dx[(size_t)i * in + j] += ns_linear_bwd_x_at(in, out, w, dy, i, j);
+    // dw: each output p and input j, column p of dy dotted with column j of x
     if (dw)
-        for (size_t o = 0; o < (size_t)out * in; o++)
-            dw[o] += ns_linear_bwd_w_at(n, in, out, x, dy, o);
+        for (int p = 0; p < out; p++)
+            for (int j = 0; j < in; j++)
+                dw[(size_t)p * in + j] += ns_linear_bwd_w_at(n, in, out, x, dy, p, j);
+    // dbias: each output p, column p of dy summed
     if (dbias)
-        for (int o = 0; o < out; o++) dbias[o] = ns_bias_grad_at(n, out, 1, dy, dbias[o], o);
+        for (int p = 0; p < out; p++) dbias[p] = ns_bias_grad_at(n, out, 1, dy, dbias[p], p);
 }
 
 /* ---- batch norm ---- */

@@ -60,7 +60,11 @@ static bool chunk_space(const struct conv_geom *g, void *ws, size_t ws_bytes, fl
 __global__ static void im2col_kernel(struct conv_geom g, int b0, int nb, const float *x,
                                      float *col) {
     size_t o = cu_tid();
-    if (o < (size_t)g.c * g.r * g.s * nb * g.oh * g.ow) col[o] = ns_im2col_at(&g, b0, nb, x, o);
+    if (o >= (size_t)g.c * g.r * g.s * nb * g.oh * g.ow) return;
+    int row, bl, oy, ox, ci, ky, kx;  // col as (c*r*s, nb, oh, ow), then its row as (c, r, s)
+    ns_unflatten4(o, nb, g.oh, g.ow, &row, &bl, &oy, &ox);
+    ns_unflatten3((size_t)row, g.r, g.s, &ci, &ky, &kx);
+    col[o] = ns_im2col_at(&g, x, ci, ky, kx, b0 + bl, oy, ox);
 }
 
 // col (c*r*s, nb*oh*ow) -> dx (n,c,h,w) += (= when !acc), images [b0, b0+nb): the
@@ -70,7 +74,9 @@ __global__ static void col2im_kernel(struct conv_geom g, int b0, int nb, const f
     size_t o = cu_tid();
     size_t image = (size_t)g.c * g.h * g.w;
     if (o >= nb * image) return;
-    float v = ns_col2im_at(&g, nb, col, o);
+    int bl, ci, iy, ix;
+    ns_unflatten4(o, g.c, g.h, g.w, &bl, &ci, &iy, &ix);
+    float v = ns_col2im_at(&g, nb, col, bl, ci, iy, ix);
     dx[b0 * image + o] = acc ? dx[b0 * image + o] + v : v;
 }
 
@@ -79,16 +85,21 @@ __global__ static void gather_dy_kernel(struct conv_geom g, int b0, int nb, cons
                                         float *yp) {
     size_t o = cu_tid();
     size_t image = (size_t)g.k * g.oh * g.ow;
-    if (o < nb * image) yp[ns_chunk_kp_index(&g, nb, o)] = dy[b0 * image + o];
+    if (o >= nb * image) return;
+    int bl, ko, p;
+    ns_unflatten3(o, g.k, g.oh * g.ow, &bl, &ko, &p);
+    yp[ns_chunk_kp_index(&g, nb, bl, ko, p)] = dy[b0 * image + o];
 }
 
 // yp (k, nb*oh*ow), bias (k) or NULL -> y (n,k,oh,ow), images [b0, b0+nb); a thread per y element
 __global__ static void scatter_y_kernel(struct conv_geom g, int b0, int nb, const float *yp,
                                         const float *bias, float *y) {
     size_t o = cu_tid();
-    size_t ohow = (size_t)g.oh * g.ow, image = g.k * ohow;
-    if (o < nb * image)
-        y[b0 * image + o] = yp[ns_chunk_kp_index(&g, nb, o)] + (bias ? bias[o / ohow % g.k] : 0.0f);
+    size_t image = (size_t)g.k * g.oh * g.ow;
+    if (o >= nb * image) return;
+    int bl, ko, p;
+    ns_unflatten3(o, g.k, g.oh * g.ow, &bl, &ko, &p);
+    y[b0 * image + o] = yp[ns_chunk_kp_index(&g, nb, bl, ko, p)] + (bias ? bias[ko] : 0.0f);
 }
 
 // x (n,c,h,w), w (k,c,r,s), bias (k) or NULL -> y (n,k,oh,ow)

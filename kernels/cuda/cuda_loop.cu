@@ -5,12 +5,13 @@
 // what kernels/cpu/loop.c would be with its outer loops turned into threads, and
 // the baseline the vectorized table is measured against.
 //
-// Every kernel starts from its flat output index `o` (or its channel, or row); the
-// bodies of most (gemm, convolution, linear, batch norm, the softmax rows) are in
-// kernels/ns_elem.h, the same functions kernels/cpu/loop.c runs for each element,
-// and split `o` into coordinates, innermost (fastest-varying) first. Entries return
-// at once when there is nothing to compute; pooling, the loss gradient and accuracy
-// are shared with the vectorized table (cuda_shared.cu).
+// Every kernel starts from its flat output index `o` (or its channel, or row) and
+// splits it into the output's coordinates once (ns_unflatten2/3/4, ns_math.h): the
+// indices of kernels/cpu/loop.c's loop nest. The bodies of most (gemm, convolution,
+// linear, batch norm, the softmax rows) are in kernels/ns_elem.h, the same functions
+// kernels/cpu/loop.c calls inside that nest. Entries return at once when there is
+// nothing to compute; pooling, the loss gradient and accuracy are shared with the
+// vectorized table (cuda_shared.cu).
 #include "cuda_common.h"
 #include "ns_elem.h"
 
@@ -20,7 +21,10 @@
 __global__ static void gemm_kernel(bool ta, bool tb, int m, int n, int k, float alpha,
                                    const float *a, const float *b, float beta, float *c) {
     size_t o = cu_tid();
-    if (o < (size_t)m * n) c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, o);
+    if (o >= (size_t)m * n) return;
+    int i, j;
+    ns_unflatten2(o, n, &i, &j);
+    c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
 }
 
 static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
@@ -49,7 +53,10 @@ static size_t loop_conv2d_workspace(const struct conv_geom *g) {
 __global__ static void conv_fwd_kernel(struct conv_geom g, const float *x, const float *w,
                                        const float *bias, float *y) {
     size_t o = cu_tid();
-    if (o < (size_t)g.n * g.k * g.oh * g.ow) y[o] = ns_conv_fwd_at(&g, x, w, bias, o);
+    if (o >= (size_t)g.n * g.k * g.oh * g.ow) return;
+    int b, ko, oy, ox;
+    ns_unflatten4(o, g.k, g.oh, g.ow, &b, &ko, &oy, &ox);
+    y[o] = ns_conv_fwd_at(&g, x, w, bias, b, ko, oy, ox);
 }
 
 static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
@@ -63,8 +70,10 @@ static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
 __global__ static void conv_bwd_data_kernel(struct conv_geom g, const float *dy, const float *w,
                                             float *dx, bool acc) {
     size_t o = cu_tid();
-    if (o < (size_t)g.n * g.c * g.h * g.w)
-        dx[o] = ns_conv_bwd_data_at(&g, dy, w, acc ? dx[o] : 0.0f, o);  // dx not read when !acc
+    if (o >= (size_t)g.n * g.c * g.h * g.w) return;
+    int b, ci, iy, ix;
+    ns_unflatten4(o, g.c, g.h, g.w, &b, &ci, &iy, &ix);
+    dx[o] = ns_conv_bwd_data_at(&g, dy, w, acc ? dx[o] : 0.0f, b, ci, iy, ix);  // !acc: not read
 }
 
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
@@ -79,7 +88,10 @@ static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, con
 __global__ static void conv_bwd_filter_kernel(struct conv_geom g, const float *x,
                                               const float *dy, float *dw) {
     size_t o = cu_tid();
-    if (o < (size_t)g.k * g.c * g.r * g.s) dw[o] = ns_conv_bwd_filter_at(&g, x, dy, dw[o], o);
+    if (o >= (size_t)g.k * g.c * g.r * g.s) return;
+    int ko, ci, ky, kx;
+    ns_unflatten4(o, g.c, g.r, g.s, &ko, &ci, &ky, &kx);
+    dw[o] = ns_conv_bwd_filter_at(&g, x, dy, dw[o], ko, ci, ky, kx);
 }
 
 // dy (n,k,hw) -> dbias (k) +=; a thread per channel
@@ -103,7 +115,10 @@ static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, co
 __global__ static void linear_fwd_kernel(int n, int in, int out, const float *x, const float *w,
                                          const float *bias, float *y) {
     size_t o = cu_tid();
-    if (o < (size_t)n * out) y[o] = ns_linear_fwd_at(in, out, x, w, bias, o);
+    if (o >= (size_t)n * out) return;
+    int i, j;
+    ns_unflatten2(o, out, &i, &j);
+    y[o] = ns_linear_fwd_at(in, x, w, bias, i, j);
 }
 
 static void loop_linear_fwd(int n, int in, int out, const float *x, const float *w,
@@ -115,14 +130,20 @@ static void loop_linear_fwd(int n, int in, int out, const float *x, const float 
 __global__ static void linear_bwd_x_kernel(int n, int in, int out, const float *w,
                                            const float *dy, float *dx) {
     size_t o = cu_tid();
-    if (o < (size_t)n * in) dx[o] += ns_linear_bwd_x_at(in, out, w, dy, o);
+    if (o >= (size_t)n * in) return;
+    int i, j;
+    ns_unflatten2(o, in, &i, &j);
+    dx[o] += ns_linear_bwd_x_at(in, out, w, dy, i, j);
 }
 
 // dy (n,out), x (n,in) -> dw (out,in) += dy^T x
 __global__ static void linear_bwd_w_kernel(int n, int in, int out, const float *x,
                                            const float *dy, float *dw) {
     size_t o = cu_tid();
-    if (o < (size_t)out * in) dw[o] += ns_linear_bwd_w_at(n, in, out, x, dy, o);
+    if (o >= (size_t)out * in) return;
+    int p, j;
+    ns_unflatten2(o, in, &p, &j);
+    dw[o] += ns_linear_bwd_w_at(n, in, out, x, dy, p, j);
 }
 
 // Any of dx, dw, dbias may be NULL when nobody wants that gradient.
@@ -151,7 +172,10 @@ __global__ static void bn_apply_kernel(int n, int c, int hw, const float *x, con
                                        const float *invstd, const float *gamma, const float *beta,
                                        float *y) {
     size_t o = cu_tid();
-    if (o < (size_t)n * c * hw) y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, o);
+    if (o >= (size_t)n * c * hw) return;
+    int i, ch, j;
+    ns_unflatten3(o, c, hw, &i, &ch, &j);
+    y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
 }
 
 static void loop_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
@@ -169,8 +193,10 @@ __global__ static void bn_eval_kernel(int n, int c, int hw, const float *x, cons
                                       const float *beta, const float *running_mean,
                                       const float *running_var, float eps, float *y) {
     size_t o = cu_tid();
-    if (o < (size_t)n * c * hw)
-        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, o);
+    if (o >= (size_t)n * c * hw) return;
+    int i, ch, j;
+    ns_unflatten3(o, c, hw, &i, &ch, &j);
+    y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
 }
 
 static void loop_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
@@ -202,7 +228,9 @@ __global__ static void bn_bwd_dx_kernel(int n, int c, int hw, const float *x, co
                                         bool acc) {
     size_t o = cu_tid();
     if (o >= (size_t)n * c * hw) return;
-    float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, o);
+    int i, ch, j;
+    ns_unflatten3(o, c, hw, &i, &ch, &j);
+    float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, i, ch, j);
     dx[o] = acc ? dx[o] + v : v;
 }
 
@@ -307,8 +335,8 @@ __global__ static void normalize_u8_kernel(int n, int h, int w, int c, struct ns
                                            const uint8_t *src, float *dst) {
     size_t o = cu_tid();
     if (o >= (size_t)n * p.cn * h * w) return;
-    int x = (int)(o % w), y = (int)(o / w % h);
-    int cl = (int)(o / ((size_t)w * h) % p.cn), i = (int)(o / ((size_t)w * h * p.cn));
+    int i, cl, y, x;  // cl: the channel within this launch's group
+    ns_unflatten4(o, p.cn, h, w, &i, &cl, &y, &x);
     int ch = p.c0 + cl;
     dst[ns_idx4(i, ch, y, x, c, h, w)] =
         ns_normalize_u8(src[ns_idx4(i, y, x, ch, h, w, c)], p.mean[cl], p.std[cl]);

@@ -14,7 +14,10 @@
 __global__ static void maxpool_fwd_kernel(struct pool_geom g, const float *x, float *y,
                                           int32_t *idx) {
     size_t o = cu_tid();
-    if (o < (size_t)g.n * g.c * g.oh * g.ow) y[o] = ns_maxpool_fwd_at(&g, x, o, &idx[o]);
+    if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
+    int b, ch, oy, ox;
+    ns_unflatten4(o, g.c, g.oh, g.ow, &b, &ch, &oy, &ox);
+    y[o] = ns_maxpool_fwd_at(&g, x, b, ch, oy, ox, &idx[o]);
 }
 
 void cu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
@@ -26,7 +29,10 @@ void cu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t
 __global__ static void maxpool_bwd_kernel(struct pool_geom g, const int32_t *idx, const float *dy,
                                           float *dx) {
     size_t i = cu_tid();
-    if (i < (size_t)g.n * g.c * g.h * g.w) dx[i] = ns_maxpool_bwd_at(&g, idx, dy, dx[i], i);
+    if (i >= (size_t)g.n * g.c * g.h * g.w) return;
+    int b, ch, iy, ix;
+    ns_unflatten4(i, g.c, g.h, g.w, &b, &ch, &iy, &ix);
+    dx[i] = ns_maxpool_bwd_at(&g, idx, dy, dx[i], b, ch, iy, ix);
 }
 
 void cu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy, float *dx) {
@@ -36,7 +42,10 @@ void cu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *
 // x (n,c,h,w) -> y (n,c,oh,ow); padded taps count as zeros in the size*size divisor
 __global__ static void avgpool_fwd_kernel(struct pool_geom g, const float *x, float *y) {
     size_t o = cu_tid();
-    if (o < (size_t)g.n * g.c * g.oh * g.ow) y[o] = ns_avgpool_fwd_at(&g, x, o);
+    if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
+    int b, ch, oy, ox;
+    ns_unflatten4(o, g.c, g.oh, g.ow, &b, &ch, &oy, &ox);
+    y[o] = ns_avgpool_fwd_at(&g, x, b, ch, oy, ox);
 }
 
 void cu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
@@ -46,7 +55,10 @@ void cu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
 // dy (n,c,oh,ow) -> dx (n,c,h,w) +=; one thread per input element
 __global__ static void avgpool_bwd_kernel(struct pool_geom g, const float *dy, float *dx) {
     size_t i = cu_tid();
-    if (i < (size_t)g.n * g.c * g.h * g.w) dx[i] = ns_avgpool_bwd_at(&g, dy, dx[i], i);
+    if (i >= (size_t)g.n * g.c * g.h * g.w) return;
+    int b, ch, iy, ix;
+    ns_unflatten4(i, g.c, g.h, g.w, &b, &ch, &iy, &ix);
+    dx[i] = ns_avgpool_bwd_at(&g, dy, dx[i], b, ch, iy, ix);
 }
 
 void cu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
@@ -61,7 +73,9 @@ __global__ static void softmax_xent_bwd_kernel(int n, int k, const float *probs,
                                                float *dlogits) {
     size_t o = cu_tid();
     if (o >= (size_t)n * k) return;
-    dlogits[o] += ns_softmax_xent_grad_at(k, probs, labels, *dloss / (float)n, o);
+    int i, j;
+    ns_unflatten2(o, k, &i, &j);
+    dlogits[o] += ns_softmax_xent_grad_at(k, probs, labels, *dloss / (float)n, i, j);
 }
 
 void cu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *labels,

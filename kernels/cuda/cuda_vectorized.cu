@@ -233,8 +233,11 @@ __global__ static void bn_stats_finish_kernel(int n, int c, int hw, int chunks, 
 __global__ static void bn_apply_kernel(size_t total, int c, int hw, const float *x,
                                        const float *mean, const float *invstd, const float *gamma,
                                        const float *beta, float *y) {
-    for (size_t o = cu_tid(); o < total; o += cu_nthreads())
-        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, o);
+    for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
+        int i, ch, j;
+        ns_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
+    }
 }
 
 static void vec_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
@@ -261,8 +264,11 @@ __global__ static void bn_eval_kernel(size_t total, int c, int hw, const float *
                                       const float *gamma, const float *beta,
                                       const float *running_mean, const float *running_var,
                                       float eps, float *y) {
-    for (size_t o = cu_tid(); o < total; o += cu_nthreads())
-        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, o);
+    for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
+        int i, ch, j;
+        ns_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
+    }
 }
 
 static void vec_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
@@ -317,7 +323,9 @@ __global__ static void bn_bwd_dx_kernel(size_t total, int c, int hw, long m, con
                                         const float *invstd, const float *sums, float *dx,
                                         bool acc) {
     for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
-        float v = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, o);
+        int i, ch, j;
+        ns_unflatten3(o, c, hw, &i, &ch, &j);
+        float v = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, i, ch, j);
         dx[o] = acc ? dx[o] + v : v;
     }
 }
