@@ -31,7 +31,7 @@ header_module() {
     error.h|os.h|rng.h) echo base ;;
     backend.h|ns_math.h|ns_elem.h|cpu_common.h|thread_pool.h|vec.h|cuda_*.h|cuda/*.h|cpu/*.h|emu.h|emu_internal.h|cublas_v2.h) echo kernels ;;
     tensor.h) echo core ;; autograd.h) echo autograd ;; ops.h) echo ops ;; data.h) echo data ;;
-    config.h) echo config ;; trace.h) echo trace ;; nn.h) echo nn ;;
+    config.h|schema.h) echo config ;; trace.h) echo trace ;; nn.h) echo nn ;;
     loader.h|feeder.h) echo loader ;; viz.h) echo viz ;; optim.h) echo optim ;; models.h) echo models ;;
     train.h|report.h|checkpoint.h) echo train ;; bench.h) echo tools ;;
     *) echo "" ;;

@@ -1,6 +1,6 @@
 /* config.c — the config schema and its INI parser (see config.h).
  *
- * Everything below is driven by keys[]: one row per key. Text is never copied into
+ * Everything below is driven by cfg_keys[]: one row per key. Text is never copied into
  * fixed buffers without a length check; the parser works on (pointer, length) slices
  * of the input, so any byte sequence either parses or yields an error message. */
 #include <assert.h>
@@ -13,145 +13,10 @@
 
 #include "config.h"
 #include "error.h"
+#include "schema.h"
 
 /* A config file bigger than this is almost surely the wrong file. */
 #define CFG_FILE_MAX (1u << 20)
-
-enum key_type { T_INT, T_FLOAT, T_BOOL, T_ENUM, T_STRING, T_INT_LIST, T_FLOAT_LIST };
-
-/* flags of a row */
-#define SHAPE    1u  /* decides parameter shapes: part of cfg_fingerprint */
-#define MIN_OPEN 2u  /* value must be > min, not >= min */
-#define MAX_OPEN 4u  /* value must be < max, not <= max */
-
-struct key_spec {
-    const char *section;
-    const char *name;
-    enum key_type type;
-    const char *def;          /* default, as file text: parsed by the same code as a file */
-    double min, max;          /* int, float, and each list entry */
-    int min_n, max_n;         /* number of list entries */
-    unsigned flags;
-    const char *const *names; /* enum: allowed values indexed by the C enum, NULL-terminated */
-    const char *help;
-    size_t offset;            /* of the field in struct config */
-};
-
-#define OFF(sec, key) offsetof(struct config, sec.key)
-#define INT(sec, key, def, lo, hi, fl, help) \
-    { #sec, #key, T_INT, def, lo, hi, 0, 0, fl, NULL, help, OFF(sec, key) }
-#define FLOAT(sec, key, def, lo, hi, fl, help) \
-    { #sec, #key, T_FLOAT, def, lo, hi, 0, 0, fl, NULL, help, OFF(sec, key) }
-#define BOOL(sec, key, def, help) \
-    { #sec, #key, T_BOOL, def, 0, 1, 0, 0, 0, NULL, help, OFF(sec, key) }
-#define ENUM(sec, key, def, names, fl, help) \
-    { #sec, #key, T_ENUM, def, 0, 0, 0, 0, fl, names, help, OFF(sec, key) }
-#define STRING(sec, key, def, fl, help) \
-    { #sec, #key, T_STRING, def, 0, 0, 0, 0, fl, NULL, help, OFF(sec, key) }
-#define INT_LIST(sec, key, def, n_lo, n_hi, lo, hi, fl, help) \
-    { #sec, #key, T_INT_LIST, def, lo, hi, n_lo, n_hi, fl, NULL, help, OFF(sec, key) }
-#define FLOAT_LIST(sec, key, def, n_lo, n_hi, lo, hi, fl, help) \
-    { #sec, #key, T_FLOAT_LIST, def, lo, hi, n_lo, n_hi, fl, NULL, help, OFF(sec, key) }
-#define EMPTY "\"\""
-
-/* Each name at its value's index; the NULL after the highest ends the list. */
-static const char *const dataset_names[] = {
-    [CFG_DATASET_FOLDER] = "folder", [CFG_DATASET_IDX] = "idx", [CFG_DATASET_PACKED] = "packed",
-    NULL };
-static const char *const size_names[] = {
-    [CFG_SIZE_RESIZE] = "resize", [CFG_SIZE_REJECT] = "reject", NULL };
-static const char *const bad_sample_names[] = {
-    [CFG_BAD_SAMPLE_ERROR] = "error", [CFG_BAD_SAMPLE_SKIP] = "skip", NULL };
-static const char *const cache_names[] = {
-    [CFG_CACHE_NONE] = "none", [CFG_CACHE_MEMORY] = "memory", [CFG_CACHE_PACKED] = "packed",
-    NULL };
-static const char *const arch_names[] = {
-    [CFG_ARCH_RESNET] = "resnet", [CFG_ARCH_CNN] = "cnn", [CFG_ARCH_MLP] = "mlp", NULL };
-static const char *const schedule_names[] = {
-    [CFG_SCHEDULE_CONSTANT] = "constant", [CFG_SCHEDULE_LINEAR] = "linear",
-    [CFG_SCHEDULE_COSINE] = "cosine", NULL };
-static const char *const device_names[] = {
-    [CFG_DEVICE_AUTO] = "auto", [CFG_DEVICE_CPU] = "cpu", [CFG_DEVICE_CUDA] = "cuda", NULL };
-static const char *const kernels_names[] = {
-    [KF_LOOP] = "loop", [KF_VECTORIZED] = "vectorized", NULL };
-
-/* Enum fields are written as int through the table. */
-_Static_assert(sizeof(enum cfg_dataset) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum cfg_size_mismatch) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum cfg_bad_sample) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum cfg_cache) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum cfg_arch) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum cfg_schedule) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum cfg_device) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum kernel_flavour) == sizeof(int), "enum size");
-
-/* Rows of one section stay together: the printer and the error messages rely on it.
- * The defaults are the resnet_small recipe (docs/design.md). */
-static const struct key_spec keys[] = {
-    ENUM(data, dataset, "folder", dataset_names, 0,
-         "folder: a folder of images per class; idx: IDX files; packed: ./prepare's file"),
-    STRING(data, path, "data/fashion-mnist", 0, "dataset root directory"),
-    STRING(data, train_dir, "train", 0, "training split, relative to path"),
-    STRING(data, test_dir, "test", 0, "test split, relative to path"),
-    INT(data, classes, "10", 1, 100000, SHAPE, "number of classes"),
-    INT(data, height, "28", 1, 4096, SHAPE, "image height the model sees, in pixels"),
-    INT(data, width, "28", 1, 4096, SHAPE, "image width the model sees, in pixels"),
-    INT(data, channels, "1", 1, 4, SHAPE, "1 (grayscale) or 3 (RGB)"),
-    FLOAT_LIST(data, mean, "0.2860", 1, 4, 0, 1, 0,
-               "per-channel mean of pixels scaled to 0..1, one per channel"),
-    FLOAT_LIST(data, std, "0.3530", 1, 4, 0, 1, MIN_OPEN,
-               "per-channel standard deviation of pixels scaled to 0..1"),
-    ENUM(data, on_size_mismatch, "resize", size_names, 0,
-         "an image of another size: resize it, or stop with an error"),
-    ENUM(data, on_bad_sample, "error", bad_sample_names, 0,
-         "an unreadable image: stop with an error naming it, or skip and count it"),
-
-    INT(loader, batch, "128", 1, 65536, 0, "samples per training step"),
-    INT(loader, workers, "2", 0, 64, 0, "decode threads; 0 = load on the training thread"),
-    INT(loader, prefetch, "4", 1, 64, 0, "batch slots in the ring; 1 = no overlap"),
-    BOOL(loader, pinned, "yes", "page-locked batch slots, for asynchronous copies"),
-    BOOL(loader, overlap, "yes", "copy batches on their own stream during compute"),
-    ENUM(loader, cache, "none", cache_names, 0,
-         "none: decode every epoch; memory: keep decoded images; packed: mmap a file"),
-    INT(loader, io_delay_us, "0", 0, 10000000, 0,
-        "simulated storage latency per file, in microseconds"),
-    INT(loader, seed, "0", 0, INT_MAX, 0, "seed of the shuffle and the augmentation"),
-    BOOL(loader, drop_last, "no", "drop the last partial batch of each epoch"),
-    INT(loader, crop_pad, "2", 0, 64, 0, "random crop with this much zero padding; 0 = off"),
-    BOOL(loader, flip, "yes", "random horizontal flip"),
-
-    ENUM(model, arch, "resnet", arch_names, SHAPE,
-         "resnet uses widths and blocks, cnn uses layers, mlp uses hidden"),
-    INT_LIST(model, widths, "16,32,64", 1, CFG_LIST_MAX, 1, 4096, SHAPE,
-             "resnet: channels of each stage"),
-    INT_LIST(model, blocks, "1,1,1", 1, CFG_LIST_MAX, 0, 64, SHAPE,
-             "resnet: BasicBlocks of each stage, one per width"),
-    STRING(model, layers, EMPTY, SHAPE, "cnn: the layer spec, read by models/cnn.c"),
-    INT_LIST(model, hidden, "256", 0, CFG_LIST_MAX, 1, 65536, SHAPE,
-             "mlp: sizes of the hidden layers; \"\" = a linear model"),
-
-    FLOAT(optim, lr, "0.1", 0, 10, MIN_OPEN, "peak learning rate"),
-    FLOAT(optim, momentum, "0.9", 0, 1, MAX_OPEN, "SGD momentum"),
-    BOOL(optim, nesterov, "yes", "Nesterov momentum"),
-    FLOAT(optim, weight_decay, "5e-4", 0, 1, 0, "L2 weight decay"),
-    ENUM(optim, schedule, "linear", schedule_names, 0,
-         "after warmup: keep lr, or decay it linearly or by a cosine to 0"),
-    FLOAT(optim, warmup, "0.2", 0, 1, 0, "fraction of the steps spent rising from 0 to lr"),
-
-    INT(train, epochs, "1", 1, 100000, 0, "passes over the training split"),
-    INT(train, max_steps, "0", 0, INT_MAX, 0, "stop after this many steps; 0 = no limit"),
-    ENUM(train, device, "auto", device_names, 0, "auto: the GPU when there is one"),
-    ENUM(train, kernels, "vectorized", kernels_names, 0,
-         "loop: plain readable kernels; vectorized: the fast ones"),
-    BOOL(train, tf32, "no", "allow TF32 tensor-core math on the GPU"),
-    INT(train, eval_every, "1", 0, 100000, 0, "evaluate every N epochs; 0 = never"),
-    STRING(train, checkpoint, EMPTY, 0, "checkpoint file, written each epoch; \"\" = none"),
-    STRING(train, trace, EMPTY, 0, "Chrome trace-event JSON to write; \"\" = none"),
-    INT(train, log_every, "50", 1, 1000000, 0, "print progress every N steps"),
-    INT(train, threads, "0", 0, 4096, 0, "CPU threads for the kernels; 0 = all cores"),
-};
-
-#define N_KEYS (sizeof keys / sizeof keys[0])
 
 /* ---- text helpers ---------------------------------------------------------- */
 
@@ -233,16 +98,16 @@ static int edit_distance(struct slice a, const char *b) {
 
 /* The table's spelling of section `name`, or NULL. */
 static const char *find_section(struct slice name) {
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (slice_eq(name, keys[i].section)) return keys[i].section;
+    for (size_t i = 0; i < CFG_N_KEYS; i++)
+        if (slice_eq(name, cfg_keys[i].section)) return cfg_keys[i].section;
     return NULL;
 }
 
 /* section NULL: any section. */
 static const struct key_spec *find_key(const char *section, struct slice name) {
-    for (size_t i = 0; i < N_KEYS; i++)
-        if ((!section || !strcmp(keys[i].section, section)) && slice_eq(name, keys[i].name))
-            return &keys[i];
+    for (size_t i = 0; i < CFG_N_KEYS; i++)
+        if ((!section || !strcmp(cfg_keys[i].section, section)) && slice_eq(name, cfg_keys[i].name))
+            return &cfg_keys[i];
     return NULL;
 }
 
@@ -258,10 +123,10 @@ static const struct key_spec *find_dotted(const char *dotted) {
 static const struct key_spec *closest_key(const char *section, struct slice name) {
     const struct key_spec *best = NULL;
     int best_d = 3;
-    for (size_t i = 0; i < N_KEYS; i++) {
-        if (section && strcmp(keys[i].section, section)) continue;
-        int d = edit_distance(name, keys[i].name);
-        if (d < best_d) best = &keys[i], best_d = d;
+    for (size_t i = 0; i < CFG_N_KEYS; i++) {
+        if (section && strcmp(cfg_keys[i].section, section)) continue;
+        int d = edit_distance(name, cfg_keys[i].name);
+        if (d < best_d) best = &cfg_keys[i], best_d = d;
     }
     return best;
 }
@@ -269,27 +134,27 @@ static const struct key_spec *closest_key(const char *section, struct slice name
 static const char *closest_section(struct slice name) {
     const char *best = NULL;
     int best_d = 3;
-    for (size_t i = 0; i < N_KEYS; i++) {
-        int d = edit_distance(name, keys[i].section);
-        if (d < best_d) best = keys[i].section, best_d = d;
+    for (size_t i = 0; i < CFG_N_KEYS; i++) {
+        int d = edit_distance(name, cfg_keys[i].section);
+        if (d < best_d) best = cfg_keys[i].section, best_d = d;
     }
     return best;
 }
 
 static bool first_of_section(size_t i) {
-    return i == 0 || strcmp(keys[i].section, keys[i - 1].section) != 0;
+    return i == 0 || strcmp(cfg_keys[i].section, cfg_keys[i - 1].section) != 0;
 }
 
 static void list_sections(char *buf, size_t cap) {
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (first_of_section(i)) append(buf, cap, "%s[%s]", i ? ", " : "", keys[i].section);
+    for (size_t i = 0; i < CFG_N_KEYS; i++)
+        if (first_of_section(i)) append(buf, cap, "%s[%s]", i ? ", " : "", cfg_keys[i].section);
 }
 
 static void list_keys(const char *section, char *buf, size_t cap) {
     bool first = true;
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (!strcmp(keys[i].section, section)) {
-            append(buf, cap, "%s%s", first ? "" : ", ", keys[i].name);
+    for (size_t i = 0; i < CFG_N_KEYS; i++)
+        if (!strcmp(cfg_keys[i].section, section)) {
+            append(buf, cap, "%s%s", first ? "" : ", ", cfg_keys[i].name);
             first = false;
         }
 }
@@ -316,8 +181,8 @@ static void describe_range(const struct key_spec *k, char *buf, size_t cap) {
 }
 
 int cfg_key_range(int i, struct cfg_range *out) {
-    if (i < 0 || (size_t)i >= N_KEYS) return -1;
-    const struct key_spec *k = &keys[i];
+    if (i < 0 || (size_t)i >= CFG_N_KEYS) return -1;
+    const struct key_spec *k = &cfg_keys[i];
     snprintf(out->key, sizeof out->key, "%s.%s", k->section, k->name);
     out->is_int = k->type == T_INT || k->type == T_INT_LIST;
     out->is_list = is_list(k);
@@ -653,7 +518,7 @@ static int assign(struct config *cfg, const char *section, struct slice key, str
                   const char *where, int *line_of, int line) {
     const struct key_spec *k = find_key(section, key);
     if (!k) return unknown_key(section, key, where);
-    size_t row = (size_t)(k - keys);
+    size_t row = (size_t)(k - cfg_keys);
     if (line_of && line_of[row])
         return err_set("%s: %s.%s: set twice, on lines %d and %d; keep one of them", where,
                        k->section, k->name, line_of[row], line);
@@ -662,7 +527,7 @@ static int assign(struct config *cfg, const char *section, struct slice key, str
     return 0;
 }
 
-/* The current section of a file: a name from keys[], or NULL before the first header. */
+/* The current section of a file: a name from cfg_keys[], or NULL before the first header. */
 static int parse_line(struct config *cfg, struct slice line, const char *where,
                       const char **section, int *line_of, int lineno) {
     char b1[SHOWN_CAP];
@@ -703,8 +568,8 @@ static const char *locate(char *buf, size_t cap, const char *where, const int *l
     const char *names[2] = { key_a, key_b };
     for (int i = 0; i < 2 && line_of; i++) {
         const struct key_spec *k = names[i] ? find_dotted(names[i]) : NULL;
-        if (k && line_of[k - keys]) {
-            snprintf(buf, cap, "%s:%d", where, line_of[k - keys]);
+        if (k && line_of[k - cfg_keys]) {
+            snprintf(buf, cap, "%s:%d", where, line_of[k - cfg_keys]);
             return buf;
         }
     }
@@ -747,9 +612,9 @@ static int validate(const struct config *cfg, const char *where, const int *line
 void cfg_defaults(struct config *cfg) {
     /* Zeroed first so that unused string and list tails compare equal byte for byte. */
     memset(cfg, 0, sizeof *cfg);
-    for (size_t i = 0; i < N_KEYS; i++) {
-        int rc = parse_value(&keys[i], slice_of(keys[i].def), "default", cfg);
-        assert(rc == 0 && "every default in keys[] must parse");
+    for (size_t i = 0; i < CFG_N_KEYS; i++) {
+        int rc = parse_value(&cfg_keys[i], slice_of(cfg_keys[i].def), "default", cfg);
+        assert(rc == 0 && "every default in cfg_keys[] must parse");
         (void)rc;
     }
 }
@@ -765,7 +630,7 @@ int cfg_load_text(struct config *cfg, const char *text, size_t len, const char *
                        "right file?", name, len, CFG_FILE_MAX);
     struct config tmp;
     cfg_defaults(&tmp);
-    int line_of[N_KEYS] = { 0 };
+    int line_of[CFG_N_KEYS] = { 0 };
     const char *section = NULL;
     struct slice rest = { text, text ? len : 0 };
     /* Editors on Windows may start a UTF-8 file with a byte-order mark. */
@@ -850,8 +715,8 @@ int cfg_set(struct config *cfg, const char *assignment) {
 void cfg_print(const struct config *cfg, FILE *out) {
     char value[VALUE_TEXT_MAX];
     fprintf(out, "# nostall config, resolved: defaults, then the file, then --set\n");
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const struct key_spec *k = &keys[i];
+    for (size_t i = 0; i < CFG_N_KEYS; i++) {
+        const struct key_spec *k = &cfg_keys[i];
         if (first_of_section(i)) fprintf(out, "%s[%s]\n", i ? "\n" : "", k->section);
         format_value(k, cfg, value, sizeof value);
         fprintf(out, "%-16s = %-18s # %s\n", k->name, value, k->help);
@@ -873,8 +738,8 @@ static const char *type_name(const struct key_spec *k) {
 
 void cfg_print_help(FILE *out) {
     char allowed[160];
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const struct key_spec *k = &keys[i];
+    for (size_t i = 0; i < CFG_N_KEYS; i++) {
+        const struct key_spec *k = &cfg_keys[i];
         if (first_of_section(i)) fprintf(out, "%s[%s]\n", i ? "\n" : "", k->section);
         allowed[0] = 0;
         if (k->type == T_ENUM) {
@@ -910,8 +775,8 @@ const char *cfg_enum_name(const char *key, int value) {
 }
 
 bool cfg_equal(const struct config *a, const struct config *b) {
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const struct key_spec *k = &keys[i];
+    for (size_t i = 0; i < CFG_N_KEYS; i++) {
+        const struct key_spec *k = &cfg_keys[i];
         const void *x = cfield(a, k), *y = cfield(b, k);
         bool same = true;
         switch (k->type) {
@@ -941,8 +806,8 @@ bool cfg_equal(const struct config *a, const struct config *b) {
 uint64_t cfg_fingerprint(const struct config *cfg) {
     char value[VALUE_TEXT_MAX], line[VALUE_TEXT_MAX + 64];
     uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < N_KEYS; i++) {
-        const struct key_spec *k = &keys[i];
+    for (size_t i = 0; i < CFG_N_KEYS; i++) {
+        const struct key_spec *k = &cfg_keys[i];
         if (!(k->flags & SHAPE)) continue;
         format_value(k, cfg, value, sizeof value);
         int n = snprintf(line, sizeof line, "%s.%s=%s\n", k->section, k->name, value);
