@@ -6,7 +6,7 @@
 
 #include "error.h"
 #include "models.h"
-#include "ns_math.h"
+#include "km_math.h"
 
 /* The running shape while we build, so each layer knows its input size. */
 struct walk { int c, h, w; bool flat; int features; };

@@ -28,7 +28,7 @@
 
 #include "backend.h"
 #include "error.h"
-#include "ns_math.h"
+#include "km_math.h"
 #include "testutil.h"
 
 /* ---- one case: an entry, its sizes, its scalars ---- */

@@ -17,7 +17,7 @@
  *    test checks the other table and reports itself skipped, naming the table
  *    (the fused batch norm + ReLU, which neither has, is skipped outright).
  *  - cuda_bodies: no GPU needed, and built and run without CUDA too. The
- *    per-element bodies the CUDA kernels call (kernels/ns_elem.h: gemm, direct and
+ *    per-element bodies the CUDA kernels call (kernels/km_elem.h: gemm, direct and
  *    im2col convolution, pooling, batch norm) run here over every element, as a CPU
  *    table, through the same cases and checks against the CPU loop table; and the
  *    window arithmetic against brute force. The loop table runs most of these
@@ -53,8 +53,8 @@
 #include "feeder.h"
 #include "fixtures/datagen.h"
 #include "kcases.h"
-#include "ns_elem.h"
-#include "ns_math.h"
+#include "km_elem.h"
+#include "km_math.h"
 #include "models.h"
 #include "nn.h"
 #include "ops.h"
@@ -358,7 +358,7 @@ KCASE_OPS(OP_TEST)
 /* ---- the kernels' bodies, run on the CPU ----
  * A CPU table whose gemm, convolution, pooling and batch norm entries do what a CUDA
  * grid does: for every flat index o of the output (or every channel), split o into
- * coordinates with ns_unflatten2/3/4 as the kernel does, and call the same ns_elem.h
+ * coordinates with km_unflatten2/3/4 as the kernel does, and call the same km_elem.h
  * function a CUDA thread calls for it. The CPU loop table it is compared with calls
  * the direct bodies from nested loops, so the split is checked too. */
 
@@ -366,8 +366,8 @@ static void body_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const 
                       const float *b, float beta, float *c) {
     for (size_t o = 0; o < (size_t)m * n; o++) {
         int i, j;
-        ns_unflatten2(o, n, &i, &j);
-        c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
+        km_unflatten2(o, n, &i, &j);
+        c[o] = km_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
     }
 }
 static size_t body_no_workspace(const struct conv_geom *g) { (void)g; return 0; }
@@ -376,8 +376,8 @@ static void body_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
     (void)ws;
     for (size_t o = 0; o < conv_y_n(g); o++) {
         int b, ko, oy, ox;
-        ns_unflatten4(o, g->k, g->oh, g->ow, &b, &ko, &oy, &ox);
-        y[o] = ns_conv_fwd_at(g, x, w, bias, b, ko, oy, ox);
+        km_unflatten4(o, g->k, g->oh, g->ow, &b, &ko, &oy, &ox);
+        y[o] = km_conv_fwd_at(g, x, w, bias, b, ko, oy, ox);
     }
 }
 static void body_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
@@ -385,8 +385,8 @@ static void body_conv2d_bwd_data(const struct conv_geom *g, const float *dy, con
     (void)ws;
     for (size_t o = 0; o < conv_x_n(g); o++) {
         int b, ci, iy, ix;
-        ns_unflatten4(o, g->c, g->h, g->w, &b, &ci, &iy, &ix);
-        dx[o] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[o] : 0.0f, b, ci, iy, ix);
+        km_unflatten4(o, g->c, g->h, g->w, &b, &ci, &iy, &ix);
+        dx[o] = km_conv_bwd_data_at(g, dy, w, acc ? dx[o] : 0.0f, b, ci, iy, ix);
     }
 }
 /* the im2col path's bias gradient (cu_bias_grad): each channel's sum, then added */
@@ -404,12 +404,12 @@ static void body_conv2d_bwd_filter(const struct conv_geom *g, const float *x, co
     (void)ws;
     for (size_t o = 0; o < conv_w_n(g); o++) {
         int ko, ci, ky, kx;
-        ns_unflatten4(o, g->c, g->r, g->s, &ko, &ci, &ky, &kx);
-        dw[o] = ns_conv_bwd_filter_at(g, x, dy, dw[o], ko, ci, ky, kx);
+        km_unflatten4(o, g->c, g->r, g->s, &ko, &ci, &ky, &kx);
+        dw[o] = km_conv_bwd_filter_at(g, x, dy, dw[o], ko, ci, ky, kx);
     }
     if (dbias)
         for (int ko = 0; ko < g->k; ko++)
-            dbias[ko] = ns_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
+            dbias[ko] = km_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
 }
 
 /* The im2col path of cuda_conv_im2col.cu, two images per chunk (so a batch of 3
@@ -423,9 +423,9 @@ static size_t body_im2col_workspace(const struct conv_geom *g) {
 static void body_im2col(const struct conv_geom *g, int b0, int nb, const float *x, float *col) {
     for (size_t o = 0; o < body_crs(g) * nb * g->oh * g->ow; o++) {
         int row, bl, oy, ox, ci, ky, kx;
-        ns_unflatten4(o, nb, g->oh, g->ow, &row, &bl, &oy, &ox);
-        ns_unflatten3((size_t)row, g->r, g->s, &ci, &ky, &kx);
-        col[o] = ns_im2col_at(g, x, ci, ky, kx, b0 + bl, oy, ox);
+        km_unflatten4(o, nb, g->oh, g->ow, &row, &bl, &oy, &ox);
+        km_unflatten3((size_t)row, g->r, g->s, &ci, &ky, &kx);
+        col[o] = km_im2col_at(g, x, ci, ky, kx, b0 + bl, oy, ox);
     }
 }
 /* gather_dy_kernel: dy of images [b0, b0+nb) -> yp (k, nb*oh*ow) */
@@ -433,8 +433,8 @@ static void body_gather_dy(const struct conv_geom *g, int b0, int nb, const floa
     size_t image = (size_t)g->k * g->oh * g->ow;
     for (size_t o = 0; o < nb * image; o++) {
         int bl, ko, p;
-        ns_unflatten3(o, g->k, g->oh * g->ow, &bl, &ko, &p);
-        yp[ns_chunk_kp_index(g, nb, bl, ko, p)] = dy[b0 * image + o];
+        km_unflatten3(o, g->k, g->oh * g->ow, &bl, &ko, &p);
+        yp[km_chunk_kp_index(g, nb, bl, ko, p)] = dy[b0 * image + o];
     }
 }
 static void body_im2col_fwd(const struct conv_geom *g, const float *x, const float *w,
@@ -447,8 +447,8 @@ static void body_im2col_fwd(const struct conv_geom *g, const float *x, const flo
         cpu_loop_backend.gemm(false, false, g->k, cols, (int)body_crs(g), 1.0f, w, col, 0.0f, yp);
         for (size_t o = 0; o < nb * image; o++) { /* scatter_y_kernel */
             int bl, ko, p;
-            ns_unflatten3(o, g->k, g->oh * g->ow, &bl, &ko, &p);
-            y[b0 * image + o] = yp[ns_chunk_kp_index(g, nb, bl, ko, p)] + (bias ? bias[ko] : 0.0f);
+            km_unflatten3(o, g->k, g->oh * g->ow, &bl, &ko, &p);
+            y[b0 * image + o] = yp[km_chunk_kp_index(g, nb, bl, ko, p)] + (bias ? bias[ko] : 0.0f);
         }
     }
 }
@@ -462,8 +462,8 @@ static void body_im2col_bwd_data(const struct conv_geom *g, const float *dy, con
         cpu_loop_backend.gemm(true, false, (int)body_crs(g), cols, g->k, 1.0f, w, yp, 0.0f, col);
         for (size_t o = 0; o < nb * ximage; o++) { /* col2im_kernel */
             int bl, ci, iy, ix;
-            ns_unflatten4(o, g->c, g->h, g->w, &bl, &ci, &iy, &ix);
-            float v = ns_col2im_at(g, nb, col, bl, ci, iy, ix);
+            km_unflatten4(o, g->c, g->h, g->w, &bl, &ci, &iy, &ix);
+            float v = km_col2im_at(g, nb, col, bl, ci, iy, ix);
             dx[b0 * ximage + o] = acc ? dx[b0 * ximage + o] + v : v;
         }
     }
@@ -484,30 +484,30 @@ static void body_im2col_bwd_filter(const struct conv_geom *g, const float *x, co
 static void body_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
     for (size_t o = 0; o < pool_y_n(g); o++) {
         int b, ch, oy, ox;
-        ns_unflatten4(o, g->c, g->oh, g->ow, &b, &ch, &oy, &ox);
-        y[o] = ns_maxpool_fwd_at(g, x, b, ch, oy, ox, &idx[o]);
+        km_unflatten4(o, g->c, g->oh, g->ow, &b, &ch, &oy, &ox);
+        y[o] = km_maxpool_fwd_at(g, x, b, ch, oy, ox, &idx[o]);
     }
 }
 static void body_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy,
                              float *dx) {
     for (size_t i = 0; i < pool_x_n(g); i++) {
         int b, ch, iy, ix;
-        ns_unflatten4(i, g->c, g->h, g->w, &b, &ch, &iy, &ix);
-        dx[i] = ns_maxpool_bwd_at(g, idx, dy, dx[i], b, ch, iy, ix);
+        km_unflatten4(i, g->c, g->h, g->w, &b, &ch, &iy, &ix);
+        dx[i] = km_maxpool_bwd_at(g, idx, dy, dx[i], b, ch, iy, ix);
     }
 }
 static void body_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
     for (size_t o = 0; o < pool_y_n(g); o++) {
         int b, ch, oy, ox;
-        ns_unflatten4(o, g->c, g->oh, g->ow, &b, &ch, &oy, &ox);
-        y[o] = ns_avgpool_fwd_at(g, x, b, ch, oy, ox);
+        km_unflatten4(o, g->c, g->oh, g->ow, &b, &ch, &oy, &ox);
+        y[o] = km_avgpool_fwd_at(g, x, b, ch, oy, ox);
     }
 }
 static void body_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
     for (size_t i = 0; i < pool_x_n(g); i++) {
         int b, ch, iy, ix;
-        ns_unflatten4(i, g->c, g->h, g->w, &b, &ch, &iy, &ix);
-        dx[i] = ns_avgpool_bwd_at(g, dy, dx[i], b, ch, iy, ix);
+        km_unflatten4(i, g->c, g->h, g->w, &b, &ch, &iy, &ix);
+        dx[i] = km_avgpool_bwd_at(g, dy, dx[i], b, ch, iy, ix);
     }
 }
 
@@ -517,11 +517,11 @@ static void body_bn_fwd_train(int n, int c, int hw, const float *x, const float 
                               float *running_mean, float *running_var, float momentum,
                               float eps) {
     for (int ch = 0; ch < c; ch++)
-        ns_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, ch);
+        km_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, ch);
     for (size_t o = 0; o < (size_t)n * c * hw; o++) {
         int i, ch, j;
-        ns_unflatten3(o, c, hw, &i, &ch, &j);
-        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
+        km_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = km_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
     }
 }
 static void body_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
@@ -529,8 +529,8 @@ static void body_bn_fwd_eval(int n, int c, int hw, const float *x, const float *
                              const float *running_var, float eps, float *y) {
     for (size_t o = 0; o < (size_t)n * c * hw; o++) {
         int i, ch, j;
-        ns_unflatten3(o, c, hw, &i, &ch, &j);
-        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
+        km_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = km_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
     }
 }
 /* cuda_loop.cu's bn_bwd_sums_kernel: sums (c,2) = (sum dy, sum dy*xhat), in float */
@@ -538,7 +538,7 @@ static void body_bn_bwd_sums(int n, int c, int hw, const float *x, const float *
                              const float *mean, const float *invstd, float *sums) {
     for (int ch = 0; ch < c; ch++) {
         double sum_dy, sum_dy_xhat;
-        ns_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, ch, &sum_dy, &sum_dy_xhat);
+        km_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, ch, &sum_dy, &sum_dy_xhat);
         sums[2 * ch] = (float)sum_dy;
         sums[2 * ch + 1] = (float)sum_dy_xhat;
     }
@@ -555,8 +555,8 @@ static void body_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
     }
     for (size_t o = 0; o < (size_t)n * c * hw; o++) {
         int i, ch, j;
-        ns_unflatten3(o, c, hw, &i, &ch, &j);
-        float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, i, ch, j);
+        km_unflatten3(o, c, hw, &i, &ch, &j);
+        float v = km_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, i, ch, j);
         dx[o] = acc_dx ? dx[o] + v : v;
     }
     free(sums);
@@ -613,12 +613,12 @@ static void check_bodies(enum op_id op) {
 BODY_OPS(BODY_TEST)
 
 /* ---- batch norm's backward dx body, element by element, against both CPU tables ----
- * ns_bn_bwd_dx_at is what every thread of the last pass of bn_bwd runs on the GPU, from
+ * km_bn_bwd_dx_at is what every thread of the last pass of bn_bwd runs on the GPU, from
  * the sums (c,2) = (sum dy, sum dy*xhat) per channel that an earlier pass left in
- * scratch. No CPU table calls it (they call ns_bn_dx), so it is run here, with its sums
- * made both ways the CUDA tables make them: cuda_loop.cu's ns_bn_bwd_sums_at in double
+ * scratch. No CPU table calls it (they call km_bn_dx), so it is run here, with its sums
+ * made both ways the CUDA tables make them: cuda_loop.cu's km_bn_bwd_sums_at in double
  * (body_bn_bwd_sums), and cuda_vectorized.cu's float partial sums over slices of the
- * channel (ns_bn_at), added up in double (bn_vec_style_sums). The bn_bwd table test
+ * channel (km_bn_at), added up in double (bn_vec_style_sums). The bn_bwd table test
  * above measures errors against max(1, |a|, |b|), under which a wrong dx of a small dy
  * passes; here each element's error is measured against the size of the terms it is
  * made of, gamma*invstd/m * (m|dy| + sum|dy| + |xhat| sum|dy*xhat|), the scale that
@@ -639,7 +639,7 @@ static void bn_vec_style_sums(int n, int c, int hw, const float *x, const float 
             for (int t = 0; t < BN_VEC_THREADS; t++)
                 for (size_t e = (size_t)chunk * BN_VEC_THREADS + t; e < m;
                      e += (size_t)BN_VEC_CHUNKS * BN_VEC_THREADS) {
-                    size_t at = ns_bn_at(e, ch, c, hw);
+                    size_t at = km_bn_at(e, ch, c, hw);
                     s += dy[at];
                     sx += dy[at] * ((x[at] - mean[ch]) * invstd[ch]);
                 }
@@ -691,7 +691,7 @@ Test(cuda_bodies, bn_bwd_dx_body_matches_both_cpu_tables_elementwise) {
             double s = 0.0, ss = 0.0;
             for (int i = 0; i < n; i++)
                 for (int j = 0; j < hw; j++) {
-                    size_t at = ns_idx3(i, ch, j, c, hw);
+                    size_t at = km_idx3(i, ch, j, c, hw);
                     x[at] += shift;
                     dy[at] = sh->dy_scale * (tu_uniform(&seed, -1, 1) + off);
                     s += x[at];
@@ -700,14 +700,14 @@ Test(cuda_bodies, bn_bwd_dx_body_matches_both_cpu_tables_elementwise) {
             mean[ch] = (float)(s / m);
             for (int i = 0; i < n; i++)
                 for (int j = 0; j < hw; j++) {
-                    double d = x[ns_idx3(i, ch, j, c, hw)] - (double)mean[ch];
+                    double d = x[km_idx3(i, ch, j, c, hw)] - (double)mean[ch];
                     ss += d * d;
                 }
             invstd[ch] = (float)(1.0 / sqrt(ss / m + 1e-5));
             abs_dy[ch] = abs_dy_xhat[ch] = 0.0;
             for (int i = 0; i < n; i++)
                 for (int j = 0; j < hw; j++) {
-                    size_t at = ns_idx3(i, ch, j, c, hw);
+                    size_t at = km_idx3(i, ch, j, c, hw);
                     double xhat = ((double)x[at] - mean[ch]) * invstd[ch];
                     abs_dy[ch] += fabs(dy[at]);
                     abs_dy_xhat[ch] += fabs(dy[at] * xhat);
@@ -719,8 +719,8 @@ Test(cuda_bodies, bn_bwd_dx_body_matches_both_cpu_tables_elementwise) {
             for (int i = 0; i < n; i++)
                 for (int ch = 0; ch < c; ch++)
                     for (int j = 0; j < hw; j++) {
-                        size_t at = ns_idx3(i, ch, j, c, hw);
-                        body[at] = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, i,
+                        size_t at = km_idx3(i, ch, j, c, hw);
+                        body[at] = km_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, i,
                                                    ch, j);
                     }
             for (int t = 0; t < 2; t++) {
@@ -752,7 +752,7 @@ Test(cuda_bodies, bn_bwd_dx_body_matches_both_cpu_tables_elementwise) {
                     }
                 }
                 cr_expect(worst <= BN_DX_TOL,
-                          "bn_bwd (n %d, c %d, hw %d, dy scale %g), %s: ns_bn_bwd_dx_at differs "
+                          "bn_bwd (n %d, c %d, hw %d, dy scale %g), %s: km_bn_bwd_dx_at differs "
                           "from %s at %zu: %.9g vs %.9g (error %.3g of the terms' size, allowed "
                           "%g)", n, c, hw, sh->dy_scale, way_name, tables[t]->name, worst_at,
                           body[worst_at], dx[worst_at], worst, BN_DX_TOL);
@@ -763,7 +763,7 @@ Test(cuda_bodies, bn_bwd_dx_body_matches_both_cpu_tables_elementwise) {
     }
 }
 
-/* ns_conv_out_pos and ns_window_cover against their definitions, by brute force */
+/* km_conv_out_pos and km_window_cover against their definitions, by brute force */
 Test(cuda_bodies, window_arithmetic) {
     for (int in = 1; in <= 9; in++)
         for (int size = 1; size <= 5; size++)
@@ -775,15 +775,15 @@ Test(cuda_bodies, window_arithmetic) {
                         for (int t = 0; t < size; t++) {
                             int want = -1;
                             for (int o = 0; o < out; o++)
-                                if (ns_conv_in_pos(o, t, stride, pad) == i) want = o;
-                            cr_expect_eq(ns_conv_out_pos(i, t, stride, pad, out), want,
+                                if (km_conv_in_pos(o, t, stride, pad) == i) want = o;
+                            cr_expect_eq(km_conv_out_pos(i, t, stride, pad, out), want,
                                          "conv_out_pos(i %d, t %d, stride %d, pad %d, out %d)", i,
                                          t, stride, pad, out);
                         }
                         int lo, hi, first = -1, last = -1;
-                        ns_window_cover(i, size, stride, pad, out, &lo, &hi);
+                        km_window_cover(i, size, stride, pad, out, &lo, &hi);
                         for (int o = 0; o < out; o++) {
-                            int start = ns_conv_in_pos(o, 0, stride, pad);
+                            int start = km_conv_in_pos(o, 0, stride, pad);
                             if (start <= i && i < start + size) {
                                 if (first < 0) first = o;
                                 last = o;

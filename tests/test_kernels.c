@@ -20,7 +20,7 @@
 #include "backend.h"
 #include "error.h"
 #include "kcases.h"
-#include "ns_math.h"
+#include "km_math.h"
 #include "testutil.h"
 
 static const struct backend *const cpu_tables[] = {&cpu_loop_backend, &cpu_vectorized_backend};

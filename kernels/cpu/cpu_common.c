@@ -8,8 +8,8 @@
 
 #include "cpu_common.h"
 #include "error.h"
-#include "ns_elem.h"
-#include "ns_math.h"
+#include "km_elem.h"
+#include "km_math.h"
 #include "thread_pool.h"
 
 /* ---- memory ---- */
@@ -59,12 +59,12 @@ void cpu_axpy(size_t n, float alpha, const float *x, float *y) {
 
 // x (n) -> y (n)
 void cpu_relu_fwd(size_t n, const float *x, float *y) {
-    for (size_t i = 0; i < n; i++) y[i] = ns_relu(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = km_relu(x[i]);
 }
 
 // y (n), dy (n) -> dx (n) +=
 void cpu_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
-    for (size_t i = 0; i < n; i++) dx[i] += ns_relu_grad(y[i], dy[i]);
+    for (size_t i = 0; i < n; i++) dx[i] += km_relu_grad(y[i], dy[i]);
 }
 
 // a (n), b (n) -> y (n)
@@ -76,7 +76,7 @@ void cpu_add_fwd(size_t n, const float *a, const float *b, float *y) {
 void cpu_sgd_step(size_t n, float *w, const float *g, float *v, float lr, float momentum,
                   bool nesterov, float weight_decay) {
     for (size_t i = 0; i < n; i++)
-        ns_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
+        km_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
 }
 
 /* ---- global average pool ---- */
@@ -104,7 +104,7 @@ void cpu_gap_bwd(int n, int c, int hw, const float *dy, float *dx) {
 void cpu_softmax_xent_fwd(int n, int k, const float *logits, const int32_t *labels,
                           float *probs, float *loss) {
     double total = 0.0;
-    for (int i = 0; i < n; i++) total += ns_softmax_xent_row(k, logits, labels, probs, i);
+    for (int i = 0; i < n; i++) total += km_softmax_xent_row(k, logits, labels, probs, i);
     *loss = (float)(total / n);
 }
 
@@ -114,14 +114,14 @@ void cpu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *label
     float scale = *dloss / (float)n;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < k; j++)
-            dlogits[(size_t)i * k + j] += ns_softmax_xent_grad_at(k, probs, labels, scale, i, j);
+            dlogits[(size_t)i * k + j] += km_softmax_xent_grad_at(k, probs, labels, scale, i, j);
 }
 
 // logits (n,k), labels (n) -> *correct (scalar)
 void cpu_argmax_correct(int n, int k, const float *logits, const int32_t *labels,
                         float *correct) {
     int hits = 0;
-    for (int i = 0; i < n; i++) hits += ns_argmax_row(k, logits, i) == labels[i];
+    for (int i = 0; i < n; i++) hits += km_argmax_row(k, logits, i) == labels[i];
     *correct = (float)hits;
 }
 
@@ -131,11 +131,11 @@ void cpu_argmax_correct(int n, int k, const float *logits, const int32_t *labels
 static void maxpool_plane_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
     for (int oy = 0; oy < g->oh; oy++)
         for (int ox = 0; ox < g->ow; ox++)
-            y[oy * g->ow + ox] = ns_maxpool_window(g, x, oy, ox, &idx[oy * g->ow + ox]);
+            y[oy * g->ow + ox] = km_maxpool_window(g, x, oy, ox, &idx[oy * g->ow + ox]);
 }
 
 // idx (oh,ow), dy (oh,ow) -> dx (h,w) +=; a scatter: the same sums, in the same order, as
-// the gather of ns_maxpool_bwd_at that the GPU runs, without its search for the windows
+// the gather of km_maxpool_bwd_at that the GPU runs, without its search for the windows
 static void maxpool_plane_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy,
                            float *dx) {
     for (int o = 0; o < g->oh * g->ow; o++)
@@ -145,19 +145,19 @@ static void maxpool_plane_bwd(const struct pool_geom *g, const int32_t *idx, con
 // x (h,w) -> y (oh,ow); padded taps count as zeros in the size*size divisor
 static void avgpool_plane_fwd(const struct pool_geom *g, const float *x, float *y) {
     for (int oy = 0; oy < g->oh; oy++)
-        for (int ox = 0; ox < g->ow; ox++) y[oy * g->ow + ox] = ns_avgpool_window(g, x, oy, ox);
+        for (int ox = 0; ox < g->ow; ox++) y[oy * g->ow + ox] = km_avgpool_window(g, x, oy, ox);
 }
 
-// dy (oh,ow) -> dx (h,w) +=; a scatter, as maxpool_plane_bwd (ns_avgpool_bwd_at on the GPU)
+// dy (oh,ow) -> dx (h,w) +=; a scatter, as maxpool_plane_bwd (km_avgpool_bwd_at on the GPU)
 static void avgpool_plane_bwd(const struct pool_geom *g, const float *dy, float *dx) {
     for (int oy = 0; oy < g->oh; oy++)
         for (int ox = 0; ox < g->ow; ox++) {
             float share = dy[oy * g->ow + ox] / (float)(g->size * g->size);
             for (int ky = 0; ky < g->size; ky++)
                 for (int kx = 0; kx < g->size; kx++) {
-                    int iy = ns_conv_in_pos(oy, ky, g->stride, g->pad);
-                    int ix = ns_conv_in_pos(ox, kx, g->stride, g->pad);
-                    if (ns_in_range(iy, g->h) && ns_in_range(ix, g->w)) dx[iy * g->w + ix] += share;
+                    int iy = km_conv_in_pos(oy, ky, g->stride, g->pad);
+                    int ix = km_conv_in_pos(ox, kx, g->stride, g->pad);
+                    if (km_in_range(iy, g->h) && km_in_range(ix, g->w)) dx[iy * g->w + ix] += share;
                 }
         }
 }

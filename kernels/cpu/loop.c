@@ -3,14 +3,14 @@
  * checked against, and the baseline the benchmarks measure them by.
  * Where a kernel computes each output element on its own, the loop nest over the
  * output's coordinates is here, outermost dimension first, and the element's body
- * is in ns_elem.h: the very function a CUDA thread runs for that element
+ * is in km_elem.h: the very function a CUDA thread runs for that element
  * (cuda_loop.cu), which holds the inner loops over whatever the element sums.
  * Entries that would be the same code in both CPU tables live in cpu_common.c. */
 #include <string.h>
 
 #include "cpu_common.h"
-#include "ns_elem.h"
-#include "ns_math.h"
+#include "km_elem.h"
+#include "km_math.h"
 
 /* ---- dense ---- */
 
@@ -20,7 +20,7 @@ static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const 
     // each row i and column j of c: row i of op(a) dotted with column j of op(b)
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++)
-            c[(size_t)i * n + j] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
+            c[(size_t)i * n + j] = km_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
 }
 
 /* ---- convolution ---- */
@@ -39,8 +39,8 @@ static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const flo
         for (int ko = 0; ko < g->k; ko++)
             for (int oy = 0; oy < g->oh; oy++)
                 for (int ox = 0; ox < g->ow; ox++)
-                    y[ns_idx4(b, ko, oy, ox, g->k, g->oh, g->ow)] =
-                        ns_conv_fwd_at(g, x, w, bias, b, ko, oy, ox);
+                    y[km_idx4(b, ko, oy, ox, g->k, g->oh, g->ow)] =
+                        km_conv_fwd_at(g, x, w, bias, b, ko, oy, ox);
 }
 
 // dy (n,k,oh,ow), w (k,c,r,s) -> dx (n,c,h,w) += (= when !acc)
@@ -52,8 +52,8 @@ static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, con
         for (int ci = 0; ci < g->c; ci++)
             for (int iy = 0; iy < g->h; iy++)
                 for (int ix = 0; ix < g->w; ix++) {
-                    size_t at = ns_idx4(b, ci, iy, ix, g->c, g->h, g->w);
-                    dx[at] = ns_conv_bwd_data_at(g, dy, w, acc ? dx[at] : 0.0f, b, ci, iy, ix);
+                    size_t at = km_idx4(b, ci, iy, ix, g->c, g->h, g->w);
+                    dx[at] = km_conv_bwd_data_at(g, dy, w, acc ? dx[at] : 0.0f, b, ci, iy, ix);
                 }
 }
 
@@ -66,13 +66,13 @@ static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, co
         for (int ci = 0; ci < g->c; ci++)
             for (int ky = 0; ky < g->r; ky++)
                 for (int kx = 0; kx < g->s; kx++) {
-                    size_t at = ns_idx4(ko, ci, ky, kx, g->c, g->r, g->s);
-                    dw[at] = ns_conv_bwd_filter_at(g, x, dy, dw[at], ko, ci, ky, kx);
+                    size_t at = km_idx4(ko, ci, ky, kx, g->c, g->r, g->s);
+                    dw[at] = km_conv_bwd_filter_at(g, x, dy, dw[at], ko, ci, ky, kx);
                 }
     // each output channel ko: dy summed over every image and output position
     if (dbias)
         for (int ko = 0; ko < g->k; ko++)
-            dbias[ko] = ns_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
+            dbias[ko] = km_bias_grad_at(g->n, g->k, g->oh * g->ow, dy, dbias[ko], ko);
 }
 
 /* ---- linear ---- */
@@ -83,7 +83,7 @@ static void loop_linear_fwd(int n, int in, int out, const float *x, const float 
     // each sample i and output j: the bias, plus row i of x dotted with row j of w
     for (int i = 0; i < n; i++)
         for (int j = 0; j < out; j++)
-            y[(size_t)i * out + j] = ns_linear_fwd_at(in, x, w, bias, i, j);
+            y[(size_t)i * out + j] = km_linear_fwd_at(in, x, w, bias, i, j);
 }
 
 // x (n,in), w (out,in), dy (n,out) -> dx (n,in) +=, dw (out,in) +=, dbias (out) +=
@@ -94,15 +94,15 @@ static void loop_linear_bwd(int n, int in, int out, const float *x, const float 
     if (dx)
         for (int i = 0; i < n; i++)
             for (int j = 0; j < in; j++)
-                dx[(size_t)i * in + j] += ns_linear_bwd_x_at(in, out, w, dy, i, j);
+                dx[(size_t)i * in + j] += km_linear_bwd_x_at(in, out, w, dy, i, j);
     // dw: each output p and input j, column p of dy dotted with column j of x
     if (dw)
         for (int p = 0; p < out; p++)
             for (int j = 0; j < in; j++)
-                dw[(size_t)p * in + j] += ns_linear_bwd_w_at(n, in, out, x, dy, p, j);
+                dw[(size_t)p * in + j] += km_linear_bwd_w_at(n, in, out, x, dy, p, j);
     // dbias: each output p, column p of dy summed
     if (dbias)
-        for (int p = 0; p < out; p++) dbias[p] = ns_bias_grad_at(n, out, 1, dy, dbias[p], p);
+        for (int p = 0; p < out; p++) dbias[p] = km_bias_grad_at(n, out, 1, dy, dbias[p], p);
 }
 
 /* ---- batch norm ---- */
@@ -114,11 +114,11 @@ static void loop_bn_fwd_train(int n, int c, int hw, const float *x, const float 
                               float *running_mean, float *running_var, float momentum,
                               float eps) {
     for (int ch = 0; ch < c; ch++) {
-        ns_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, ch);
+        km_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, ch);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < hw; j++) {
-                size_t at = ns_idx3(i, ch, j, c, hw);
-                y[at] = ns_bn_normalize(x[at], mean[ch], invstd[ch], gamma[ch], beta[ch]);
+                size_t at = km_idx3(i, ch, j, c, hw);
+                y[at] = km_bn_normalize(x[at], mean[ch], invstd[ch], gamma[ch], beta[ch]);
             }
     }
 }
@@ -131,8 +131,8 @@ static void loop_bn_fwd_eval(int n, int c, int hw, const float *x, const float *
         for (int ch = 0; ch < c; ch++) {
             float is = 1.0f / sqrtf(running_var[ch] + eps);
             for (int j = 0; j < hw; j++) {
-                size_t at = ns_idx3(i, ch, j, c, hw);
-                y[at] = ns_bn_normalize(x[at], running_mean[ch], is, gamma[ch], beta[ch]);
+                size_t at = km_idx3(i, ch, j, c, hw);
+                y[at] = km_bn_normalize(x[at], running_mean[ch], is, gamma[ch], beta[ch]);
             }
         }
 }
@@ -146,12 +146,12 @@ static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
     if (!acc_dx) memset(dx, 0, sizeof(float) * n * c * hw);
     for (int ch = 0; ch < c; ch++) {
         double sum_dy, sum_dy_xhat;
-        ns_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, ch, &sum_dy, &sum_dy_xhat);
+        km_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, ch, &sum_dy, &sum_dy_xhat);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < hw; j++) {
-                size_t at = ns_idx3(i, ch, j, c, hw);
+                size_t at = km_idx3(i, ch, j, c, hw);
                 float xhat = (x[at] - mean[ch]) * invstd[ch];
-                dx[at] += ns_bn_dx(dy[at], xhat, gamma[ch], invstd[ch], m, (float)sum_dy,
+                dx[at] += km_bn_dx(dy[at], xhat, gamma[ch], invstd[ch], m, (float)sum_dy,
                                    (float)sum_dy_xhat);
             }
         dgamma[ch] += (float)sum_dy_xhat;
@@ -169,7 +169,7 @@ static void loop_bn_relu_fwd_train(int n, int c, int hw, const float *x, const f
                                    float momentum, float eps) {
     loop_bn_fwd_train(n, c, hw, x, gamma, beta, y, mean, invstd, running_mean, running_var,
                       momentum, eps);
-    for (size_t i = 0; i < (size_t)n * c * hw; i++) y[i] = ns_relu(y[i] + (res ? res[i] : 0.0f));
+    for (size_t i = 0; i < (size_t)n * c * hw; i++) y[i] = km_relu(y[i] + (res ? res[i] : 0.0f));
 }
 
 // x, y, dy (n,c,hw), gamma, mean, invstd (c) -> dx (n,c,hw) +=, dres (n,c,hw) += (or NULL),
@@ -187,16 +187,16 @@ static void loop_bn_relu_bwd(int n, int c, int hw, const float *x, const float *
         double sum_g = 0.0, sum_g_xhat = 0.0;
         for (int i = 0; i < n; i++)
             for (int j = 0; j < hw; j++) {
-                size_t at = ns_idx3(i, ch, j, c, hw);
-                float g = ns_relu_grad(y[at], dy[at]);
+                size_t at = km_idx3(i, ch, j, c, hw);
+                float g = km_relu_grad(y[at], dy[at]);
                 sum_g += g;
                 sum_g_xhat += g * (x[at] - mean[ch]) * invstd[ch];
             }
         for (int i = 0; i < n; i++)
             for (int j = 0; j < hw; j++) {
-                size_t at = ns_idx3(i, ch, j, c, hw);
-                float g = ns_relu_grad(y[at], dy[at]), xhat = (x[at] - mean[ch]) * invstd[ch];
-                dx[at] += ns_bn_dx(g, xhat, gamma[ch], invstd[ch], m, (float)sum_g,
+                size_t at = km_idx3(i, ch, j, c, hw);
+                float g = km_relu_grad(y[at], dy[at]), xhat = (x[at] - mean[ch]) * invstd[ch];
+                dx[at] += km_bn_dx(g, xhat, gamma[ch], invstd[ch], m, (float)sum_g,
                                    (float)sum_g_xhat);
                 if (dres) dres[at] += g;
             }
@@ -238,8 +238,8 @@ static void loop_normalize_u8(int n, int h, int w, int c, const uint8_t *src,
         for (int ch = 0; ch < c; ch++)
             for (int y = 0; y < h; y++)
                 for (int x = 0; x < w; x++)
-                    dst[ns_idx4(i, ch, y, x, c, h, w)] =
-                        ns_normalize_u8(src[ns_idx4(i, y, x, ch, h, w, c)], mean[ch], std[ch]);
+                    dst[km_idx4(i, ch, y, x, c, h, w)] =
+                        km_normalize_u8(src[km_idx4(i, y, x, ch, h, w, c)], mean[ch], std[ch]);
 }
 
 const struct backend cpu_loop_backend = {

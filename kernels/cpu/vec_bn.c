@@ -2,8 +2,8 @@
  * (bn_fwd_train, bn_fwd_eval, bn_bwd, bn_relu_fwd_train, bn_relu_bwd): each channel in
  * SIMD, blocks of channels spread over cpu_parallel's threads. The table and its other
  * entries are in vectorized.c, the convolutions in vec_conv.c; what these files share
- * in vec.h; the per-element math, the same on every device, in ns_math.h. */
-#include "ns_math.h"
+ * in vec.h; the per-element math, the same on every device, in km_math.h. */
+#include "km_math.h"
 #include "vec.h"
 
 /* ---- batch norm, alone or fused with the ReLU after it: a task per channel ----
@@ -55,12 +55,12 @@ static void bn_train_channel(void *ctx, int ch, int thread) {
     (void)thread;
     const struct bn_job *j = ctx;
     long m = (long)j->n * j->hw;
-    float shift = j->x[ns_idx3(0, ch, 0, j->c, j->hw)];
+    float shift = j->x[km_idx3(0, ch, 0, j->c, j->hw)];
     double sum = 0.0, squares = 0.0;
     int la = planes_ahead(j->hw);
     size_t ahead = (size_t)la * j->c * j->hw;
     for (int i = 0; i < j->n; i++) {
-        const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
+        const float *row = j->x + km_idx3(i, ch, 0, j->c, j->hw);
         float s = 0.0f, ss = 0.0f;
         if (i + la < j->n) prefetch_read(row + ahead, j->hw);
 #pragma omp simd reduction(+ : s, ss)
@@ -77,7 +77,7 @@ static void bn_train_channel(void *ctx, int ch, int thread) {
     float mu = (float)(shift + shifted_mean), is = 1.0f / sqrtf(var + j->eps);
     float gamma = j->gamma[ch], beta = j->beta[ch];
     for (int i = 0; i < j->n; i++) {
-        size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
+        size_t at = km_idx3(i, ch, 0, j->c, j->hw);
         const float *row = j->x + at, *res = j->res ? j->res + at : NULL;
         float *out = j->y + at;
         if (i + la < j->n) {
@@ -87,19 +87,19 @@ static void bn_train_channel(void *ctx, int ch, int thread) {
         if (res)
 #pragma omp simd
             for (int q = 0; q < j->hw; q++)
-                out[q] = ns_relu(ns_bn_normalize(row[q], mu, is, gamma, beta) + res[q]);
+                out[q] = km_relu(km_bn_normalize(row[q], mu, is, gamma, beta) + res[q]);
         else if (j->relu)
 #pragma omp simd
             for (int q = 0; q < j->hw; q++)
-                out[q] = ns_relu(ns_bn_normalize(row[q], mu, is, gamma, beta));
+                out[q] = km_relu(km_bn_normalize(row[q], mu, is, gamma, beta));
         else
 #pragma omp simd
-            for (int q = 0; q < j->hw; q++) out[q] = ns_bn_normalize(row[q], mu, is, gamma, beta);
+            for (int q = 0; q < j->hw; q++) out[q] = km_bn_normalize(row[q], mu, is, gamma, beta);
     }
     j->save_mean[ch] = mu;
     j->save_invstd[ch] = is;
-    j->update_mean[ch] = ns_running_update(j->update_mean[ch], mu, j->momentum);
-    j->update_var[ch] = ns_running_update(j->update_var[ch], ns_unbiased_var(var, m), j->momentum);
+    j->update_mean[ch] = km_running_update(j->update_mean[ch], mu, j->momentum);
+    j->update_var[ch] = km_running_update(j->update_var[ch], km_unbiased_var(var, m), j->momentum);
 }
 
 // x (n,c,hw), gamma (c), beta (c) -> y (n,c,hw), mean (c), invstd (c);
@@ -134,10 +134,10 @@ static void bn_eval_channel(void *ctx, int ch, int thread) {
     float mu = j->running_mean[ch], is = 1.0f / sqrtf(j->running_var[ch] + j->eps);
     float gamma = j->gamma[ch], beta = j->beta[ch];
     for (int i = 0; i < j->n; i++) {
-        const float *row = j->x + ns_idx3(i, ch, 0, j->c, j->hw);
-        float *out = j->y + ns_idx3(i, ch, 0, j->c, j->hw);
+        const float *row = j->x + km_idx3(i, ch, 0, j->c, j->hw);
+        float *out = j->y + km_idx3(i, ch, 0, j->c, j->hw);
 #pragma omp simd
-        for (int q = 0; q < j->hw; q++) out[q] = ns_bn_normalize(row[q], mu, is, gamma, beta);
+        for (int q = 0; q < j->hw; q++) out[q] = km_bn_normalize(row[q], mu, is, gamma, beta);
     }
 }
 
@@ -164,7 +164,7 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
     int la = planes_ahead(j->hw);
     size_t ahead = (size_t)la * j->c * j->hw;
     for (int i = 0; i < j->n; i++) {
-        size_t at = ns_idx3(i, ch, 0, j->c, j->hw);
+        size_t at = km_idx3(i, ch, 0, j->c, j->hw);
         const float *xr = j->x + at, *dyr = j->dy + at, *yr = j->y_in ? j->y_in + at : NULL;
         float s = 0.0f, sx = 0.0f;
         if (i + la < j->n) {
@@ -175,7 +175,7 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
         if (yr)
 #pragma omp simd reduction(+ : s, sx)
             for (int q = 0; q < j->hw; q++) {
-                float g = ns_relu_grad(yr[q], dyr[q]);
+                float g = km_relu_grad(yr[q], dyr[q]);
                 s += g;
                 sx += g * (xr[q] - mu) * is;
             }
@@ -194,7 +194,7 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
     float g[BN_PIECE];
     for (int i = 0; i < j->n; i++)
         for (int q0 = 0; q0 < j->hw; q0 += BN_PIECE) {
-            size_t at = ns_idx3(i, ch, q0, j->c, j->hw);
+            size_t at = km_idx3(i, ch, q0, j->c, j->hw);
             int len = min_int(BN_PIECE, j->hw - q0);
             if (i + la < j->n) {
                 prefetch_write(j->dx + at + ahead, len);
@@ -206,7 +206,7 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
                 const float *yr = j->y_in + at;
                 float *gw = dres && !j->acc_dres ? dres : g;
 #pragma omp simd
-                for (int q = 0; q < len; q++) gw[q] = ns_relu_grad(yr[q], dyr[q]);
+                for (int q = 0; q < len; q++) gw[q] = km_relu_grad(yr[q], dyr[q]);
                 gr = gw;
             }
             if (dres && gr != dres)
@@ -214,10 +214,10 @@ static void bn_bwd_channel(void *ctx, int ch, int thread) {
                 for (int q = 0; q < len; q++) dres[q] += gr[q];
             if (j->acc_dx)
 #pragma omp simd
-                for (int q = 0; q < len; q++) dxr[q] += ns_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
+                for (int q = 0; q < len; q++) dxr[q] += km_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
             else
 #pragma omp simd
-                for (int q = 0; q < len; q++) dxr[q] = ns_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
+                for (int q = 0; q < len; q++) dxr[q] = km_bn_dx(gr[q], (xr[q] - mu) * is, gamma, is, m, sg, sgx);
         }
     j->dgamma[ch] += sgx;
     j->dbeta[ch] += sg;

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "cpu_common.h"
-#include "ns_math.h"
+#include "km_math.h"
 #include "vec.h"
 
 /* ---- memory ----
@@ -101,14 +101,14 @@ SIMD_CLONES
 static void relu_body(size_t n, float alpha, const float *x, const float *unused, float *y) {
     (void)alpha, (void)unused;
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) y[i] = ns_relu(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = km_relu(x[i]);
 }
 
 SIMD_CLONES
 static void relu_bwd_body(size_t n, float alpha, const float *y, const float *dy, float *dx) {
     (void)alpha;
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) dx[i] += ns_relu_grad(y[i], dy[i]);
+    for (size_t i = 0; i < n; i++) dx[i] += km_relu_grad(y[i], dy[i]);
 }
 
 SIMD_CLONES
@@ -186,8 +186,8 @@ static void normalize_image(void *ctx, int i, int thread) {
     size_t hw = (size_t)j->h * j->w;
     for (int ch = 0; ch < j->c; ch++) {
         const uint8_t *in = j->src + (size_t)i * hw * j->c + ch;
-        float *out = j->dst + ns_idx3(i, ch, 0, j->c, (int)hw);
-        for (size_t p = 0; p < hw; p++) out[p] = ns_normalize_u8(in[p * j->c], j->mean[ch], j->std[ch]);
+        float *out = j->dst + km_idx3(i, ch, 0, j->c, (int)hw);
+        for (size_t p = 0; p < hw; p++) out[p] = km_normalize_u8(in[p * j->c], j->mean[ch], j->std[ch]);
     }
 }
 

@@ -17,7 +17,7 @@ extern "C" {
 #include "backend.h"
 #include "error.h"
 }
-#include "ns_math.h"
+#include "km_math.h"
 
 // ---- the context ---------------------------------------------------------------
 // One per process, made by cuda_backend_get (cuda_context.cu) on device 0. Every
@@ -105,15 +105,15 @@ unsigned cu_stride_blocks(size_t n, unsigned threads);
 // normalize_u8's per-channel constants travel by value in the kernel's parameters
 // (they are host arrays); more channels than this go in groups, one launch each.
 enum { NS_NORM_MAX_CH = 64 };
-struct ns_norm_params {
+struct km_norm_params {
     int c0, cn;  // channels [c0, c0 + cn) of this launch
     float mean[NS_NORM_MAX_CH], std[NS_NORM_MAX_CH];
 };
 
 // The launch for the group of channels from c0, of c in all; mean, std (c) on the host.
-static inline struct ns_norm_params cu_norm_params(int c0, int c, const float *mean,
+static inline struct km_norm_params cu_norm_params(int c0, int c, const float *mean,
                                                    const float *std) {
-    struct ns_norm_params p;
+    struct km_norm_params p;
     p.c0 = c0;
     p.cn = c - c0 < NS_NORM_MAX_CH ? c - c0 : NS_NORM_MAX_CH;
     for (int j = 0; j < p.cn; j++) {

@@ -20,7 +20,7 @@
 // results are the same bits.
 #include "cuda_backend.h"
 #include "cuda_common.h"
-#include "ns_elem.h"
+#include "km_elem.h"
 
 static size_t chunk_bytes = (size_t)64 << 20;
 
@@ -62,9 +62,9 @@ __global__ static void im2col_kernel(struct conv_geom g, int b0, int nb, const f
     size_t o = cu_tid();
     if (o >= (size_t)g.c * g.r * g.s * nb * g.oh * g.ow) return;
     int row, bl, oy, ox, ci, ky, kx;  // col as (c*r*s, nb, oh, ow), then its row as (c, r, s)
-    ns_unflatten4(o, nb, g.oh, g.ow, &row, &bl, &oy, &ox);
-    ns_unflatten3((size_t)row, g.r, g.s, &ci, &ky, &kx);
-    col[o] = ns_im2col_at(&g, x, ci, ky, kx, b0 + bl, oy, ox);
+    km_unflatten4(o, nb, g.oh, g.ow, &row, &bl, &oy, &ox);
+    km_unflatten3((size_t)row, g.r, g.s, &ci, &ky, &kx);
+    col[o] = km_im2col_at(&g, x, ci, ky, kx, b0 + bl, oy, ox);
 }
 
 // col (c*r*s, nb*oh*ow) -> dx (n,c,h,w) += (= when !acc), images [b0, b0+nb): the
@@ -75,8 +75,8 @@ __global__ static void col2im_kernel(struct conv_geom g, int b0, int nb, const f
     size_t image = (size_t)g.c * g.h * g.w;
     if (o >= nb * image) return;
     int bl, ci, iy, ix;
-    ns_unflatten4(o, g.c, g.h, g.w, &bl, &ci, &iy, &ix);
-    float v = ns_col2im_at(&g, nb, col, bl, ci, iy, ix);
+    km_unflatten4(o, g.c, g.h, g.w, &bl, &ci, &iy, &ix);
+    float v = km_col2im_at(&g, nb, col, bl, ci, iy, ix);
     dx[b0 * image + o] = acc ? dx[b0 * image + o] + v : v;
 }
 
@@ -87,8 +87,8 @@ __global__ static void gather_dy_kernel(struct conv_geom g, int b0, int nb, cons
     size_t image = (size_t)g.k * g.oh * g.ow;
     if (o >= nb * image) return;
     int bl, ko, p;
-    ns_unflatten3(o, g.k, g.oh * g.ow, &bl, &ko, &p);
-    yp[ns_chunk_kp_index(&g, nb, bl, ko, p)] = dy[b0 * image + o];
+    km_unflatten3(o, g.k, g.oh * g.ow, &bl, &ko, &p);
+    yp[km_chunk_kp_index(&g, nb, bl, ko, p)] = dy[b0 * image + o];
 }
 
 // yp (k, nb*oh*ow), bias (k) or NULL -> y (n,k,oh,ow), images [b0, b0+nb); a thread per y element
@@ -98,8 +98,8 @@ __global__ static void scatter_y_kernel(struct conv_geom g, int b0, int nb, cons
     size_t image = (size_t)g.k * g.oh * g.ow;
     if (o >= nb * image) return;
     int bl, ko, p;
-    ns_unflatten3(o, g.k, g.oh * g.ow, &bl, &ko, &p);
-    y[b0 * image + o] = yp[ns_chunk_kp_index(&g, nb, bl, ko, p)] + (bias ? bias[ko] : 0.0f);
+    km_unflatten3(o, g.k, g.oh * g.ow, &bl, &ko, &p);
+    y[b0 * image + o] = yp[km_chunk_kp_index(&g, nb, bl, ko, p)] + (bias ? bias[ko] : 0.0f);
 }
 
 // x (n,c,h,w), w (k,c,r,s), bias (k) or NULL -> y (n,k,oh,ow)

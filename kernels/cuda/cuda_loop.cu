@@ -6,14 +6,14 @@
 // the baseline the vectorized table is measured against.
 //
 // Every kernel starts from its flat output index `o` (or its channel, or row) and
-// splits it into the output's coordinates once (ns_unflatten2/3/4, ns_math.h): the
+// splits it into the output's coordinates once (km_unflatten2/3/4, km_math.h): the
 // indices of kernels/cpu/loop.c's loop nest. The bodies of most (gemm, convolution,
-// linear, batch norm, the softmax rows) are in kernels/ns_elem.h, the same functions
+// linear, batch norm, the softmax rows) are in kernels/km_elem.h, the same functions
 // kernels/cpu/loop.c calls inside that nest. Entries return at once when there is
 // nothing to compute; pooling, the loss gradient and accuracy are shared with the
 // vectorized table (cuda_shared.cu).
 #include "cuda_common.h"
-#include "ns_elem.h"
+#include "km_elem.h"
 
 // ---- dense -------------------------------------------------------------------------
 
@@ -23,8 +23,8 @@ __global__ static void gemm_kernel(bool ta, bool tb, int m, int n, int k, float 
     size_t o = cu_tid();
     if (o >= (size_t)m * n) return;
     int i, j;
-    ns_unflatten2(o, n, &i, &j);
-    c[o] = ns_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
+    km_unflatten2(o, n, &i, &j);
+    c[o] = km_gemm_at(ta, tb, m, n, k, alpha, a, b, beta, c, i, j);
 }
 
 static void loop_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
@@ -55,8 +55,8 @@ __global__ static void conv_fwd_kernel(struct conv_geom g, const float *x, const
     size_t o = cu_tid();
     if (o >= (size_t)g.n * g.k * g.oh * g.ow) return;
     int b, ko, oy, ox;
-    ns_unflatten4(o, g.k, g.oh, g.ow, &b, &ko, &oy, &ox);
-    y[o] = ns_conv_fwd_at(&g, x, w, bias, b, ko, oy, ox);
+    km_unflatten4(o, g.k, g.oh, g.ow, &b, &ko, &oy, &ox);
+    y[o] = km_conv_fwd_at(&g, x, w, bias, b, ko, oy, ox);
 }
 
 static void loop_conv2d_fwd(const struct conv_geom *g, const float *x, const float *w,
@@ -72,8 +72,8 @@ __global__ static void conv_bwd_data_kernel(struct conv_geom g, const float *dy,
     size_t o = cu_tid();
     if (o >= (size_t)g.n * g.c * g.h * g.w) return;
     int b, ci, iy, ix;
-    ns_unflatten4(o, g.c, g.h, g.w, &b, &ci, &iy, &ix);
-    dx[o] = ns_conv_bwd_data_at(&g, dy, w, acc ? dx[o] : 0.0f, b, ci, iy, ix);  // !acc: not read
+    km_unflatten4(o, g.c, g.h, g.w, &b, &ci, &iy, &ix);
+    dx[o] = km_conv_bwd_data_at(&g, dy, w, acc ? dx[o] : 0.0f, b, ci, iy, ix);  // !acc: not read
 }
 
 static void loop_conv2d_bwd_data(const struct conv_geom *g, const float *dy, const float *w,
@@ -90,14 +90,14 @@ __global__ static void conv_bwd_filter_kernel(struct conv_geom g, const float *x
     size_t o = cu_tid();
     if (o >= (size_t)g.k * g.c * g.r * g.s) return;
     int ko, ci, ky, kx;
-    ns_unflatten4(o, g.c, g.r, g.s, &ko, &ci, &ky, &kx);
-    dw[o] = ns_conv_bwd_filter_at(&g, x, dy, dw[o], ko, ci, ky, kx);
+    km_unflatten4(o, g.c, g.r, g.s, &ko, &ci, &ky, &kx);
+    dw[o] = km_conv_bwd_filter_at(&g, x, dy, dw[o], ko, ci, ky, kx);
 }
 
 // dy (n,k,hw) -> dbias (k) +=; a thread per channel
 __global__ static void channel_sum_kernel(int n, int k, int hw, const float *dy, float *dbias) {
     size_t ko = cu_tid();
-    if (ko < (size_t)k) dbias[ko] = ns_bias_grad_at(n, k, hw, dy, dbias[ko], (int)ko);
+    if (ko < (size_t)k) dbias[ko] = km_bias_grad_at(n, k, hw, dy, dbias[ko], (int)ko);
 }
 
 static void loop_conv2d_bwd_filter(const struct conv_geom *g, const float *x, const float *dy,
@@ -117,8 +117,8 @@ __global__ static void linear_fwd_kernel(int n, int in, int out, const float *x,
     size_t o = cu_tid();
     if (o >= (size_t)n * out) return;
     int i, j;
-    ns_unflatten2(o, out, &i, &j);
-    y[o] = ns_linear_fwd_at(in, x, w, bias, i, j);
+    km_unflatten2(o, out, &i, &j);
+    y[o] = km_linear_fwd_at(in, x, w, bias, i, j);
 }
 
 static void loop_linear_fwd(int n, int in, int out, const float *x, const float *w,
@@ -132,8 +132,8 @@ __global__ static void linear_bwd_x_kernel(int n, int in, int out, const float *
     size_t o = cu_tid();
     if (o >= (size_t)n * in) return;
     int i, j;
-    ns_unflatten2(o, in, &i, &j);
-    dx[o] += ns_linear_bwd_x_at(in, out, w, dy, i, j);
+    km_unflatten2(o, in, &i, &j);
+    dx[o] += km_linear_bwd_x_at(in, out, w, dy, i, j);
 }
 
 // dy (n,out), x (n,in) -> dw (out,in) += dy^T x
@@ -142,8 +142,8 @@ __global__ static void linear_bwd_w_kernel(int n, int in, int out, const float *
     size_t o = cu_tid();
     if (o >= (size_t)out * in) return;
     int p, j;
-    ns_unflatten2(o, in, &p, &j);
-    dw[o] += ns_linear_bwd_w_at(n, in, out, x, dy, p, j);
+    km_unflatten2(o, in, &p, &j);
+    dw[o] += km_linear_bwd_w_at(n, in, out, x, dy, p, j);
 }
 
 // Any of dx, dw, dbias may be NULL when nobody wants that gradient.
@@ -164,7 +164,7 @@ __global__ static void bn_stats_kernel(int n, int c, int hw, const float *x, flo
                                        float momentum, float eps) {
     size_t ch = cu_tid();
     if (ch >= (size_t)c) return;
-    ns_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, (int)ch);
+    km_bn_stats_at(n, c, hw, x, mean, invstd, running_mean, running_var, momentum, eps, (int)ch);
 }
 
 // x (n,c,hw), per-channel mean, invstd, gamma, beta -> y (n,c,hw)
@@ -174,8 +174,8 @@ __global__ static void bn_apply_kernel(int n, int c, int hw, const float *x, con
     size_t o = cu_tid();
     if (o >= (size_t)n * c * hw) return;
     int i, ch, j;
-    ns_unflatten3(o, c, hw, &i, &ch, &j);
-    y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
+    km_unflatten3(o, c, hw, &i, &ch, &j);
+    y[o] = km_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
 }
 
 static void loop_bn_fwd_train(int n, int c, int hw, const float *x, const float *gamma,
@@ -195,8 +195,8 @@ __global__ static void bn_eval_kernel(int n, int c, int hw, const float *x, cons
     size_t o = cu_tid();
     if (o >= (size_t)n * c * hw) return;
     int i, ch, j;
-    ns_unflatten3(o, c, hw, &i, &ch, &j);
-    y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
+    km_unflatten3(o, c, hw, &i, &ch, &j);
+    y[o] = km_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
 }
 
 static void loop_bn_fwd_eval(int n, int c, int hw, const float *x, const float *gamma,
@@ -214,7 +214,7 @@ __global__ static void bn_bwd_sums_kernel(int n, int c, int hw, const float *x, 
     size_t ch = cu_tid();
     if (ch >= (size_t)c) return;
     double sum_dy, sum_dy_xhat;
-    ns_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, (int)ch, &sum_dy, &sum_dy_xhat);
+    km_bn_bwd_sums_at(n, c, hw, x, dy, mean, invstd, (int)ch, &sum_dy, &sum_dy_xhat);
     sums[2 * ch] = (float)sum_dy;
     sums[2 * ch + 1] = (float)sum_dy_xhat;
     dgamma[ch] += (float)sum_dy_xhat;
@@ -229,8 +229,8 @@ __global__ static void bn_bwd_dx_kernel(int n, int c, int hw, const float *x, co
     size_t o = cu_tid();
     if (o >= (size_t)n * c * hw) return;
     int i, ch, j;
-    ns_unflatten3(o, c, hw, &i, &ch, &j);
-    float v = ns_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, i, ch, j);
+    km_unflatten3(o, c, hw, &i, &ch, &j);
+    float v = km_bn_bwd_dx_at(c, hw, (long)n * hw, x, dy, gamma, mean, invstd, sums, i, ch, j);
     dx[o] = acc ? dx[o] + v : v;
 }
 
@@ -249,7 +249,7 @@ static void loop_bn_bwd(int n, int c, int hw, const float *x, const float *dy,
 
 __global__ static void relu_fwd_kernel(size_t n, const float *x, float *y) {
     size_t i = cu_tid();
-    if (i < n) y[i] = ns_relu(x[i]);
+    if (i < n) y[i] = km_relu(x[i]);
 }
 
 static void loop_relu_fwd(size_t n, const float *x, float *y) {
@@ -258,7 +258,7 @@ static void loop_relu_fwd(size_t n, const float *x, float *y) {
 
 __global__ static void relu_bwd_kernel(size_t n, const float *y, const float *dy, float *dx) {
     size_t i = cu_tid();
-    if (i < n) dx[i] += ns_relu_grad(y[i], dy[i]);
+    if (i < n) dx[i] += km_relu_grad(y[i], dy[i]);
 }
 
 static void loop_relu_bwd(size_t n, const float *y, const float *dy, float *dx) {
@@ -309,7 +309,7 @@ __global__ static void softmax_rows_kernel(int n, int k, const float *logits,
                                            const int32_t *labels, float *probs,
                                            double *row_loss) {
     size_t i = cu_tid();
-    if (i < (size_t)n) row_loss[i] = ns_softmax_xent_row(k, logits, labels, probs, i);
+    if (i < (size_t)n) row_loss[i] = km_softmax_xent_row(k, logits, labels, probs, i);
 }
 
 // row_loss (n) -> *loss = mean; one thread, in row order
@@ -331,21 +331,21 @@ static void loop_softmax_xent_fwd(int n, int k, const float *logits, const int32
 // ---- input -----------------------------------------------------------------------------
 
 // src uint8 (n,h,w,c) -> dst (n,c,h,w), channels [p.c0, p.c0+p.cn); a thread per dst element
-__global__ static void normalize_u8_kernel(int n, int h, int w, int c, struct ns_norm_params p,
+__global__ static void normalize_u8_kernel(int n, int h, int w, int c, struct km_norm_params p,
                                            const uint8_t *src, float *dst) {
     size_t o = cu_tid();
     if (o >= (size_t)n * p.cn * h * w) return;
     int i, cl, y, x;  // cl: the channel within this launch's group
-    ns_unflatten4(o, p.cn, h, w, &i, &cl, &y, &x);
+    km_unflatten4(o, p.cn, h, w, &i, &cl, &y, &x);
     int ch = p.c0 + cl;
-    dst[ns_idx4(i, ch, y, x, c, h, w)] =
-        ns_normalize_u8(src[ns_idx4(i, y, x, ch, h, w, c)], p.mean[cl], p.std[cl]);
+    dst[km_idx4(i, ch, y, x, c, h, w)] =
+        km_normalize_u8(src[km_idx4(i, y, x, ch, h, w, c)], p.mean[cl], p.std[cl]);
 }
 
 static void loop_normalize_u8(int n, int h, int w, int c, const uint8_t *src, const float *mean,
                               const float *std, float *dst) {
     for (int c0 = 0; c0 < c; c0 += NS_NORM_MAX_CH) {
-        struct ns_norm_params p = cu_norm_params(c0, c, mean, std);
+        struct km_norm_params p = cu_norm_params(c0, c, mean, std);
         CU_LAUNCH_PER_ELEMENT(normalize_u8_kernel, (size_t)n * p.cn * h * w, n, h, w, c, p, src,
                               dst);
     }
@@ -357,7 +357,7 @@ static void loop_normalize_u8(int n, int h, int w, int c, const uint8_t *src, co
 __global__ static void sgd_kernel(size_t n, float *w, const float *g, float *v, float lr,
                                   float momentum, bool nesterov, float weight_decay) {
     size_t i = cu_tid();
-    if (i < n) ns_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
+    if (i < n) km_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
 }
 
 static void loop_sgd_step(size_t n, float *w, const float *g, float *v, float lr, float momentum,

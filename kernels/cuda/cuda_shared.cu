@@ -2,10 +2,10 @@
 // already the right one on a GPU: pooling (one thread per output, and for the
 // backward pass one thread per input gathering from the windows that cover it, so
 // no two threads add into the same element), the loss gradient, accuracy, and the
-// per-channel bias gradient. The per-element bodies are kernels/ns_elem.h's, the
+// per-channel bias gradient. The per-element bodies are kernels/km_elem.h's, the
 // ones the CPU runs.
 #include "cuda_common.h"
-#include "ns_elem.h"
+#include "km_elem.h"
 
 // ---- pooling ----------------------------------------------------------------------
 
@@ -16,8 +16,8 @@ __global__ static void maxpool_fwd_kernel(struct pool_geom g, const float *x, fl
     size_t o = cu_tid();
     if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
     int b, ch, oy, ox;
-    ns_unflatten4(o, g.c, g.oh, g.ow, &b, &ch, &oy, &ox);
-    y[o] = ns_maxpool_fwd_at(&g, x, b, ch, oy, ox, &idx[o]);
+    km_unflatten4(o, g.c, g.oh, g.ow, &b, &ch, &oy, &ox);
+    y[o] = km_maxpool_fwd_at(&g, x, b, ch, oy, ox, &idx[o]);
 }
 
 void cu_maxpool_fwd(const struct pool_geom *g, const float *x, float *y, int32_t *idx) {
@@ -31,8 +31,8 @@ __global__ static void maxpool_bwd_kernel(struct pool_geom g, const int32_t *idx
     size_t i = cu_tid();
     if (i >= (size_t)g.n * g.c * g.h * g.w) return;
     int b, ch, iy, ix;
-    ns_unflatten4(i, g.c, g.h, g.w, &b, &ch, &iy, &ix);
-    dx[i] = ns_maxpool_bwd_at(&g, idx, dy, dx[i], b, ch, iy, ix);
+    km_unflatten4(i, g.c, g.h, g.w, &b, &ch, &iy, &ix);
+    dx[i] = km_maxpool_bwd_at(&g, idx, dy, dx[i], b, ch, iy, ix);
 }
 
 void cu_maxpool_bwd(const struct pool_geom *g, const int32_t *idx, const float *dy, float *dx) {
@@ -44,8 +44,8 @@ __global__ static void avgpool_fwd_kernel(struct pool_geom g, const float *x, fl
     size_t o = cu_tid();
     if (o >= (size_t)g.n * g.c * g.oh * g.ow) return;
     int b, ch, oy, ox;
-    ns_unflatten4(o, g.c, g.oh, g.ow, &b, &ch, &oy, &ox);
-    y[o] = ns_avgpool_fwd_at(&g, x, b, ch, oy, ox);
+    km_unflatten4(o, g.c, g.oh, g.ow, &b, &ch, &oy, &ox);
+    y[o] = km_avgpool_fwd_at(&g, x, b, ch, oy, ox);
 }
 
 void cu_avgpool_fwd(const struct pool_geom *g, const float *x, float *y) {
@@ -57,8 +57,8 @@ __global__ static void avgpool_bwd_kernel(struct pool_geom g, const float *dy, f
     size_t i = cu_tid();
     if (i >= (size_t)g.n * g.c * g.h * g.w) return;
     int b, ch, iy, ix;
-    ns_unflatten4(i, g.c, g.h, g.w, &b, &ch, &iy, &ix);
-    dx[i] = ns_avgpool_bwd_at(&g, dy, dx[i], b, ch, iy, ix);
+    km_unflatten4(i, g.c, g.h, g.w, &b, &ch, &iy, &ix);
+    dx[i] = km_avgpool_bwd_at(&g, dy, dx[i], b, ch, iy, ix);
 }
 
 void cu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx) {
@@ -74,8 +74,8 @@ __global__ static void softmax_xent_bwd_kernel(int n, int k, const float *probs,
     size_t o = cu_tid();
     if (o >= (size_t)n * k) return;
     int i, j;
-    ns_unflatten2(o, k, &i, &j);
-    dlogits[o] += ns_softmax_xent_grad_at(k, probs, labels, *dloss / (float)n, i, j);
+    km_unflatten2(o, k, &i, &j);
+    dlogits[o] += km_softmax_xent_grad_at(k, probs, labels, *dloss / (float)n, i, j);
 }
 
 void cu_softmax_xent_bwd(int n, int k, const float *probs, const int32_t *labels,
@@ -89,7 +89,7 @@ __global__ static void argmax_correct_kernel(int n, int k, const float *logits,
                                              const int32_t *labels, float *correct) {
     double hits = 0.0;  // integer-valued: exact, whatever the order
     for (int i = threadIdx.x; i < n; i += blockDim.x)
-        hits += ns_argmax_row(k, logits, i) == labels[i] ? 1.0 : 0.0;
+        hits += km_argmax_row(k, logits, i) == labels[i] ? 1.0 : 0.0;
     hits = cu_block_sum_d(hits);
     if (threadIdx.x == 0) *correct = (float)hits;
 }

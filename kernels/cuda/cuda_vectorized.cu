@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "cuda_common.h"
-#include "ns_elem.h"
+#include "km_elem.h"
 
 // ---- dense -------------------------------------------------------------------------
 
@@ -78,10 +78,10 @@ static void vec_axpy(size_t n, float alpha, const float *x, float *y) {
 struct relu_op {
     const float *x;
     float *y;
-    __device__ void one(size_t i) const { y[i] = ns_relu(x[i]); }
+    __device__ void one(size_t i) const { y[i] = km_relu(x[i]); }
     __device__ void quad(size_t q) const {
         float4 a = CQUAD(x, q);
-        QUAD(y, q) = make_float4(ns_relu(a.x), ns_relu(a.y), ns_relu(a.z), ns_relu(a.w));
+        QUAD(y, q) = make_float4(km_relu(a.x), km_relu(a.y), km_relu(a.z), km_relu(a.w));
     }
 };
 
@@ -93,11 +93,11 @@ static void vec_relu_fwd(size_t n, const float *x, float *y) {
 struct relu_bwd_op {
     const float *y, *dy;
     float *dx;
-    __device__ void one(size_t i) const { dx[i] += ns_relu_grad(y[i], dy[i]); }
+    __device__ void one(size_t i) const { dx[i] += km_relu_grad(y[i], dy[i]); }
     __device__ void quad(size_t q) const {
         float4 a = CQUAD(y, q), d = CQUAD(dy, q), o = QUAD(dx, q);
-        o.x += ns_relu_grad(a.x, d.x), o.y += ns_relu_grad(a.y, d.y);
-        o.z += ns_relu_grad(a.z, d.z), o.w += ns_relu_grad(a.w, d.w);
+        o.x += km_relu_grad(a.x, d.x), o.y += km_relu_grad(a.y, d.y);
+        o.z += km_relu_grad(a.z, d.z), o.w += km_relu_grad(a.w, d.w);
         QUAD(dx, q) = o;
     }
 };
@@ -130,14 +130,14 @@ struct sgd_op {
     float lr, momentum, weight_decay;
     bool nesterov;
     __device__ void one(size_t i) const {
-        ns_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
+        km_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
     }
     __device__ void quad(size_t q) const {
         float4 w4 = QUAD(w, q), g4 = CQUAD(g, q), v4 = QUAD(v, q);
-        ns_sgd_update(&w4.x, g4.x, &v4.x, lr, momentum, nesterov, weight_decay);
-        ns_sgd_update(&w4.y, g4.y, &v4.y, lr, momentum, nesterov, weight_decay);
-        ns_sgd_update(&w4.z, g4.z, &v4.z, lr, momentum, nesterov, weight_decay);
-        ns_sgd_update(&w4.w, g4.w, &v4.w, lr, momentum, nesterov, weight_decay);
+        km_sgd_update(&w4.x, g4.x, &v4.x, lr, momentum, nesterov, weight_decay);
+        km_sgd_update(&w4.y, g4.y, &v4.y, lr, momentum, nesterov, weight_decay);
+        km_sgd_update(&w4.z, g4.z, &v4.z, lr, momentum, nesterov, weight_decay);
+        km_sgd_update(&w4.w, g4.w, &v4.w, lr, momentum, nesterov, weight_decay);
         QUAD(w, q) = w4;
         QUAD(v, q) = v4;
     }
@@ -195,10 +195,10 @@ static int bn_chunks(long m) {
 __global__ static void bn_stats_partial_kernel(int n, int c, int hw, const float *x, float *part) {
     int ch = blockIdx.x, chunk = blockIdx.y, chunks = gridDim.y;
     size_t m = (size_t)n * hw;
-    float shift = x[ns_idx3(0, ch, 0, c, hw)];
+    float shift = x[km_idx3(0, ch, 0, c, hw)];
     float s = 0.0f, ss = 0.0f;
     for (size_t e = (size_t)chunk * blockDim.x + threadIdx.x; e < m; e += (size_t)chunks * blockDim.x) {
-        float d = x[ns_bn_at(e, ch, c, hw)] - shift;
+        float d = x[km_bn_at(e, ch, c, hw)] - shift;
         s += d;
         ss += d * d;
     }
@@ -225,8 +225,8 @@ __global__ static void bn_stats_finish_kernel(int n, int c, int hw, int chunks, 
     }
     double shifted_mean = sum / m, var_d = squares / m - shifted_mean * shifted_mean;
     float var = var_d > 0.0 ? (float)var_d : 0.0f;
-    float mu = (float)(x[ns_idx3(0, (int)ch, 0, c, hw)] + shifted_mean);
-    ns_bn_store_stats(mu, var, m, mean, invstd, running_mean, running_var, momentum, eps, (int)ch);
+    float mu = (float)(x[km_idx3(0, (int)ch, 0, c, hw)] + shifted_mean);
+    km_bn_store_stats(mu, var, m, mean, invstd, running_mean, running_var, momentum, eps, (int)ch);
 }
 
 // x (n,c,hw), per-channel mean, invstd, gamma, beta -> y (n,c,hw)
@@ -235,8 +235,8 @@ __global__ static void bn_apply_kernel(size_t total, int c, int hw, const float 
                                        const float *beta, float *y) {
     for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
         int i, ch, j;
-        ns_unflatten3(o, c, hw, &i, &ch, &j);
-        y[o] = ns_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
+        km_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = km_bn_apply_at(c, hw, x, mean, invstd, gamma, beta, i, ch, j);
     }
 }
 
@@ -266,8 +266,8 @@ __global__ static void bn_eval_kernel(size_t total, int c, int hw, const float *
                                       float eps, float *y) {
     for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
         int i, ch, j;
-        ns_unflatten3(o, c, hw, &i, &ch, &j);
-        y[o] = ns_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
+        km_unflatten3(o, c, hw, &i, &ch, &j);
+        y[o] = km_bn_eval_at(c, hw, x, gamma, beta, running_mean, running_var, eps, i, ch, j);
     }
 }
 
@@ -289,7 +289,7 @@ __global__ static void bn_bwd_partial_kernel(int n, int c, int hw, const float *
     float mu = mean[ch], is = invstd[ch];
     float s = 0.0f, sx = 0.0f;
     for (size_t e = (size_t)chunk * blockDim.x + threadIdx.x; e < m; e += (size_t)chunks * blockDim.x) {
-        size_t at = ns_bn_at(e, ch, c, hw);
+        size_t at = km_bn_at(e, ch, c, hw);
         s += dy[at];
         sx += dy[at] * ((x[at] - mu) * is);
     }
@@ -324,8 +324,8 @@ __global__ static void bn_bwd_dx_kernel(size_t total, int c, int hw, long m, con
                                         bool acc) {
     for (size_t o = cu_tid(); o < total; o += cu_nthreads()) {
         int i, ch, j;
-        ns_unflatten3(o, c, hw, &i, &ch, &j);
-        float v = ns_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, i, ch, j);
+        km_unflatten3(o, c, hw, &i, &ch, &j);
+        float v = km_bn_bwd_dx_at(c, hw, m, x, dy, gamma, mean, invstd, sums, i, ch, j);
         dx[o] = acc ? dx[o] + v : v;
     }
 }
@@ -438,14 +438,14 @@ static void vec_softmax_xent_fwd(int n, int k, const float *logits, const int32_
 // src uint8 (n,h,w,c) -> dst (n,c,h,w), channels [p.c0, p.c0+p.cn); a thread per pixel
 // reads its channels' bytes side by side and writes one float into each plane, so
 // neighbouring threads write neighbouring floats
-__global__ static void normalize_u8_kernel(size_t pixels, int hw, int c, struct ns_norm_params p,
+__global__ static void normalize_u8_kernel(size_t pixels, int hw, int c, struct km_norm_params p,
                                            const uint8_t *src, float *dst) {
     for (size_t q = cu_tid(); q < pixels; q += cu_nthreads()) {
         size_t i = q / hw, at = q % hw;
         const uint8_t *in = src + q * c + p.c0;
         float *out = dst + (i * c + p.c0) * hw + at;
         for (int cl = 0; cl < p.cn; cl++)
-            out[(size_t)cl * hw] = ns_normalize_u8(in[cl], p.mean[cl], p.std[cl]);
+            out[(size_t)cl * hw] = km_normalize_u8(in[cl], p.mean[cl], p.std[cl]);
     }
 }
 
@@ -454,7 +454,7 @@ static void vec_normalize_u8(int n, int h, int w, int c, const uint8_t *src, con
     size_t pixels = (size_t)n * h * w;
     if (pixels == 0) return;
     for (int c0 = 0; c0 < c; c0 += NS_NORM_MAX_CH) {
-        struct ns_norm_params p = cu_norm_params(c0, c, mean, std);
+        struct km_norm_params p = cu_norm_params(c0, c, mean, std);
         CU_LAUNCH(normalize_u8_kernel, cu_stride_blocks(pixels, CU_THREADS), CU_THREADS,
             pixels, h * w, c, p, src, dst);
         CU_LAUNCHED("normalize_u8_kernel");

@@ -5,7 +5,7 @@
 
 #include "error.h"
 #include "nn.h"
-#include "ns_math.h"
+#include "km_math.h"
 #include "ops.h"
 
 #define PARAM_ALIGN 16 /* floats: each parameter starts on a 64-byte boundary */

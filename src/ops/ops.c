@@ -3,7 +3,7 @@
 #include <stdio.h>
 
 #include "error.h"
-#include "ns_math.h"
+#include "km_math.h"
 #include "ops.h"
 
 /* "[8,16,28,28]": a tensor's shape as text for a message, in a buffer of its own */
