@@ -21,10 +21,6 @@ export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:log_path=$PWD/$B
 export UBSAN_OPTIONS="print_stacktrace=1:log_path=$PWD/$B/reports/ubsan"
 status=0
 (cd $B/run && sh ../../../scripts/run-tests.sh $(for t in $tests; do echo ../tests/$t; done)) || status=1
-if [ -n "$(ls $B/reports)" ]; then
-  for r in $B/reports/*; do echo "== $r"; head -60 "$r"; done
-  echo "test-asan: sanitizer reports above ($(ls $B/reports | wc -l) files in $B/reports)"
-  status=1
-fi
+sh scripts/sanitizer-reports.sh test-asan $B/reports || status=1
 [ $status = 0 ] && echo "test-asan: all suites passed, no sanitizer reports"
 exit $status

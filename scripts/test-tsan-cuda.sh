@@ -16,10 +16,6 @@ rm -rf $B/reports && mkdir -p $B/reports
 export TSAN_OPTIONS="log_path=$PWD/$B/reports/tsan second_deadlock_stack=1"
 status=0
 $B/tests/tsan_cuda || status=1
-if [ -n "$(ls $B/reports)" ]; then
-  for r in $B/reports/*; do echo "== $r"; head -80 "$r"; done
-  echo "test-tsan-cuda: ThreadSanitizer reports above ($(ls $B/reports | wc -l) files in $B/reports)"
-  status=1
-fi
+sh scripts/sanitizer-reports.sh test-tsan-cuda $B/reports || status=1
 [ $status = 0 ] && echo "test-tsan-cuda: every check passed on the emulated device, no ThreadSanitizer reports"
 exit $status

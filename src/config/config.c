@@ -1,4 +1,4 @@
-/* config.c — the config schema and its INI parser (see config.h).
+/* config.c — the config's INI parser (see config.h); the rows of its keys are in schema.c.
  *
  * Everything below is driven by cfg_keys[]: one row per key. Text is never copied into
  * fixed buffers without a length check; the parser works on (pointer, length) slices
