@@ -198,9 +198,8 @@ gpu_tests() {  # test_cuda; its GPU tests skipped (no usable GPU) fail the step,
 }
 
 sanitizer() {  # memcheck on test_cuda; a compute-sanitizer that can't start here is no failure
-  local san rc
-  san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-  env LD_LIBRARY_PATH="$GS_LD" "$san" --tool memcheck --target-processes all --error-exitcode 9 \
+  local rc
+  env LD_LIBRARY_PATH="$GS_LD" "$GS_SAN" --tool memcheck --target-processes all --error-exitcode 9 \
     "$GS_BIN/test_cuda" --verbose --jobs 1 --timeout=30 2>&1 | tee "$GS_WORK/sanitizer.log"
   rc=${PIPESTATUS[0]}
   # 9: memcheck found errors; another failure before any test ran: it didn't start
@@ -324,6 +323,7 @@ step 4-torch 30 env PYTHONUNBUFFERED=1 python3 scripts/torch_resnet_small.py --d
 # 5 and 6, with what is left: the lab leaves the sanitizer its minute (and 12 s for the
 # two steps' kill grace and bookkeeping)
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+export GS_SAN=$san  # for the sanitizer step
 step 5-bench 45 "$self" _bin bench ops --device cuda
 reserve=0; [ -n "$san" ] && reserve=72
 step 5-bench $((deadline - SECONDS - reserve)) "$self" _bin bench pipeline --device cuda --quick --no-docs

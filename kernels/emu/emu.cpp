@@ -41,47 +41,38 @@ static uint64_t now_ns(void) {
 uint64_t emu_global_ns(void) { return now_ns(); }
 
 // ---- settings and counters ----------------------------------------------------------
+// Atomics, not a lock: a lock taken by every barrier and every copy would order the
+// device's threads against each other where CUDA doesn't, and could hide from
+// ThreadSanitizer the very races tsan_cuda is there to catch.
 
-static std::mutex settings_lock;
-static bool settings_read;
-static enum emu_order order_setting = EMU_FORWARD;
-static unsigned copy_delay_us;
-static struct emu_counts counts;
-
-static void read_settings(void) {  // under settings_lock
-    if (settings_read) return;
-    settings_read = true;
-    const char *o = getenv("NS_EMU_ORDER");
-    if (!o || !*o) return;
-    for (int i = EMU_FORWARD; i <= EMU_INTERLEAVED; i++)
-        if (strcmp(o, emu_order_name((enum emu_order)i)) == 0) order_setting = (enum emu_order)i;
-}
+static std::atomic<int> order_setting{-1};  // enum emu_order; -1: NS_EMU_ORDER not read yet
+static std::atomic<unsigned> copy_delay_us{0};
+static std::atomic<uint64_t> counters[EMU_COUNTERS];
 
 extern "C" const char *emu_order_name(enum emu_order o) {
     return o == EMU_REVERSED ? "reversed" : o == EMU_INTERLEAVED ? "interleaved" : "forward";
 }
-extern "C" void emu_set_order(enum emu_order o) {
-    std::lock_guard<std::mutex> hold(settings_lock);
-    settings_read = true;
-    order_setting = o;
-}
+extern "C" void emu_set_order(enum emu_order o) { order_setting.store(o); }
 extern "C" enum emu_order emu_get_order(void) {
-    std::lock_guard<std::mutex> hold(settings_lock);
-    read_settings();
-    return order_setting;
+    int o = order_setting.load();
+    if (o >= 0) return (enum emu_order)o;
+    const char *env = getenv("NS_EMU_ORDER");
+    int from_env = EMU_FORWARD;
+    for (int i = EMU_FORWARD; env && i <= EMU_INTERLEAVED; i++)
+        if (strcmp(env, emu_order_name((enum emu_order)i)) == 0) from_env = i;
+    order_setting.compare_exchange_strong(o, from_env);  // unless set meanwhile
+    return (enum emu_order)order_setting.load();
 }
-extern "C" void emu_set_copy_delay_us(unsigned us) {
-    std::lock_guard<std::mutex> hold(settings_lock);
-    copy_delay_us = us;
-}
+extern "C" void emu_set_copy_delay_us(unsigned us) { copy_delay_us.store(us); }
 extern "C" struct emu_counts emu_get_counts(void) {
-    std::lock_guard<std::mutex> hold(settings_lock);
-    return counts;
+    struct emu_counts c;
+    c.launches = counters[EMU_LAUNCHES].load(std::memory_order_relaxed);
+    c.copies = counters[EMU_COPIES].load(std::memory_order_relaxed);
+    c.barriers = counters[EMU_BARRIERS].load(std::memory_order_relaxed);
+    c.fibered_blocks = counters[EMU_FIBERED_BLOCKS].load(std::memory_order_relaxed);
+    return c;
 }
-void emu_count(uint64_t emu_counts::*field) {
-    std::lock_guard<std::mutex> hold(settings_lock);
-    counts.*field += 1;
-}
+void emu_count(enum emu_counter c) { counters[c].fetch_add(1, std::memory_order_relaxed); }
 
 // ---- errors -----------------------------------------------------------------------
 
@@ -422,12 +413,8 @@ cudaError_t cudaDeviceSynchronize(void) {
 // ---- copies ------------------------------------------------------------------------
 
 static void late_dma(void) {
-    unsigned us;
-    {
-        std::lock_guard<std::mutex> hold(settings_lock);
-        us = copy_delay_us;
-        counts.copies++;
-    }
+    emu_count(EMU_COPIES);
+    unsigned us = copy_delay_us.load();
     if (us) usleep(us);
 }
 
@@ -569,13 +556,11 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) 
 
 // ==== failure injection and live objects (tests of cleanup paths) ====================
 // emu_fail_call picks one future call of one API to fail; the API functions that
-// can fail start with `if (emu_fails("name")) return <error>;`. Every call that
-// isn't failed is counted by name, so that cuBLAS handles alive are the creates
-// minus the destroys. Streams and device memory are read from their registries above.
+// can fail start with `if (emu_fails("name")) return <error>;`. Streams, cuBLAS
+// handles and device memory alive are read from their registries and counts.
 static std::mutex inject_lock;
 static std::string inject_api;  // empty: nothing pending
 static int inject_left;         // calls of inject_api to let through before the failure
-static std::map<std::string, uint64_t> calls_made;
 
 extern "C" void emu_fail_call(const char *api, int after) {
     std::lock_guard<std::mutex> hold(inject_lock);
@@ -589,7 +574,6 @@ extern "C" int emu_fails(const char *api) {
         inject_api.clear();
         return 1;
     }
-    calls_made[api]++;
     return 0;
 }
 
@@ -598,10 +582,7 @@ extern "C" void emu_live_objects(int *n_streams, int *blas_handles, size_t *devi
         std::lock_guard<std::mutex> hold(streams_lock);
         *n_streams = (int)streams.size();
     }
-    if (blas_handles) {
-        std::lock_guard<std::mutex> hold(inject_lock);
-        *blas_handles = (int)(calls_made["cublasCreate"] - calls_made["cublasDestroy"]);
-    }
+    if (blas_handles) *blas_handles = emu_live_blas.load();
     if (device_bytes) {
         std::lock_guard<std::mutex> hold(mem_lock);
         *device_bytes = device_bytes_in_use;

@@ -13,14 +13,18 @@ struct emu_blas {
     bool tf32 = false;
 };
 
+std::atomic<int> emu_live_blas{0};
+
 cublasStatus_t cublasCreate(cublasHandle_t *h) {
     if (emu_fails("cublasCreate")) return CUBLAS_STATUS_ALLOC_FAILED;
     *h = new emu_blas;
+    emu_live_blas++;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t h) {
     if (!h || emu_fails("cublasDestroy")) return CUBLAS_STATUS_NOT_INITIALIZED;
     delete h;
+    emu_live_blas--;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {

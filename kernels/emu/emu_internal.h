@@ -25,11 +25,14 @@ cudaError_t emu_fail(cudaError_t e);
 // more work (event records still complete, so no waiter hangs).
 extern std::atomic<int> emu_sticky;
 bool emu_broken(void);
-void emu_count(uint64_t emu_counts::*field);
+enum emu_counter { EMU_LAUNCHES, EMU_COPIES, EMU_BARRIERS, EMU_FIBERED_BLOCKS, EMU_COUNTERS };
+void emu_count(enum emu_counter c);  // emu_get_counts (emu.h) reads them
 // Queues op on stream s (which runs it later, in order).
 cudaError_t emu_enqueue(cudaStream_t s, std::function<void()> op);
 // [p, p + bytes) lies inside one device allocation.
 bool emu_is_device_range(const void *p, size_t bytes);
+// cuBLAS handles made and not yet destroyed (emu_live_objects, emu.h).
+extern std::atomic<int> emu_live_blas;
 // Installs the handler that turns a kernel's SIGSEGV or SIGBUS into a fault (once).
 void emu_catch_faults(void);
 

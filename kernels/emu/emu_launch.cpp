@@ -168,7 +168,7 @@ void __syncthreads(void) {
     if (!run || !run->fibered)
         emu_fatal("kernel %s: a thread reached __syncthreads in a block run without fibers "
                   "(its first block had no barrier)", run ? run->kernel : "?");
-    emu_count(&emu_counts::barriers);
+    emu_count(EMU_BARRIERS);
     run->stopped = true;
     run->current->state = F_BARRIER;
     yield_to_scheduler();
@@ -321,7 +321,7 @@ static void run_kernel(const char *name, dim3 grid, dim3 block,
         if (br.fibered) {
             br.stopped = false;
             run_block_fibered(ord);
-            emu_count(&emu_counts::fibered_blocks);
+            emu_count(EMU_FIBERED_BLOCKS);
             if (!br.stopped) br.fibered = false;  // no barrier, no shuffle: plain calls from now
         } else {
             for (unsigned t : ord) {
@@ -342,7 +342,7 @@ void emu_enqueue_fault(const char *name, cudaStream_t s, int param) {
         emu_fail(cudaErrorInvalidResourceHandle);
         return;
     }
-    emu_count(&emu_counts::launches);
+    emu_count(EMU_LAUNCHES);
     emu_enqueue(s, [name, param] {
         fprintf(stderr, "emulated CUDA device: kernel %s: parameter %d points outside every device "
                 "and pinned allocation (host memory, freed memory or garbage); the context is broken "
@@ -364,7 +364,7 @@ void emu_enqueue_kernel(const char *name, dim3 grid, dim3 block, cudaStream_t s,
         emu_fail(cudaErrorInvalidResourceHandle);
         return;
     }
-    emu_count(&emu_counts::launches);
+    emu_count(EMU_LAUNCHES);
     emu_enqueue(s, [name, grid, block, body] { run_kernel_guarded(name, grid, block, body); });
 }
 
