@@ -65,7 +65,7 @@ endif
 LIB_SRC := $(wildcard src/*/*.c kernels/*.c kernels/cpu/*.c models/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
 LIB     := $(BUILD)/libnostall.a
-TOOLS   := train bench prepare
+TOOLS   := train bench prepare eval predict
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 

@@ -724,3 +724,12 @@ fail:
     free(buf);
     return err_wrap("opening checkpoint %s: ", path);
 }
+
+int ckpt_read_info(const char *path, struct ckpt_info *info) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (read_whole_file(path, &buf, &len)) return err_wrap("opening checkpoint %s: ", path);
+    int rc = ckpt_read_info_mem(buf, len, info);
+    free(buf);
+    return rc ? err_wrap("opening checkpoint %s: ", path) : 0;
+}
