@@ -475,9 +475,6 @@ int ckpt_load_mem(const void *data, size_t len, struct nn_model *m, struct ckpt_
     if (strcmp(f.optim, "sgd") != 0 || f.n_slots != 1)
         return err_set("holds the state of optimizer '%s' (%u slots); this build resumes SGD (1 slot). "
                        HINT_MODEL, f.optim, f.n_slots);
-    if (f.st.world_size != 1)
-        return err_set("written by a data-parallel run of %u processes; this run is one process. HINT: resume "
-                       "with the same number of processes", f.st.world_size);
     if (f.st.fingerprint != expected_fingerprint)
         return err_set("config fingerprint differs (checkpoint %016llx, this run %016llx): the "
                        "checkpoint was made with a different config (e.g. the [model] or [data] "
