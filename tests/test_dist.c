@@ -19,9 +19,12 @@
 
 static char dir[64];
 
-/* mpirun as root needs these; one thread per rank so 3 ranks fit 2 cores */
-#define MPIRUN "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 " \
-               "timeout 120 mpirun --oversubscribe"
+/* mpirun as root needs the first two. Under make test-asan the ranks run without
+ * LeakSanitizer: Open MPI keeps allocations until exit in plugins it has unloaded by
+ * then, which the sanitizer can't tell from ours (the same trainer code is leak-checked
+ * alone in test_train); ASan's other checks stay on. */
+#define MPIRUN "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " \
+               "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0\" timeout 120 mpirun --oversubscribe"
 #define TRAIN "./train configs/smoke.cfg --set train.threads=1 --set data.path="
 
 static void setup(void) {

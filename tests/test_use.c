@@ -64,6 +64,7 @@ Test(use, eval_gives_the_trainers_last_test_numbers_exactly) {
     snprintf(path, sizeof path, "%s/eval.json", dir);
     size_t len;
     char *json = (char *)dg_read_file(path, &len);
+    cr_assert_not_null(json, "no JSON in %s", path);
     long images = -1, correct = -1;
     const char *p = strstr(json, "\"images\": "), *q = strstr(json, "\"correct\": ");
     cr_assert(p && q, "%s", json);
@@ -102,6 +103,7 @@ static struct logits read_logits(const char *path) {
 static int read_answers(const char *path, int *cls, double *prob, int cap) {
     size_t len;
     char *json = (char *)dg_read_file(path, &len);
+    cr_assert_not_null(json, "no answers in %s", path);
     int n = 0;
     for (const char *p = strstr(json, "{\"image\""); p && n < cap; p = strstr(p + 1, "{\"image\""), n++) {
         const char *next = strstr(p + 1, "{\"image\""), *top = strstr(p, "\"class\": "), *err = strstr(p, "\"error\"");

@@ -43,6 +43,11 @@ static int add_path(struct paths *p, const char *s) {
     return 0;
 }
 
+static void free_paths(struct paths *p) {
+    for (int i = 0; i < p->n; i++) free(p->v[i]);
+    free(p->v);
+}
+
 /* Paths one per line; blank lines are skipped, trailing \r is dropped. */
 static int read_list(struct paths *p, const char *file) {
     FILE *f = strcmp(file, "-") ? fopen(file, "r") : stdin;
@@ -102,27 +107,38 @@ int main(int argc, char **argv) {
     char device[64];
     int n_sets = 0, top = 3;
     struct paths paths = {0};
-    for (int i = 2; i < argc; i++) {
+    int bad = 0;
+    for (int i = 2; i < argc && !bad; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!strcmp(a, "-")) { rc = read_list(&paths, "-"); }
         else if (a[0] != '-') { rc = add_path(&paths, a); }
-        else if (!v || n_sets == MAX_SETS) { fprintf(stderr, "error: missing value after '%s'\n", a); return 2; }
+        else if (!v || n_sets == MAX_SETS) rc = err_set("missing value after '%s'", a);
         else {
             if (!strcmp(a, "--set")) sets[n_sets++] = v;
             else if (!strcmp(a, "--device")) snprintf(device, sizeof device, "train.device=%s", v), sets[n_sets++] = device;
             else if (!strcmp(a, "--list")) rc = read_list(&paths, v);
             else if (!strcmp(a, "--json")) json = v;
             else if (!strcmp(a, "--top") && (top = atoi(v)) >= 1 && top <= MAX_TOP) {}
-            else { fprintf(stderr, "error: bad argument '%s %s' (--top takes 1..%d)\n", a, v, MAX_TOP); usage(stderr); return 2; }
+            else rc = err_set("bad argument '%s %s' (--top takes 1..%d)", a, v, MAX_TOP);
             i++;
         }
-        if (rc) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
+        bad = rc != 0;
     }
-    if (paths.n == 0) { fprintf(stderr, "error: no images given\n"); usage(stderr); return 2; }
+    if (!bad && paths.n == 0) bad = err_set("no images given");
+    if (bad) {
+        fprintf(stderr, "error: %s\n", err_get());
+        usage(stderr);
+        free_paths(&paths);
+        return 2;
+    }
 
     struct eval_model em;
-    if (eval_model_open(&em, ckpt, sets, n_sets, stderr)) { fprintf(stderr, "error: %s\n", err_get()); return 1; }
+    if (eval_model_open(&em, ckpt, sets, n_sets, stderr)) {
+        fprintf(stderr, "error: %s\n", err_get());
+        free_paths(&paths);
+        return 1;
+    }
     const struct config *cfg = &em.info.cfg;
     int classes = em.info.classes, batch = cfg->loader.batch;
     if (top > classes) top = classes;
@@ -200,13 +216,10 @@ out:
     free(images);
     free(logits);
     free(which);
-    for (int p = 0; p < paths.n; p++) {
-        if (errors) free(errors[p]);
-        free(paths.v[p]);
-    }
+    for (int p = 0; errors && p < paths.n; p++) free(errors[p]);
     free(errors);
     free(answers);
-    free(paths.v);
+    free_paths(&paths);
     eval_model_close(&em);
     return rc;
 }
