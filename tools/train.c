@@ -1,5 +1,6 @@
 /* train.c — ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]
- *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]] [--metrics FILE.csv]
+ *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]]
+ *                          [--metrics FILE.csv]
  * Trains what CONFIG describes; see README.md. Exit codes: train.h's enum train_status. */
 #include <signal.h>
 #include <stdio.h>
@@ -22,8 +23,16 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
     fprintf(f, "usage: ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]\n"
                "               [--resume CHECKPOINT] [--trace FILE.json [--timeline FILE.svg]]\n"
-               "               [--metrics FILE.csv]   one line per step: step, epoch, batch, lr, loss\n"
+               "               [--metrics FILE.csv]   loss, accuracy, images/s per step and per epoch\n"
                "       ./train --help-config   every config key, its default and meaning\n");
+}
+
+/* --device, --trace, --metrics: shortcuts for `--set train.KEY=VALUE`. */
+static int set_train_key(struct config *cfg, const char *key, const char *value) {
+    char assignment[CFG_STR_MAX + 64];
+    if (snprintf(assignment, sizeof assignment, "train.%s=%s", key, value) >= (int)sizeof assignment)
+        return err_set("--%s: value too long", key);
+    return cfg_set(cfg, assignment);
 }
 
 int main(int argc, char **argv) {
@@ -34,20 +43,15 @@ int main(int argc, char **argv) {
     if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
     struct train_options opt = {.out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_requested};
     const char *timeline = NULL;
-    char assignment[CFG_STR_MAX + 64];
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!strcmp(a, "--set") && v) rc = cfg_set(&cfg, v);
-        else if (!strcmp(a, "--device") && v)
-            rc = snprintf(assignment, sizeof assignment, "train.device=%s", v) >= (int)sizeof assignment
-                     ? err_set("--device: value too long") : cfg_set(&cfg, assignment);
-        else if (!strcmp(a, "--trace") && v)
-            rc = snprintf(assignment, sizeof assignment, "train.trace=%s", v) >= (int)sizeof assignment
-                     ? err_set("--trace: path too long") : cfg_set(&cfg, assignment);
+        else if (!strcmp(a, "--device") && v) rc = set_train_key(&cfg, "device", v);
+        else if (!strcmp(a, "--trace") && v) rc = set_train_key(&cfg, "trace", v);
+        else if (!strcmp(a, "--metrics") && v) rc = set_train_key(&cfg, "metrics", v);
         else if (!strcmp(a, "--resume") && v) opt.resume = v;
         else if (!strcmp(a, "--timeline") && v) timeline = v;
-        else if (!strcmp(a, "--metrics") && v) opt.metrics = v;
         else {
             fprintf(stderr, "error: %s '%s'\n", v || a[0] != '-' ? "unknown argument" : "missing value after", a);
             usage(stderr);
