@@ -202,6 +202,10 @@ Test(train, bad_config_and_bad_resume_are_clear_errors) {
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "--resume"), "%s", out);
     free(out);
+    rc = run_train("--curves x.svg", &out);
+    cr_expect_eq(rc, 2);
+    cr_expect(strstr(out, "--curves") && strstr(out, "--metrics"), "%s", out);
+    free(out);
 }
 
 Test(train, trace_has_the_event_kinds_and_thread_names) {
@@ -364,12 +368,14 @@ Test(report, verdicts_change_at_5_and_20_percent) {
 }
 
 /* A short run's metrics: a step row per step and an epoch row per epoch, in the
- * columns train.h documents, with the numbers the epoch lines print. smoke.cfg: 3 epochs of 12 steps of 16 images, evaluated after each epoch on
+ * columns train.h documents, with the numbers the epoch lines print; --curves draws
+ * them. smoke.cfg: 3 epochs of 12 steps of 16 images, evaluated after each epoch on
  * 64 test images. */
 Test(train, metrics_have_a_row_per_step_and_per_epoch) {
-    char args[512], csv[128], *out;
+    char args[512], csv[128], svg[128], *out;
     snprintf(csv, sizeof csv, "%s/m.csv", dir);
-    snprintf(args, sizeof args, "--metrics %s", csv);
+    snprintf(svg, sizeof svg, "%s/m.svg", dir);
+    snprintf(args, sizeof args, "--metrics %s --curves %s", csv, svg);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
     static struct mrow rows[64];
     int n = read_metrics(csv, rows, 64), steps = 0, epochs = 0;
@@ -412,6 +418,13 @@ Test(train, metrics_have_a_row_per_step_and_per_epoch) {
                   "the file's test accuracy %s is not the printed one: %.120s", r->cell[M_TEST_ACC], line);
     }
     cr_expect_eq(epochs, 3);
+    char *pic;
+    cr_assert(file_bytes(svg, &pic) > 0, "no curves drawn");
+    int lines = 0;
+    for (const char *p = strstr(pic, "<polyline"); p; p = strstr(p + 1, "<polyline")) lines++;
+    cr_expect_eq(lines, 3, "each step's loss, its running mean and the accuracy's");
+    cr_expect(strstr(pic, "epoch 3: test accuracy"), "no test dot for epoch 3");
+    free(pic);
     free(out);
 }
 

@@ -1,6 +1,6 @@
 /* train.c — ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]
  *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]]
- *                          [--metrics FILE.csv]
+ *                          [--metrics FILE.csv [--curves FILE.svg]]
  * Trains what CONFIG describes; see README.md. Exit codes: train.h's enum train_status. */
 #include <signal.h>
 #include <stdio.h>
@@ -23,7 +23,8 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
     fprintf(f, "usage: ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]\n"
                "               [--resume CHECKPOINT] [--trace FILE.json [--timeline FILE.svg]]\n"
-               "               [--metrics FILE.csv]   loss, accuracy, images/s per step and per epoch\n"
+               "               [--metrics FILE.csv [--curves FILE.svg]]   loss, accuracy, images/s per step\n"
+               "                                      and per epoch; --curves draws them when the run ends\n"
                "       ./train --help-config   every config key, its default and meaning\n");
 }
 
@@ -42,7 +43,7 @@ int main(int argc, char **argv) {
     struct config cfg;
     if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
     struct train_options opt = {.out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_requested};
-    const char *timeline = NULL;
+    const char *timeline = NULL, *curves = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -52,6 +53,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--metrics") && v) rc = set_train_key(&cfg, "metrics", v);
         else if (!strcmp(a, "--resume") && v) opt.resume = v;
         else if (!strcmp(a, "--timeline") && v) timeline = v;
+        else if (!strcmp(a, "--curves") && v) curves = v;
         else {
             fprintf(stderr, "error: %s '%s'\n", v || a[0] != '-' ? "unknown argument" : "missing value after", a);
             usage(stderr);
@@ -65,11 +67,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: --timeline FILE.svg draws the run's trace: give --trace FILE.json too\n");
         return 2;
     }
+    if (curves && !cfg.train.metrics[0]) {
+        fprintf(stderr, "error: --curves FILE.svg draws the run's metrics: give --metrics FILE.csv too (or set "
+                        "train.metrics)\n");
+        return 2;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     enum train_status st = train_run(&cfg, &opt);
-    /* the picture is drawn from the trace file the run just wrote */
+    /* the pictures are drawn from the files the run just wrote; an interrupted or
+     * diverged run is drawn up to its last step */
     if (timeline && st != TRAIN_ERROR && timeline_write_svg(cfg.train.trace, timeline, NULL))
         fprintf(stderr, "warning: --timeline: %s\n", err_get());
+    if (curves && st != TRAIN_ERROR && curves_write_svg(cfg.train.metrics, curves))
+        fprintf(stderr, "warning: --curves: %s\n", err_get());
     return (int)st;
 }

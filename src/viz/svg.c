@@ -114,6 +114,20 @@ void svg_polyline(struct svg *s, int n, const double *x, const double *y, const 
     fputs("\"/>\n", s->f);
 }
 
+void svg_circle(struct svg *s, double cx, double cy, double r, const char *fill, const char *stroke,
+                const char *tooltip) {
+    fprintf(s->f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%.2f\" fill=\"", fin(cx), fin(cy), fmax(0, fin(r)));
+    put_escaped(s->f, fill);
+    if (stroke) {
+        fputs("\" stroke-width=\"1.5\" stroke=\"", s->f);
+        put_escaped(s->f, stroke);
+    }
+    if (!tooltip) { fputs("\"/>\n", s->f); return; }
+    fputs("\"><title>", s->f);
+    put_escaped(s->f, tooltip);
+    fputs("</title></circle>\n", s->f);
+}
+
 void svg_text(struct svg *s, double x, double y, double size, enum svg_anchor anchor, const char *fill,
               bool bold, const char *fmt, ...) {
     static const char *const anchors[] = {[SVG_START] = "start", [SVG_MIDDLE] = "middle", [SVG_END] = "end"};
