@@ -40,9 +40,11 @@ enum train_status train_run(const struct config *cfg, const struct train_options
  * column; a cell that doesn't apply to a row's kind is empty:
  *
  *   kind,step,epoch,batch,lr,loss,accuracy,images_per_s,wait_share,test_loss,test_accuracy
- *   step,0,1,0,0,2.331045,0.093750,1821.3,0.0104,,
+ *   step,0,1,0,0,2.660061,0.078125,621.6,0.0171,,
  *   ...
- *   epoch,469,1,469,,1.067600,0.641000,1052.4,0.0003,0.778700,0.717900
+ *   epoch,469,1,469,,0.749218,0.735250,1409.4,0.0001,0.466169,0.837200
+ *
+ * (the first and the 470th row of docs/runs/curves-2-epochs.csv)
  *
  *   kind          "step" after every training step, "epoch" at every epoch's end
  *   step          step rows: the global step, from 0 (the one the LR schedule is fed);
