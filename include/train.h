@@ -54,7 +54,8 @@ enum train_status train_run(const struct config *cfg, const struct train_options
  *                 done in the epoch
  *   lr            step rows: the learning rate the step used; epoch rows: empty
  *   loss          the step's mean cross-entropy; epoch rows: the mean over the epoch's
- *                 steps (the epoch line's "train loss")
+ *                 steps (the epoch line's "train loss"; in an epoch a run resumed in,
+ *                 over the steps since the resume, as that line says)
  *   accuracy      the share (0..1) of the batch, or of the epoch's training images,
  *                 classified right before the update
  *   images_per_s  the batch's images over the step's wall time; epoch rows: the epoch's

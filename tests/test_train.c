@@ -168,18 +168,23 @@ static void write_poisoned_copy(const char *good, const char *bad) {
 }
 
 Test(train, nan_loss_stops_and_keeps_the_checkpoint) {
-    char args[2048], *out, *before, *after, ck[128], bad[128];
+    char args[2048], *out, *before, *after, ck[128], bad[128], csv[128], svg[128];
     snprintf(ck, sizeof ck, "%s/good.ckpt", dir);
     snprintf(bad, sizeof bad, "%s/poisoned.ckpt", dir);
-    snprintf(args, sizeof args, "--set train.epochs=1 --set train.eval_every=0 --set train.checkpoint=%s", ck);
+    snprintf(csv, sizeof csv, "%s/nan.csv", dir);
+    snprintf(svg, sizeof svg, "%s/nan.svg", dir);
+    snprintf(args, sizeof args, "--set train.epochs=1 --set train.eval_every=0 --set train.checkpoint=%s --metrics %s",
+             ck, csv);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
     free(out);
     write_poisoned_copy(ck, bad);
     long n0 = file_bytes(ck, &before);
-    snprintf(args, sizeof args, "--set train.checkpoint=%s --resume %s", ck, bad);
+    /* the curves are still drawn, from the rows written before */
+    snprintf(args, sizeof args, "--set train.checkpoint=%s --resume %s --metrics %s --curves %s", ck, bad, csv, svg);
     int rc = run_train(args, &out);
     cr_expect_eq(rc, 3, "exit %d:\n%s", rc, out);
     cr_expect(strstr(out, "loss became NaN at step 12"), "%s", out);
+    cr_expect_eq(access(svg, R_OK), 0, "no curves after the divergence:\n%s", out);
     long n1 = file_bytes(ck, &after);
     cr_expect(n0 == n1 && memcmp(before, after, (size_t)n0) == 0, "the last good checkpoint changed");
     free(out);
