@@ -188,6 +188,7 @@ Test(lab, nice_steps_are_one_two_or_five_times_a_power_of_ten) {
     cr_expect_float_eq(svg_nice_step(0.9, 8), 0.1, 1e-12);
     cr_expect_float_eq(svg_nice_step(0, 5), 1, 0);
     cr_expect_float_eq(svg_nice_step(NAN, 5), 1, 0);
+    cr_expect_float_eq(svg_nice_step(5e-324, 8), 1, 0, "a step that underflows to 0 would hang a tick loop");
 }
 
 Test(lab, the_bar_chart_has_a_bar_pair_per_row_and_its_group_headings) {
@@ -525,6 +526,8 @@ Test(lab, a_malformed_metrics_file_is_an_error_naming_its_line) {
         {METRICS_HEADER "\nstep,0,1,0,0,2.3,0.125,1000.0,0.5,,\nstep,1,1,1,0.1,abc,0.25,1000.0,0.5,,\n", ":3:",
          "loss is 'abc'"},
         {METRICS_HEADER "\nstep,0,1,0,0,2.3,0.125\n", ":2:", "7 fields where the header has 11"},
+        {METRICS_HEADER "\nstep,0,1,0,0,2.3,1.5,1000.0,0.5,,\n", ":2:", "accuracy is '1.5', not a share from 0 to 1"},
+        {METRICS_HEADER "\nstep,0.5,1,0,0,2.3,0.5,1000.0,0.5,,\n", ":2:", "step is '0.5', not a whole number"},
         {METRICS_HEADER "\nbatch,0,1,0,0,2.3,0.125,1000.0,0.5,,\n", ":2:", "neither step nor epoch"},
         {METRICS_HEADER "\nepoch,4,1,4,,2.0,0.3,1125.0,0.1,1.5,\n", ":2:", "test_accuracy is ''"},
         {"step,epoch,batch,lr,loss,correct,images\n0,1,0,0,2.3,2,16\n", ":1:", "no column 'kind'"},

@@ -2,6 +2,8 @@
  * file's layout is in train.h): each step's loss, running means, and every epoch's
  * training and test numbers as dots, in two panels over the steps trained. */
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -36,6 +38,16 @@ static const char *const column_names[N_COLS] = {
     [COL_ACCURACY] = "accuracy", [COL_TEST_LOSS] = "test_loss", [COL_TEST_ACCURACY] = "test_accuracy",
 };
 
+/* What a number column may hold: [lo, hi], whole numbers only where `whole`. */
+static const struct { double lo, hi; bool whole; const char *what; } column_range[N_COLS] = {
+    [COL_STEP] = {0, 9007199254740992.0, true, "a whole number >= 0"},  /* to 2^53, exact in a double */
+    [COL_EPOCH] = {1, INT_MAX, true, "a whole number >= 1"},
+    [COL_LOSS] = {0, DBL_MAX, false, "a number >= 0"},
+    [COL_ACCURACY] = {0, 1, false, "a share from 0 to 1"},
+    [COL_TEST_LOSS] = {0, DBL_MAX, false, "a number >= 0"},
+    [COL_TEST_ACCURACY] = {0, 1, false, "a share from 0 to 1"},
+};
+
 #define MAX_FIELDS 64
 
 /* Cuts `line` at its commas, in place; the number of fields, or MAX_FIELDS + 1 when
@@ -51,14 +63,15 @@ static int split(char *line, char **field) {
     }
 }
 
-/* A cell that must hold a finite number. */
+/* A cell of number column c, in its column's range. */
 static int number(const char *path, long line, enum column c, const char *text, double *v) {
     char *end;
     errno = 0;
     *v = strtod(text, &end);
-    if (!text[0] || *end || errno == ERANGE || !isfinite(*v))
-        return err_set("%s:%ld: %s is '%s', not a number. HINT: the file should be as train.metrics writes it "
-                       "(include/train.h)", path, line, column_names[c], text);
+    if (!text[0] || *end || errno == ERANGE || !(*v >= column_range[c].lo && *v <= column_range[c].hi) ||
+        (column_range[c].whole && *v != floor(*v)))
+        return err_set("%s:%ld: %s is '%s', not %s. HINT: the file should be as train.metrics writes it "
+                       "(include/train.h)", path, line, column_names[c], text, column_range[c].what);
     return 0;
 }
 

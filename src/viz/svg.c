@@ -147,7 +147,10 @@ void svg_text(struct svg *s, double x, double y, double size, enum svg_anchor an
 double svg_nice_step(double range, int ticks) {
     if (!(range > 0) || !isfinite(range) || ticks < 1) return 1;
     double raw = range / ticks, p = pow(10, floor(log10(raw))), m = raw / p;
-    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+    double step = (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+    /* never 0 or infinite (a range near the ends of the doubles), which would hang a
+     * caller's tick loop */
+    return step > 0 && isfinite(step) ? step : 1;
 }
 
 /* ---- the bar chart ---- */
