@@ -77,6 +77,7 @@ static int run_train(const char *extra, char **out) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The file's n bytes, and a NUL after them so text can be searched. */
 static long file_bytes(const char *path, char **data) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
@@ -85,6 +86,7 @@ static long file_bytes(const char *path, char **data) {
     fseek(f, 0, SEEK_SET);
     *data = malloc((size_t)n + 1);
     cr_assert_eq(fread(*data, 1, (size_t)n, f), (size_t)n);
+    (*data)[n] = 0;
     fclose(f);
     return n;
 }
