@@ -117,6 +117,7 @@ struct config {
         int eval_every;               /* epochs; 0 = never */
         char checkpoint[CFG_STR_MAX]; /* "" = no checkpoints */
         char trace[CFG_STR_MAX];      /* Chrome trace-event JSON; "" = off */
+        char metrics[CFG_STR_MAX];    /* CSV of step and epoch rows (train.h); "" = off */
         int log_every;                /* steps */
         int threads;                  /* 0 = all cores */
     } train;

@@ -1,6 +1,7 @@
-/* viz.h — nostall's pictures: the pipeline lab's bar chart and the timeline of a trace
- * (trace.h), drawn with a tiny SVG writer. No plotting dependency: rectangles, lines,
- * text and polylines, written as they are drawn.
+/* viz.h — nostall's pictures: the pipeline lab's bar chart, the timeline of a trace
+ * (trace.h) and the loss and accuracy curves of a run's metrics file, drawn with a
+ * tiny SVG writer. No plotting dependency: rectangles, lines, circles, text and
+ * polylines, written as they are drawn.
  *
  * Coordinates are pixels, origin top left, y down. Text passed in is escaped, and a
  * number that isn't finite is written as 0, so the file is well-formed XML whatever
@@ -33,6 +34,11 @@ void svg_line(struct svg *s, double x1, double y1, double x2, double y2, const c
               bool dash);
 /* n points joined by straight segments. */
 void svg_polyline(struct svg *s, int n, const double *x, const double *y, const char *stroke, double width);
+
+/* A dot of radius r centred at (cx, cy), ringed with `stroke` unless it is NULL;
+ * `tooltip` as for svg_rect. */
+void svg_circle(struct svg *s, double cx, double cy, double r, const char *fill, const char *stroke,
+                const char *tooltip);
 
 enum svg_anchor { SVG_START, SVG_MIDDLE, SVG_END };
 /* printf-style text with its baseline at y; `bold` for titles. */
@@ -90,5 +96,21 @@ int timeline_write_panels(const char *path, int n, const struct timeline *const 
 /* ./train --timeline: the trace file a run wrote, as one panel. opt may be NULL.
  * 0, or -1 with err_set. */
 int timeline_write_svg(const char *trace_path, const char *svg_path, const struct timeline_options *opt);
+
+/* ---- the curves of a run: ./train --metrics FILE.csv --curves FILE.svg ----
+ * Reads the metrics file train.metrics writes (its layout is in train.h: a header
+ * naming the columns, then "step" and "epoch" rows; columns are found by name) and
+ * draws two panels over the steps trained:
+ *   loss      each step's loss (light), its running mean (dark), and per epoch the
+ *             training mean (hollow dots) and the test split's loss (filled dots)
+ *   accuracy  the running mean of the steps' accuracy, and per epoch the training and
+ *             test accuracy as dots
+ * The running mean is centred, over CURVES_SMOOTH_DIVISOR-th of the steps (at least 1).
+ * A resumed run that repeats steps (it went back to an epoch's checkpoint) replaces
+ * them: a step row whose step is not past the previous one drops the rows from there
+ * on. A last line without its newline that doesn't parse (a run killed while writing)
+ * is left out. 0, or -1 with err_set naming the file and the line that is wrong. */
+#define CURVES_SMOOTH_DIVISOR 50
+int curves_write_svg(const char *metrics_csv, const char *out_svg);
 
 #endif

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 sh scripts/setup.sh clang libclang-rt-14-dev
 SECS=${FUZZ_SECONDS:-60}
 case $SECS in ''|*[!0-9]*|0) echo "fuzz: FUZZ_SECONDS must be a whole number of seconds > 0, not '$SECS'" >&2; exit 2;; esac
-TARGETS=${*:-config checkpoint idx packed image}
+TARGETS=${*:-config checkpoint idx packed image metrics}
 B=build/fuzz
 LIBS="-fopenmp -lopenblas -lstb -lz -lm -lpthread"
 STB=$(pkg-config --cflags stb 2>/dev/null || true)

@@ -1,7 +1,8 @@
 /* test_lab.c — the teaching lab's pieces: SVG output is well-formed XML whatever text
  * and numbers go in; a timeline has one lane per thread and counter and reads back the
  * trace files the tracer writes; the lab's per-step numbers (medians, waiting share,
- * warm-up skipped) are what the spans say. */
+ * warm-up skipped) are what the spans say; a metrics file's curves have a line per
+ * curve and a dot per epoch's number, and a malformed one is a clear error. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdbool.h>
@@ -14,7 +15,7 @@
 #include "error.h"
 #include "os.h"
 #include "trace.h"
-#include "viz.h"
+#include "train.h"
 #include "viz.h"
 
 static char dir[64];
@@ -187,6 +188,7 @@ Test(lab, nice_steps_are_one_two_or_five_times_a_power_of_ten) {
     cr_expect_float_eq(svg_nice_step(0.9, 8), 0.1, 1e-12);
     cr_expect_float_eq(svg_nice_step(0, 5), 1, 0);
     cr_expect_float_eq(svg_nice_step(NAN, 5), 1, 0);
+    cr_expect_float_eq(svg_nice_step(5e-324, 8), 1, 0, "a step that underflows to 0 would hang a tick loop");
 }
 
 Test(lab, the_bar_chart_has_a_bar_pair_per_row_and_its_group_headings) {
@@ -406,4 +408,142 @@ Test(lab, a_timeline_without_steps_draws_everything) {
     cr_expect(strstr(s, ">copy stream<") && strstr(s, "#8e5ea2"), "the copy lane and its colour");
     free(s);
     timeline_free(&tl);
+}
+
+/* The trainer's per-step counters (loss, images/s) get lanes of their own and don't
+ * change what the steps are. */
+Test(lab, the_trainers_loss_and_rate_counters_get_lanes_and_leave_the_steps_alone) {
+    struct timeline plain, counted;
+    memset(&plain, 0, sizeof plain);
+    memset(&counted, 0, sizeof counted);
+    double t = 10;
+    for (int i = 0; i < 6; i++, t += 100) {
+        add_step(&plain, t, 10, 90, 1);
+        add_step(&counted, t, 10, 90, 1);
+        cr_assert_eq(timeline_add_counter(&counted, "loss", (int64_t)((t + 100) * 1e6), 2.0 - 0.1 * i), 0);
+        cr_assert_eq(timeline_add_counter(&counted, "images/s", (int64_t)((t + 100) * 1e6), 1280), 0);
+    }
+    struct timeline_step_stats a, b;
+    cr_assert_eq(timeline_step_stats(&plain, 2, 0, &a), 0);
+    cr_assert_eq(timeline_step_stats(&counted, 2, 0, &b), 0);
+    cr_expect_eq(timeline_step_count(&counted), 6);
+    cr_expect(a.steps == b.steps && a.median_step_s == b.median_step_s && a.wait_share == b.wait_share);
+    const char *p = path_in("counters.svg");
+    cr_assert_eq(timeline_write_panels(p, 1, (const struct timeline *[]){&counted}, NULL, NULL), 0, "%s", err_get());
+    char *s = slurp(p);
+    cr_expect_null(xml_check(s));
+    cr_expect(strstr(s, ">loss (0..2)<") && strstr(s, ">images/s (0..1280)<") && strstr(s, ">ring slots ready (0.."),
+              "a lane per counter:\n%s", s);
+    free(s);
+    timeline_free(&plain);
+    timeline_free(&counted);
+}
+
+/* ---- viz.h: a run's curves from its metrics file (train.h's layout) ---- */
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The number of points of the k-th polyline (from 0) in svg, or -1. */
+static int polyline_points(const char *svg, int k) {
+    const char *p = svg;
+    for (int i = 0; i <= k; i++)
+        if (!(p = strstr(p + (i > 0), "<polyline"))) return -1;
+    p = strstr(p, "points=\"");
+    cr_assert_not_null(p);
+    int n = 1;
+    for (p += 8; *p != '"'; p++) n += *p == ' ';
+    return n;
+}
+
+/* Two epochs of four steps; the first epoch not evaluated, the second evaluated. */
+static const char *two_epochs =
+    METRICS_HEADER "\n"
+    "step,0,1,0,0,2.3,0.125,1000.0,0.5000,,\n"
+    "step,1,1,1,0.05,2.1,0.25,1100.0,0.0100,,\n"
+    "step,2,1,2,0.1,1.9,0.375,1200.0,0.0000,,\n"
+    "step,3,1,3,0.1,1.7,0.5,1200.0,0.0000,,\n"
+    "epoch,4,1,4,,2.0,0.3125,1125.0,0.1300,,\n"
+    "step,4,2,0,0.08,1.2,0.625,1200.0,0.0000,,\n"
+    "step,5,2,1,0.06,1.0,0.75,1200.0,0.0000,,\n"
+    "step,6,2,2,0.04,0.9,0.75,1200.0,0.0000,,\n"
+    "step,7,2,3,0.02,0.8,0.875,1200.0,0.0000,,\n"
+    "epoch,8,2,4,,0.975,0.75,1200.0,0.0000,1.25,0.875\n";
+
+Test(lab, curves_have_a_line_per_curve_and_a_dot_per_epochs_number) {
+    const char *csv = path_in("two.csv"), *p = path_in("two.svg");
+    write_text(csv, two_epochs);
+    cr_assert_eq(curves_write_svg(csv, p), 0, "%s", err_get());
+    char *s = slurp(p);
+    const char *why = xml_check(s);
+    cr_expect_null(why, "not well-formed (%s)", why);
+    /* the loss of each step, its running mean, the accuracy's running mean */
+    cr_expect_eq(count_of(s, "<polyline"), 3, "%s", s);
+    for (int k = 0; k < 3; k++) cr_expect_eq(polyline_points(s, k), 8, "polyline %d: a point per step", k);
+    /* a training dot per epoch in each panel, a test dot per evaluated epoch, two in the legend */
+    cr_expect_eq(count_of(s, "<circle"), 2 * 2 + 2 * 1 + 2);
+    cr_expect_eq(count_of(s, ": train loss "), 2);
+    cr_expect_eq(count_of(s, ": train accuracy "), 2);
+    cr_expect_eq(count_of(s, ": test loss "), 1);
+    cr_expect(strstr(s, "<title>epoch 2: test accuracy 87.5%</title>"), "%s", s);
+    cr_expect(strstr(s, "<title>epoch 1: train loss 2</title>"), "%s", s);
+    cr_expect(strstr(s, ">loss (cross-entropy)<") && strstr(s, ">accuracy<") && strstr(s, ">steps trained<"),
+              "panel titles and the axis name");
+    cr_expect(strstr(s, ">epoch 1<") && strstr(s, ">epoch 2<"), "the epochs are named");
+    cr_expect(strstr(s, ">100%<") && strstr(s, ">0%<"), "the accuracy axis is labelled in percent");
+    free(s);
+}
+
+/* A resumed run that went back to an epoch's checkpoint writes its steps again: the
+ * later rows replace the earlier ones; a last line cut short is left out. */
+Test(lab, curves_take_a_repeated_stretch_from_the_later_run) {
+    const char *csv = path_in("again.csv"), *p = path_in("again.svg");
+    write_text(csv, METRICS_HEADER "\n"
+                    "step,0,1,0,0,2.3,0.125,1000.0,0.5000,,\n"
+                    "step,1,1,1,0.05,2.1,0.25,1100.0,0.0100,,\n"
+                    "epoch,2,1,2,,2.2,0.1875,1050.0,0.2000,2.0,0.25\n"
+                    "step,2,2,0,0.1,1.9,0.375,1200.0,0.0000,,\n"
+                    "step,3,2,1,0.1,1.7,0.5,1200.0,0.0000,,\n"
+                    "step,2,2,0,0.1,1.8,0.375,1200.0,0.0000,,\n"  /* the resumed run, from step 2 */
+                    "step,3,2,1,0.1,1.6,0.5,1200.0,0.0000,,\n"
+                    "step,4,3,0,0.1,1.5,0.5,1200.0,0.0000,,\n"
+                    "step,5,3,1,0.1,1.");                         /* killed while writing */
+    cr_assert_eq(curves_write_svg(csv, p), 0, "%s", err_get());
+    char *s = slurp(p);
+    cr_expect_null(xml_check(s));
+    cr_expect_eq(polyline_points(s, 0), 5, "steps 0..4, each once");
+    cr_expect_eq(count_of(s, ": test loss "), 1, "the first epoch's row stays");
+    free(s);
+}
+
+Test(lab, a_malformed_metrics_file_is_an_error_naming_its_line) {
+    const char *csv = path_in("bad.csv"), *p = path_in("bad.svg");
+    static const struct { const char *text, *where, *what; } cases[] = {
+        {METRICS_HEADER "\nstep,0,1,0,0,2.3,0.125,1000.0,0.5,,\nstep,1,1,1,0.1,abc,0.25,1000.0,0.5,,\n", ":3:",
+         "loss is 'abc'"},
+        {METRICS_HEADER "\nstep,0,1,0,0,2.3,0.125\n", ":2:", "7 fields where the header has 11"},
+        {METRICS_HEADER "\nstep,0,1,0,0,2.3,1.5,1000.0,0.5,,\n", ":2:", "accuracy is '1.5', not a share from 0 to 1"},
+        {METRICS_HEADER "\nstep,0.5,1,0,0,2.3,0.5,1000.0,0.5,,\n", ":2:", "step is '0.5', not a whole number"},
+        {METRICS_HEADER "\nbatch,0,1,0,0,2.3,0.125,1000.0,0.5,,\n", ":2:", "neither step nor epoch"},
+        {METRICS_HEADER "\nepoch,4,1,4,,2.0,0.3,1125.0,0.1,1.5,\n", ":2:", "test_accuracy is ''"},
+        {"step,epoch,batch,lr,loss,correct,images\n0,1,0,0,2.3,2,16\n", ":1:", "no column 'kind'"},
+        {"", "bad.csv", "empty"},
+        {METRICS_HEADER "\n", "bad.csv", "no step rows"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_text(csv, cases[i].text);
+        cr_expect_eq(curves_write_svg(csv, p), -1, "case %zu was accepted", i);
+        char where[160];
+        snprintf(where, sizeof where, "%s%s", csv, cases[i].where[0] == ':' ? cases[i].where : "");
+        cr_expect(strstr(err_get(), where), "case %zu: the message does not name %s: %s", i, where, err_get());
+        cr_expect(strstr(err_get(), cases[i].what), "case %zu: the message does not say '%s': %s", i, cases[i].what,
+                  err_get());
+        cr_expect_eq(access(p, F_OK), -1, "case %zu: a picture was drawn", i);
+    }
+    cr_expect_eq(curves_write_svg(path_in("missing.csv"), p), -1);
+    cr_expect(strstr(err_get(), "missing.csv"), "%s", err_get());
 }

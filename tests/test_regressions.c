@@ -59,6 +59,7 @@ Test(regressions, checkpoint) { replay("checkpoint", fuzz_checkpoint); }
 Test(regressions, idx) { replay("idx", fuzz_idx); }
 Test(regressions, packed) { replay("packed", fuzz_packed); }
 Test(regressions, image) { replay("image", fuzz_image); }
+Test(regressions, metrics) { replay("metrics", fuzz_metrics); }
 
 /* The seeds hold both kinds on purpose: some inputs must be taken, some refused. */
 Test(regressions, seeds_include_valid_and_invalid_inputs) {
@@ -74,6 +75,9 @@ Test(regressions, seeds_include_valid_and_invalid_inputs) {
         {"regressions/image/jpeg_scan_uses_undefined_huffman_table.jpg", fuzz_image, -1},
         {"regressions/image/tga_31_bytes_claims_12711x6131.tga", fuzz_image, -1},
         {"image/claims_16385.png", fuzz_image, -1},    {"image/empty.png", fuzz_image, -1},
+        {"metrics/two_epochs.csv", fuzz_metrics, 0},   {"metrics/reordered_columns.csv", fuzz_metrics, 0},
+        {"metrics/resumed_and_cut.csv", fuzz_metrics, 0}, {"metrics/old_layout.csv", fuzz_metrics, -1},
+        {"metrics/bad_accuracy.csv", fuzz_metrics, -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[256];

@@ -44,6 +44,7 @@ static int run_train(const char *extra, char **out) {
     return smoke_run(cmd, out);
 }
 
+/* The file's n bytes, and a NUL after them so text can be searched. */
 static long file_bytes(const char *path, char **data) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
@@ -52,6 +53,7 @@ static long file_bytes(const char *path, char **data) {
     fseek(f, 0, SEEK_SET);
     *data = malloc((size_t)n + 1);
     cr_assert_eq(fread(*data, 1, (size_t)n, f), (size_t)n);
+    (*data)[n] = 0;
     fclose(f);
     return n;
 }
@@ -140,18 +142,23 @@ static void write_poisoned_copy(const char *good, const char *bad) {
 }
 
 Test(train, nan_loss_stops_and_keeps_the_checkpoint) {
-    char args[2048], *out, *before, *after, ck[128], bad[128];
+    char args[2048], *out, *before, *after, ck[128], bad[128], csv[128], svg[128];
     snprintf(ck, sizeof ck, "%s/good.ckpt", dir);
     snprintf(bad, sizeof bad, "%s/poisoned.ckpt", dir);
-    snprintf(args, sizeof args, "--set train.epochs=1 --set train.eval_every=0 --set train.checkpoint=%s", ck);
+    snprintf(csv, sizeof csv, "%s/nan.csv", dir);
+    snprintf(svg, sizeof svg, "%s/nan.svg", dir);
+    snprintf(args, sizeof args, "--set train.epochs=1 --set train.eval_every=0 --set train.checkpoint=%s --metrics %s",
+             ck, csv);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
     free(out);
     write_poisoned_copy(ck, bad);
     long n0 = file_bytes(ck, &before);
-    snprintf(args, sizeof args, "--set train.checkpoint=%s --resume %s", ck, bad);
+    /* the curves are still drawn, from the rows written before */
+    snprintf(args, sizeof args, "--set train.checkpoint=%s --resume %s --metrics %s --curves %s", ck, bad, csv, svg);
     int rc = run_train(args, &out);
     cr_expect_eq(rc, 3, "exit %d:\n%s", rc, out);
     cr_expect(strstr(out, "loss became NaN at step 12"), "%s", out);
+    cr_expect_eq(access(svg, R_OK), 0, "no curves after the divergence:\n%s", out);
     long n1 = file_bytes(ck, &after);
     cr_expect(n0 == n1 && memcmp(before, after, (size_t)n0) == 0, "the last good checkpoint changed");
     free(out);
@@ -174,6 +181,10 @@ Test(train, bad_config_and_bad_resume_are_clear_errors) {
     cr_expect_eq(rc, 1, "%s", out);
     cr_expect(strstr(out, "--resume"), "%s", out);
     free(out);
+    rc = run_train("--curves x.svg", &out);
+    cr_expect_eq(rc, 2);
+    cr_expect(strstr(out, "--curves") && strstr(out, "--metrics"), "%s", out);
+    free(out);
 }
 
 Test(train, trace_has_the_event_kinds_and_thread_names) {
@@ -193,25 +204,64 @@ Test(train, trace_has_the_event_kinds_and_thread_names) {
     cr_expect(strstr(json, "\"ph\":\"C\""), "no counters");
     cr_expect(strstr(json, "\"ph\":\"M\"") && strstr(json, "training thread"), "no thread names");
     cr_expect(strstr(json, "\"wait\"") && strstr(json, "\"compute\""), "no wait/compute spans");
+    /* the loss and the rate, once per step: 192 images in batches of 16 */
+    int losses = 0, rates = 0;
+    for (const char *p = strstr(json, "\"ph\":\"C\""); p; p = strstr(p + 1, "\"ph\":\"C\"")) {
+        static const char loss[] = "\"name\":\"loss\"", rate[] = "\"name\":\"images/s\"";
+        const char *name = strstr(p, "\"name\":\"");
+        losses += name && !strncmp(name, loss, strlen(loss));
+        rates += name && !strncmp(name, rate, strlen(rate));
+    }
+    cr_expect_eq(losses, 12, "a loss counter per step");
+    cr_expect_eq(rates, 12, "an images/s counter per step");
     free(json);
 }
 
-/* Reads --metrics' CSV: the step and learning-rate columns, up to `cap` rows. */
-static int read_lr_column(const char *path, long *step, double *lr, int cap) {
+/* ---- the metrics file (train.h's layout) ---- */
+
+/* One row of it, every cell as text ("" when empty). */
+#define METRICS_COLS 11
+struct mrow { char cell[METRICS_COLS][32]; };
+
+/* Reads the metrics file at path: its rows (up to cap) after checking the header
+ * line; returns how many. Each row must have every column. */
+static int read_metrics(const char *path, struct mrow *rows, int cap) {
     FILE *f = fopen(path, "r");
     cr_assert_not_null(f, "no metrics file %s", path);
-    char line[256];
+    char line[512];
     cr_assert_not_null(fgets(line, sizeof line, f));
-    cr_expect_str_eq(line, "step,epoch,batch,lr,loss,correct,images\n");
+    cr_expect_str_eq(line, METRICS_HEADER "\n");
     int n = 0;
     while (n < cap && fgets(line, sizeof line, f)) {
-        int epoch;
-        long batch;
-        cr_assert_eq(sscanf(line, "%ld,%d,%ld,%lf", &step[n], &epoch, &batch, &lr[n]), 4, "bad row: %s", line);
+        line[strcspn(line, "\n")] = 0;
+        int c = 0;
+        for (char *p = line, *comma; c < METRICS_COLS; p = comma + 1) {
+            comma = strchr(p, ',');
+            snprintf(rows[n].cell[c++], sizeof rows[n].cell[0], "%.*s", comma ? (int)(comma - p) : (int)strlen(p), p);
+            if (!comma) break;
+        }
+        cr_assert_eq(c, METRICS_COLS, "row %d has %d cells: %s", n + 1, c, line);
         n++;
     }
     fclose(f);
     return n;
+}
+
+enum { M_KIND, M_STEP, M_EPOCH, M_BATCH, M_LR, M_LOSS, M_ACC, M_RATE, M_WAIT, M_TEST_LOSS, M_TEST_ACC };
+static double num(const struct mrow *r, int c) { return atof(r->cell[c]); }
+static bool is_step(const struct mrow *r) { return !strcmp(r->cell[M_KIND], "step"); }
+
+/* Reads --metrics' CSV: the step and learning-rate columns of the step rows, up to
+ * `cap` of them. */
+static int read_lr_column(const char *path, long *step, double *lr, int cap) {
+    static struct mrow rows[512];
+    int n = read_metrics(path, rows, 512), k = 0;
+    for (int i = 0; i < n && k < cap; i++) {
+        if (!is_step(&rows[i])) continue;
+        step[k] = atol(rows[i].cell[M_STEP]);
+        lr[k++] = num(&rows[i], M_LR);
+    }
+    return k;
 }
 
 /* The trainer's seam with the LR schedule: the schedule spans every step of the run
@@ -294,4 +344,114 @@ Test(report, verdicts_change_at_5_and_20_percent) {
     cr_expect_eq(report_classify(0.20), INPUT_MODERATELY);
     cr_expect_eq(report_classify(0.2001), INPUT_HIGHLY);
     cr_expect_eq(report_classify(0.9), INPUT_HIGHLY);
+}
+
+/* A short run's metrics: a step row per step and an epoch row per epoch, in the
+ * columns train.h documents, with the numbers the epoch lines print; --curves draws
+ * them. smoke.cfg: 3 epochs of 12 steps of 16 images, evaluated after each epoch on
+ * 64 test images. */
+Test(train, metrics_have_a_row_per_step_and_per_epoch) {
+    char args[512], csv[128], svg[128], *out;
+    snprintf(csv, sizeof csv, "%s/m.csv", dir);
+    snprintf(svg, sizeof svg, "%s/m.svg", dir);
+    snprintf(args, sizeof args, "--metrics %s --curves %s", csv, svg);
+    cr_assert_eq(run_train(args, &out), 0, "%s", out);
+    static struct mrow rows[64];
+    int n = read_metrics(csv, rows, 64), steps = 0, epochs = 0;
+    cr_assert_eq(n, 36 + 3, "rows: %d", n);
+    for (int i = 0; i < n; i++) {
+        const struct mrow *r = &rows[i];
+        double loss = num(r, M_LOSS), acc = num(r, M_ACC), rate = num(r, M_RATE), wait = num(r, M_WAIT);
+        cr_expect(loss > 0 && isfinite(loss) && acc >= 0 && acc <= 1 && rate > 0 && wait >= 0 && wait <= 1,
+                  "row %d: loss %g, accuracy %g, %g images/s, wait %g", i + 2, loss, acc, rate, wait);
+        if (is_step(r)) {
+            cr_expect_eq(atol(r->cell[M_STEP]), steps);
+            cr_expect_eq(atol(r->cell[M_EPOCH]), steps / 12 + 1);
+            cr_expect_eq(atol(r->cell[M_BATCH]), steps % 12);
+            cr_expect(r->cell[M_LR][0] && !r->cell[M_TEST_LOSS][0] && !r->cell[M_TEST_ACC][0], "row %d", i + 2);
+            cr_expect_float_eq(acc * 16, round(acc * 16), 1e-9, "a batch's accuracy is k/16: %g", acc);
+            steps++;
+            continue;
+        }
+        cr_assert_str_eq(r->cell[M_KIND], "epoch");
+        epochs++;
+        cr_expect_eq(steps % 12, 0, "epoch row %d after %d steps", epochs, steps);
+        cr_expect_eq(atol(r->cell[M_STEP]), steps, "an epoch row's step is the steps done");
+        cr_expect_eq(atol(r->cell[M_EPOCH]), epochs);
+        cr_expect_eq(atol(r->cell[M_BATCH]), 12);
+        cr_expect(!r->cell[M_LR][0], "an epoch row has no learning rate");
+        /* the epoch's line says the same */
+        char head[32], want[64];
+        snprintf(head, sizeof head, "epoch %d: train loss", epochs);
+        const char *line = strstr(out, head);
+        cr_assert_not_null(line, "%s", out);
+        double tl, ta, el, ips, l, a;
+        cr_assert_eq(sscanf(line + strlen(head), "%lf acc %lf%%, %lf images/s, %lf s; test loss %lf acc", &l, &a, &ips,
+                            &el, &tl), 5, "%.120s", line);
+        cr_expect(fabs(l - loss) <= 0.5e-4 + 1e-9 && fabs(a - 100 * acc) <= 0.5e-2 + 1e-9, "%s vs %.120s", r->cell[M_LOSS], line);
+        cr_expect(fabs(ips - rate) <= 0.5 + 1e-9, "images/s %g printed, %g in the file", ips, rate);
+        cr_expect(fabs(tl - num(r, M_TEST_LOSS)) <= 0.5e-4 + 1e-9);
+        ta = num(r, M_TEST_ACC);
+        snprintf(want, sizeof want, "test loss %.4f acc %.2f%%\n", tl, 100 * ta);
+        cr_expect(strstr(line, want) && strstr(line, want) < strchr(line, '\n') + 1,
+                  "the file's test accuracy %s is not the printed one: %.120s", r->cell[M_TEST_ACC], line);
+    }
+    cr_expect_eq(epochs, 3);
+    char *pic;
+    cr_assert(file_bytes(svg, &pic) > 0, "no curves drawn");
+    int lines = 0;
+    for (const char *p = strstr(pic, "<polyline"); p; p = strstr(p + 1, "<polyline")) lines++;
+    cr_expect_eq(lines, 3, "each step's loss, its running mean and the accuracy's");
+    cr_expect(strstr(pic, "epoch 3: test accuracy"), "no test dot for epoch 3");
+    free(pic);
+    free(out);
+}
+
+/* Interrupted by max_steps in the second epoch, then resumed: the second run appends
+ * after the first one's rows, so every step is there once, in order. A file written in
+ * another layout is refused rather than appended to. */
+Test(train, a_resumed_run_appends_its_metrics) {
+    char args[1024], csv[128], *out, *text;
+    snprintf(csv, sizeof csv, "%s/resumed.csv", dir);
+    snprintf(args, sizeof args, "--set train.eval_every=0 --set train.max_steps=14 --set train.checkpoint=%s/r.ckpt "
+                                "--metrics %s", dir, csv);
+    cr_assert_eq(run_train(args, &out), 0, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--set train.eval_every=0 --set train.checkpoint=%s/r.ckpt --resume %s/r.ckpt "
+                                "--metrics %s", dir, dir, csv);
+    cr_assert_eq(run_train(args, &out), 0, "%s", out);
+    free(out);
+    cr_assert(file_bytes(csv, &text) > 0);
+    cr_expect_eq(strstr(text + 1, "kind,"), NULL, "a second header");
+    free(text);
+    static struct mrow rows[64];
+    int n = read_metrics(csv, rows, 64), steps = 0;
+    /* epoch rows: epoch 1, epoch 2 cut at batch 2, the rest of epoch 2, epoch 3 */
+    static const long epoch_at[][3] = {{12, 1, 12}, {14, 2, 2}, {24, 2, 12}, {36, 3, 12}};
+    int e = 0;
+    for (int i = 0; i < n; i++) {
+        const struct mrow *r = &rows[i];
+        if (is_step(r)) {
+            cr_expect_eq(atol(r->cell[M_STEP]), steps++, "row %d", i + 2);
+            continue;
+        }
+        cr_assert(e < 4, "too many epoch rows");
+        cr_expect(atol(r->cell[M_STEP]) == epoch_at[e][0] && atol(r->cell[M_EPOCH]) == epoch_at[e][1] &&
+                  atol(r->cell[M_BATCH]) == epoch_at[e][2], "epoch row %d: step %s, epoch %s, batch %s", e + 1,
+                  r->cell[M_STEP], r->cell[M_EPOCH], r->cell[M_BATCH]);
+        cr_expect(!r->cell[M_TEST_LOSS][0], "eval_every = 0: no test numbers");
+        e++;
+    }
+    cr_expect_eq(steps, 36);
+    cr_expect_eq(e, 4);
+    /* the layout before this one: refused, naming the file */
+    char old[128];
+    snprintf(old, sizeof old, "%s/old.csv", dir);
+    FILE *f = fopen(old, "w");
+    fputs("step,epoch,batch,lr,loss,correct,images\n0,1,0,0,2.3,2,16\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "--set train.eval_every=0 --resume %s/r.ckpt --metrics %s", dir, old);
+    cr_expect_eq(run_train(args, &out), 1, "%s", out);
+    cr_expect(strstr(out, old) && strstr(out, "header"), "%s", out);
+    free(out);
 }

@@ -6,6 +6,8 @@
 #include <time.h>
 
 #include "bench.h"
+#include "error.h"
+#include "viz.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -30,8 +32,25 @@ static void usage(FILE *f) {
                "       ./bench kernels [--device cpu|cuda] [--batch N]   the same with %% of measured peaks, dispatch cost\n"
                "       ./bench pipeline [options]            the pipeline-stall lab (see ./bench pipeline --help)\n"
                "       ./bench timeline TRACE.json... -o OUT.svg   draw --trace files as timelines\n"
+               "       ./bench curves METRICS.csv -o OUT.svg       draw a --metrics file as curves\n"
                "       ./bench loader [options]              the input pipeline alone (see ./bench loader --help)\n"
                "       ./bench train [options]               resnet_small training speed (see ./bench train --help)\n");
+}
+
+/* ./bench curves METRICS.csv -o OUT.svg: what ./train --curves draws, from a metrics
+ * file written earlier (viz.h). */
+static int bench_curves(int argc, char **argv) {
+    if (argc != 4 || strcmp(argv[2], "-o")) {
+        fprintf(stderr, "usage: ./bench curves METRICS.csv -o OUT.svg\n"
+                        "  draws a train.metrics file (./train --metrics) as loss and accuracy curves\n");
+        return 2;
+    }
+    if (curves_write_svg(argv[1], argv[3])) {
+        fprintf(stderr, "bench curves: %s\n", err_get());
+        return 1;
+    }
+    printf("wrote %s\n", argv[3]);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -41,6 +60,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "kernels")) return bench_kernels(argc - 1, argv + 1);
     if (!strcmp(argv[1], "pipeline")) return bench_pipeline(argc - 1, argv + 1);
     if (!strcmp(argv[1], "timeline")) return bench_timeline(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "curves")) return bench_curves(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train")) return bench_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
     fprintf(stderr, "bench: unknown subcommand '%s'\n", argv[1]);

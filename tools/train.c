@@ -1,5 +1,6 @@
 /* train.c — ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]
- *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]] [--metrics FILE.csv]
+ *                          [--resume FILE] [--trace FILE [--timeline FILE.svg]]
+ *                          [--metrics FILE.csv [--curves FILE.svg]]
  * Trains what CONFIG describes; see README.md. Exit codes: train.h's enum train_status. */
 #include <signal.h>
 #include <stdio.h>
@@ -23,8 +24,17 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
     fprintf(f, "usage: ./train CONFIG [--set section.key=value]... [--device auto|cpu|cuda]\n"
                "               [--resume CHECKPOINT] [--trace FILE.json [--timeline FILE.svg]]\n"
-               "               [--metrics FILE.csv]   one line per step: step, epoch, batch, lr, loss\n"
+               "               [--metrics FILE.csv [--curves FILE.svg]]   loss, accuracy, images/s per step\n"
+               "                                      and per epoch; --curves draws them when the run ends\n"
                "       ./train --help-config   every config key, its default and meaning\n");
+}
+
+/* --device, --trace, --metrics: shortcuts for `--set train.KEY=VALUE`. */
+static int set_train_key(struct config *cfg, const char *key, const char *value) {
+    char assignment[CFG_STR_MAX + 64];
+    if (snprintf(assignment, sizeof assignment, "train.%s=%s", key, value) >= (int)sizeof assignment)
+        return err_set("--%s: value too long", key);
+    return cfg_set(cfg, assignment);
 }
 
 int main(int argc, char **argv) {
@@ -36,21 +46,17 @@ int main(int argc, char **argv) {
     struct config cfg;
     if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
     struct train_options opt = {.out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_requested};
-    const char *timeline = NULL;
-    char assignment[CFG_STR_MAX + 64];
+    const char *timeline = NULL, *curves = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!strcmp(a, "--set") && v) rc = cfg_set(&cfg, v);
-        else if (!strcmp(a, "--device") && v)
-            rc = snprintf(assignment, sizeof assignment, "train.device=%s", v) >= (int)sizeof assignment
-                     ? err_set("--device: value too long") : cfg_set(&cfg, assignment);
-        else if (!strcmp(a, "--trace") && v)
-            rc = snprintf(assignment, sizeof assignment, "train.trace=%s", v) >= (int)sizeof assignment
-                     ? err_set("--trace: path too long") : cfg_set(&cfg, assignment);
+        else if (!strcmp(a, "--device") && v) rc = set_train_key(&cfg, "device", v);
+        else if (!strcmp(a, "--trace") && v) rc = set_train_key(&cfg, "trace", v);
+        else if (!strcmp(a, "--metrics") && v) rc = set_train_key(&cfg, "metrics", v);
         else if (!strcmp(a, "--resume") && v) opt.resume = v;
         else if (!strcmp(a, "--timeline") && v) timeline = v;
-        else if (!strcmp(a, "--metrics") && v) opt.metrics = v;
+        else if (!strcmp(a, "--curves") && v) curves = v;
         else {
             fprintf(stderr, "error: %s '%s'\n", v || a[0] != '-' ? "unknown argument" : "missing value after", a);
             usage(stderr);
@@ -64,6 +70,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: --timeline FILE.svg draws the run's trace: give --trace FILE.json too\n");
         return 2;
     }
+    if (curves && !cfg.train.metrics[0]) {
+        fprintf(stderr, "error: --curves FILE.svg draws the run's metrics: give --metrics FILE.csv too (or set "
+                        "train.metrics)\n");
+        return 2;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     FILE *quiet = NULL; /* data parallel: rank 0 prints; the others' errors still reach stderr */
@@ -71,9 +82,13 @@ int main(int argc, char **argv) {
     enum train_status st = train_run(&cfg, &opt);
     if (quiet) fclose(quiet);
     if (st == TRAIN_ERROR || st == TRAIN_DIVERGED) dist_abort((int)st); /* the others would wait for this rank */
+    bool draws = dist_rank() == 0; /* data parallel: rank 0 wrote the trace and the metrics */
     dist_finalize();
-    /* the picture is drawn from the trace file the run just wrote */
-    if (timeline && st != TRAIN_ERROR && timeline_write_svg(cfg.train.trace, timeline, NULL))
+    /* the pictures are drawn from the files the run just wrote; an interrupted or
+     * diverged run is drawn up to its last step */
+    if (draws && timeline && st != TRAIN_ERROR && timeline_write_svg(cfg.train.trace, timeline, NULL))
         fprintf(stderr, "warning: --timeline: %s\n", err_get());
+    if (draws && curves && st != TRAIN_ERROR && curves_write_svg(cfg.train.metrics, curves))
+        fprintf(stderr, "warning: --curves: %s\n", err_get());
     return (int)st;
 }

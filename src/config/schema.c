@@ -116,6 +116,8 @@ const struct key_spec cfg_keys[] = {
     INT(train, eval_every, "1", 0, 100000, 0, "evaluate every N epochs; 0 = never"),
     STRING(train, checkpoint, EMPTY, 0, "checkpoint file, written each epoch; \"\" = none"),
     STRING(train, trace, EMPTY, 0, "Chrome trace-event JSON to write; \"\" = none"),
+    STRING(train, metrics, EMPTY, 0,
+           "CSV of loss, accuracy, images/s per step and per epoch (train.h); \"\" = none"),
     INT(train, log_every, "50", 1, 1000000, 0, "print progress every N steps"),
     INT(train, threads, "0", 0, 4096, 0, "CPU threads for the kernels; 0 = all cores"),
 };

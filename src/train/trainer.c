@@ -47,7 +47,7 @@ struct trainer {
     struct loader *train_ld, *test_ld;
     struct feeder *train_feed, *test_feed;  /* batches on the compute device */
     struct trace *tr;
-    FILE *metrics;           /* --metrics: one CSV line per step, or NULL */
+    FILE *metrics;           /* train.metrics: a CSV row per step and per epoch, or NULL */
     float mean[4], std[4];
     long step, total_steps;  /* the LR schedule spans total_steps */
     long stop_at;            /* max_steps cuts the run short; the schedule stays, so a cut
@@ -279,8 +279,7 @@ static void close_all(struct trainer *t) {
     data_close(t->train_ds);
     data_close(t->test_ds);
     if (t->tr && trace_close(t->tr)) fprintf(stderr, "warning: %s\n", err_get());
-    if (t->metrics && fclose(t->metrics))
-        fprintf(stderr, "warning: --metrics %s: %s\n", t->opt->metrics, strerror(errno));
+    if (metrics_close(t->metrics, t->cfg->train.metrics)) fprintf(stderr, "warning: %s\n", err_get());
     ag_ctx_free(&t->ctx);
     nn_model_free(&t->model);
 }
@@ -357,13 +356,11 @@ static int setup(struct trainer *t) {
     if (train_make_feed(cfg, t->be, t->train_ds, true, &t->train_ld, &t->train_feed) ||
         train_make_feed(cfg, t->be, t->test_ds, false, &t->test_ld, &t->test_feed))
         return -1;
-    if (cfg->train.trace[0] && !(t->tr = trace_open(cfg->train.trace))) return err_wrap("[train] trace: ");
-    if (t->opt->metrics) {
-        /* a resumed run appends, so the steps before the interruption are kept */
-        if (!(t->metrics = fopen(t->opt->metrics, t->opt->resume ? "a" : "w")))
-            return err_set("--metrics %s: %s", t->opt->metrics, strerror(errno));
-        if (fseek(t->metrics, 0, SEEK_END) == 0 && ftell(t->metrics) == 0) fprintf(t->metrics, "step,epoch,batch,lr,loss,correct,images\n");
-    }
+    /* data parallel: rank 0 alone writes the trace and the metrics */
+    if (cfg->train.trace[0] && dist_rank() == 0 && !(t->tr = trace_open(cfg->train.trace))) return err_wrap("[train] trace: ");
+    /* a resumed run appends, so the rows before the interruption are kept */
+    if (cfg->train.metrics[0] && dist_rank() == 0 && metrics_open(cfg->train.metrics, t->opt->resume != NULL, &t->metrics))
+        return err_wrap("[train] metrics: ");
     return 0;
 }
 
@@ -431,6 +428,21 @@ static void trace_step(struct trainer *t, const struct fed_batch *fb, int64_t st
     trace_span(t->tr, 0, "compute", "step", start_ns, end_ns - start_ns);
 }
 
+/* A finished step's row in the metrics file and its loss and rate as trace counters,
+ * before account() counts it (t->step is still its number). */
+static void record_step(struct trainer *t, int epoch, long batch, float lr, float loss, int correct, int n,
+                        int64_t wait_ns, int64_t step_ns, int64_t end_ns) {
+    double s = (double)step_ns * 1e-9, rate = s > 0 ? n / s : 0;
+    if (t->metrics)
+        metrics_write(t->metrics, &(struct metrics_row){.kind = METRICS_STEP, .step = t->step, .epoch = epoch + 1,
+                                                        .batch = batch, .lr = lr, .loss = loss,
+                                                        .accuracy = n ? (double)correct / n : 0,
+                                                        .images_per_s = rate,
+                                                        .wait_share = step_ns > 0 ? (double)wait_ns / step_ns : 0});
+    trace_counter(t->tr, "loss", end_ns, loss);
+    trace_counter(t->tr, "images/s", end_ns, rate);
+}
+
 /* One step's numbers into the epoch's meter and the run's totals (the report):
  * n images, waited for wait_ns. */
 static void account(struct trainer *t, struct epoch_meter *m, int n, int64_t wait_ns, float loss, int correct,
@@ -496,9 +508,9 @@ static enum train_status train_epoch(struct trainer *t, int epoch, long start, l
             status = TRAIN_DIVERGED;
             break;
         }
-        if (t->metrics)
-            fprintf(t->metrics, "%ld,%d,%ld,%.9g,%.6f,%d,%d\n", t->step, epoch + 1, i, lr, loss, correct, n);
-        account(t, m, n, fb.wait_ns, loss, correct, h2d, compute, os_now_ns() - t0);
+        int64_t step_ns = os_now_ns() - t0;
+        record_step(t, epoch, i, lr, loss, correct, n, fb.wait_ns, step_ns, t2);
+        account(t, m, n, fb.wait_ns, loss, correct, h2d, compute, step_ns);
         progress(t, epoch, i, nb, m, false);
         if (dist_world() > 1 ? t->stop_agreed : t->opt->stop && *t->opt->stop) {
             status = interrupted(t, epoch, i + 1);
@@ -520,6 +532,20 @@ static int check_in_step(struct trainer *t) {
     return 0;
 }
 
+/* The epoch's row in the metrics file: the numbers of its line, el seconds long, and
+ * the test split's loss and accuracy when it was `tested`. */
+static void record_epoch(struct trainer *t, int epoch, long next, const struct epoch_meter *m, double el,
+                         bool tested, double test_loss, double test_acc) {
+    if (!t->metrics) return;
+    metrics_write(t->metrics, &(struct metrics_row){
+        .kind = METRICS_EPOCH, .step = t->step, .epoch = epoch + 1, .batch = next,
+        .loss = m->steps ? m->loss_sum / (double)m->steps : 0,
+        .accuracy = m->images ? (double)m->correct / (double)m->images : 0,
+        .images_per_s = el > 0 ? (double)m->images / el : 0,
+        .wait_share = el > 0 ? (double)m->wait_ns * 1e-9 / el : 0,
+        .tested = tested, .test_loss = test_loss, .test_accuracy = test_acc});
+}
+
 /* The epoch's line (and the test split's numbers when it is time), then its checkpoint. */
 static enum train_status end_epoch(struct trainer *t, int epoch, long next, long nb, const struct epoch_meter *m) {
     const struct config *cfg = t->cfg;
@@ -533,8 +559,10 @@ static enum train_status end_epoch(struct trainer *t, int epoch, long next, long
         fputc('\n', t->out);
         return TRAIN_ERROR;
     }
-    if (cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last) && dist_rank() == 0) {
-        double tl = 0, ta = 0;
+    double tl = 0, ta = 0;
+    bool tested = cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last) &&
+                  dist_rank() == 0; /* data parallel: rank 0 evaluates */
+    if (tested) {
         if (evaluate(t, &tl, &ta)) {
             fputc('\n', t->out);
             return TRAIN_ERROR;
@@ -542,6 +570,7 @@ static enum train_status end_epoch(struct trainer *t, int epoch, long next, long
         fprintf(t->out, "; test loss %.4f acc %.2f%%", tl, 100 * ta);
     }
     fputc('\n', t->out);
+    record_epoch(t, epoch, next, m, el, tested, tl, ta);
     bool epoch_done = next >= nb;
     return save_checkpoint(t, epoch_done ? epoch + 1 : epoch, epoch_done ? 0 : next) ? TRAIN_ERROR : TRAIN_OK;
 }

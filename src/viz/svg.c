@@ -114,6 +114,20 @@ void svg_polyline(struct svg *s, int n, const double *x, const double *y, const 
     fputs("\"/>\n", s->f);
 }
 
+void svg_circle(struct svg *s, double cx, double cy, double r, const char *fill, const char *stroke,
+                const char *tooltip) {
+    fprintf(s->f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%.2f\" fill=\"", fin(cx), fin(cy), fmax(0, fin(r)));
+    put_escaped(s->f, fill);
+    if (stroke) {
+        fputs("\" stroke-width=\"1.5\" stroke=\"", s->f);
+        put_escaped(s->f, stroke);
+    }
+    if (!tooltip) { fputs("\"/>\n", s->f); return; }
+    fputs("\"><title>", s->f);
+    put_escaped(s->f, tooltip);
+    fputs("</title></circle>\n", s->f);
+}
+
 void svg_text(struct svg *s, double x, double y, double size, enum svg_anchor anchor, const char *fill,
               bool bold, const char *fmt, ...) {
     static const char *const anchors[] = {[SVG_START] = "start", [SVG_MIDDLE] = "middle", [SVG_END] = "end"};
@@ -133,7 +147,10 @@ void svg_text(struct svg *s, double x, double y, double size, enum svg_anchor an
 double svg_nice_step(double range, int ticks) {
     if (!(range > 0) || !isfinite(range) || ticks < 1) return 1;
     double raw = range / ticks, p = pow(10, floor(log10(raw))), m = raw / p;
-    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+    double step = (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+    /* never 0 or infinite (a range near the ends of the doubles), which would hang a
+     * caller's tick loop */
+    return step > 0 && isfinite(step) ? step : 1;
 }
 
 /* ---- the bar chart ---- */

@@ -8,7 +8,7 @@
  * or -1 (refused). A refusal without a message, or a broken round trip, is a bug too:
  * the harness aborts, which libFuzzer and Criterion both report as a crash.
  *
- * Parsers that take paths (IDX, packed) read the input from a memfd through
+ * Parsers that take paths (IDX, packed, metrics) read the input from a memfd through
  * /proc/self/fd/N; the image target writes it into a one-file folder dataset, so the
  * reader's size checks run in front of stb_image exactly as in training. */
 #ifndef NS_FUZZ_HARNESS_H
@@ -30,6 +30,7 @@
 #include "data.h"
 #include "error.h"
 #include "nn.h"
+#include "viz.h"
 
 #define FUZZ_FINGERPRINT 0x6e6f7374616c6c21ull /* the checkpoint target's expected config hash */
 #define FUZZ_MAX_SAMPLES 64                    /* samples read per dataset input */
@@ -170,6 +171,18 @@ static inline int fuzz_packed(const uint8_t *data, size_t size) {
     data_close(ds);
     err_clear();
     fuzz_verdict("packed", data_packed_verify(path, NULL));
+    return rc;
+}
+
+/* Metrics: the whole input is a train.metrics CSV, drawn as curves (viz.h) into a
+ * scratch SVG that is removed again. */
+static inline int fuzz_metrics(const uint8_t *data, size_t size) {
+    const char *csv = fuzz_memfile(0, data, size);
+    static char svg[64];
+    if (!svg[0]) snprintf(svg, sizeof svg, "/tmp/nostall-fuzz-curves-%d.svg", (int)getpid());
+    err_clear();
+    int rc = fuzz_verdict("metrics", curves_write_svg(csv, svg));
+    unlink(svg);
     return rc;
 }
 

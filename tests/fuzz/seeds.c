@@ -12,6 +12,7 @@
 #include <stb_image_write.h>
 
 #include "harness.h"
+#include "train.h"
 
 static char out_dir[512];
 
@@ -214,6 +215,38 @@ static void image_seeds(const char *tmp) {
     free(b);
 }
 
+/* The metrics target's seeds: files as train.metrics writes them (train.h), the
+ * columns in another order, a resumed run that went back, and refusals. */
+static void text_seed(const char *target, const char *name, const char *text) {
+    put(target, name, text, strlen(text));
+}
+
+static void metrics_seeds(void) {
+    text_seed("metrics", "two_epochs.csv",
+              METRICS_HEADER "\n"
+              "step,0,1,0,0,2.3,0.125,1000.0,0.5000,,\n"
+              "step,1,1,1,0.1,1.9,0.375,1200.0,0.0000,,\n"
+              "epoch,2,1,2,,2.1,0.25,1100.0,0.2500,,\n"
+              "step,2,2,0,0.05,1.2,0.625,1200.0,0.0000,,\n"
+              "step,3,2,1,0.01,0.9,0.75,1200.0,0.0000,,\n"
+              "epoch,4,2,2,,1.05,0.6875,1200.0,0.0000,1.25,0.875\n");
+    text_seed("metrics", "reordered_columns.csv",
+              "epoch,kind,loss,step,test_accuracy,accuracy,test_loss,note\n"
+              "1,step,2.3,0,,0.125,,a\n"
+              "1,step,2.0,1,,0.25,,b\n"
+              "1,epoch,2.15,2,0.5,0.1875,1.9,c\n");
+    text_seed("metrics", "resumed_and_cut.csv",
+              METRICS_HEADER "\n"
+              "step,0,1,0,0,2.3,0.125,1000.0,0.5000,,\n"
+              "step,1,1,1,0.1,1.9,0.375,1200.0,0.0000,,\n"
+              "step,1,1,1,0.1,1.8,0.375,1200.0,0.0000,,\n"
+              "step,2,1,2,0.1,1.");
+    text_seed("metrics", "header_only.csv", METRICS_HEADER "\n");
+    text_seed("metrics", "old_layout.csv", "step,epoch,batch,lr,loss,correct,images\n0,1,0,0,2.3,2,16\n");
+    text_seed("metrics", "bad_accuracy.csv", METRICS_HEADER "\nstep,0,1,0,0,2.3,1.5,1000.0,0.5,,\n");
+    put("metrics", "empty.csv", "", 0);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: seeds OUT_DIR\n"); return 2; }
     snprintf(out_dir, sizeof out_dir, "%s", argv[1]);
@@ -225,6 +258,7 @@ int main(int argc, char **argv) {
     idx_seeds();
     packed_seeds(tmp);
     image_seeds(tmp);
+    metrics_seeds();
     nftw(tmp, fuzz_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     return 0;
 }
