@@ -62,6 +62,13 @@ int data_open_folder(const char *dir, const struct data_folder_options *opt,
                      struct dataset **out);
 /* images: idx3-ubyte (count x height x width), labels: idx1-ubyte; either may be
  * gzipped (detected from the content, not the name). classes = max label + 1. */
+/* One image file decoded to height x width x channels HWC bytes at dst, as the folder
+ * reader decodes every sample (the same checks, channel conversion and, when `resize`,
+ * the same resize): for predicting on files outside a dataset. Errors name the file.
+ * data_decode_image does the same on a file already in memory. */
+int data_load_image(const char *path, int height, int width, int channels, int resize, uint8_t *dst);
+int data_decode_image(const char *path, const uint8_t *file, size_t len, int height, int width, int channels,
+                      int resize, uint8_t *dst);
 int data_open_idx(const char *images_path, const char *labels_path, struct dataset **out);
 int data_open_packed(const char *path, struct dataset **out);
 void data_close(struct dataset *ds); /* NULL is fine */

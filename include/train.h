@@ -33,6 +33,20 @@ enum train_status {
 struct loader_config;
 void train_loader_config(const struct config *cfg, bool train, struct loader_config *lc);
 
+/* What ./train sets up, for the tools that use a trained model (./eval, ./predict):
+ * the backend train.device and train.kernels choose (a line on `out` says what auto
+ * picked); one split of cfg's dataset (`split` is data.train_dir or data.test_dir, or
+ * any folder name under data.path), checked against [data]'s shape and classes; and
+ * its loader with the batches on be's device (train: shuffled and augmented). */
+struct backend;
+struct dataset;
+struct loader;
+struct feeder;
+const struct backend *train_pick_backend(const struct config *cfg, FILE *out);
+int train_open_split(const struct config *cfg, const char *split, struct dataset **ds);
+int train_make_feed(const struct config *cfg, const struct backend *be, const struct dataset *ds, bool train,
+                    struct loader **ld, struct feeder **feed);
+
 /* Runs the whole experiment cfg describes. Prints the resolved config, the layer
  * table, progress, per-epoch metrics and the pipeline report to opt->out. */
 enum train_status train_run(const struct config *cfg, const struct train_options *opt);

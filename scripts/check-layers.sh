@@ -10,7 +10,7 @@
 #   4 ops data config trace
 #   5 nn loader viz
 #   6 optim models
-#   7 train     train.h report.h checkpoint.h
+#   7 train     train.h report.h checkpoint.h evaluate.h
 #   7 export    export.h, src/export/**   (a trained model written for other frameworks)
 #   8 tools     tools/**
 # A file's module is its folder (src/<module>/, kernels/, models/, tools/); a header's
@@ -39,7 +39,7 @@ header_module() {
     tensor.h) echo core ;; autograd.h) echo autograd ;; ops.h) echo ops ;; data.h) echo data ;;
     config.h|schema.h) echo config ;; trace.h) echo trace ;; nn.h) echo nn ;;
     loader.h|feeder.h) echo loader ;; viz.h) echo viz ;; optim.h) echo optim ;; models.h) echo models ;;
-    train.h|report.h|checkpoint.h) echo train ;; bench.h) echo tools ;;
+    train.h|report.h|checkpoint.h|evaluate.h) echo train ;; bench.h) echo tools ;;
     export.h|export_internal.h|onnx.pb-c.h) echo export ;;
     *) echo "" ;;
   esac

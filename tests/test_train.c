@@ -145,8 +145,13 @@ Test(train, resume_gives_identical_weights) {
     snprintf(pa, sizeof pa, "%s/full.ckpt", dir);
     snprintf(pb, sizeof pb, "%s/half.ckpt", dir);
     long na = file_bytes(pa, &a), nb = file_bytes(pb, &b);
-    cr_assert(na > 0 && na == nb, "checkpoint sizes %ld and %ld", na, nb);
-    cr_expect(memcmp(a, b, (size_t)na) == 0, "2 epochs straight and 14 steps + resume differ");
+    /* from the classes section on (tensors, optimizer, state): the config sections
+     * differ in train.checkpoint, by design */
+    const char *ca = memmem(a, (size_t)na, "classes\0", 8), *cb = memmem(b, (size_t)nb, "classes\0", 8);
+    cr_assert(ca && cb, "no classes section");
+    long ra = na - (ca - a) - 4, rb = nb - (cb - b) - 4; /* less the CRC */
+    cr_assert(ra > 0 && ra == rb, "checkpoint sizes %ld and %ld", ra, rb);
+    cr_expect(memcmp(ca, cb, (size_t)ra) == 0, "2 epochs straight and 14 steps + resume differ");
     free(a);
     free(b);
 }
@@ -163,7 +168,7 @@ static void write_poisoned_copy(const char *good, const char *bad) {
     cr_assert_eq(ckpt_load(good, &m, &st, cfg_fingerprint(&cfg)), 0, "%s", err_get());
     /* the classifier's bias: a NaN earlier would be squashed by ReLU (NaN > 0 is false) */
     m.ps.params[m.ps.n_params - 1]->data[0] = NAN;
-    cr_assert_eq(ckpt_save(bad, &m, &st), 0, "%s", err_get());
+    cr_assert_eq(ckpt_save(bad, &m, &cfg, NULL, &st), 0, "%s", err_get());
     nn_model_free(&m);
 }
 

@@ -247,6 +247,35 @@ static int probe_image(const char *path, const uint8_t *buf, size_t len, int *w,
     return 0;
 }
 
+int data_decode_image(const char *path, const uint8_t *file, size_t len, int height, int width, int channels,
+                      int resize, uint8_t *dst) {
+    int w, h, c;
+    if (probe_image(path, file, len, &w, &h, &c)) return -1;
+    if ((w != width || h != height) && !resize)
+        return err_set("%s: image is %dx%d, the dataset is configured for %dx%d; resize the "
+                       "file, or set data.on_size_mismatch = resize", path, w, h, width, height);
+    uint8_t *pix = stbi_load_from_memory(file, (int)len, &w, &h, &c, channels);
+    if (!pix)
+        return err_set("%s: cannot decode (stb_image: %s); delete or replace it, or set "
+                       "data.on_bad_sample = skip", path, stbi_failure_reason());
+    int rc = 0;
+    if (w == width && h == height)
+        memcpy(dst, pix, (size_t)height * (size_t)width * (size_t)channels);
+    else if (!stbir_resize_uint8(pix, w, h, 0, dst, width, height, 0, channels))
+        rc = err_set("%s: resizing %dx%d to %dx%d failed", path, w, h, width, height);
+    stbi_image_free(pix);
+    return rc;
+}
+
+int data_load_image(const char *path, int height, int width, int channels, int resize, uint8_t *dst) {
+    uint8_t *file;
+    size_t len;
+    if (read_file(path, &file, &len)) return -1;
+    int rc = data_decode_image(path, file, len, height, width, channels, resize, dst);
+    free(file);
+    return rc;
+}
+
 static int folder_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct data_times *t) {
     struct folder *f = impl_of(ds);
     char path[PATH_MAX];
@@ -258,30 +287,7 @@ static int folder_read(const struct dataset *ds, int64_t i, uint8_t *dst, struct
     if (read_file(path, &file, &len)) return -1;
     int64_t t1 = os_now_ns();
     t->read_ns += t1 - t0;
-
-    int w, h, c, rc = -1;
-    uint8_t *pix = NULL;
-    if (probe_image(path, file, len, &w, &h, &c)) goto done;
-    if ((w != ds->width || h != ds->height) && !f->opt.resize) {
-        err_set("%s: image is %dx%d, the dataset is configured for %dx%d; resize the "
-                "file, or set data.on_size_mismatch = resize", path, w, h, ds->width, ds->height);
-        goto done;
-    }
-    pix = stbi_load_from_memory(file, (int)len, &w, &h, &c, ds->channels);
-    if (!pix) {
-        err_set("%s: cannot decode (stb_image: %s); delete or replace it, or set "
-                "data.on_bad_sample = skip", path, stbi_failure_reason());
-        goto done;
-    }
-    if (w == ds->width && h == ds->height) {
-        memcpy(dst, pix, data_sample_bytes(ds));
-    } else if (!stbir_resize_uint8(pix, w, h, 0, dst, ds->width, ds->height, 0, ds->channels)) {
-        err_set("%s: resizing %dx%d to %dx%d failed", path, w, h, ds->width, ds->height);
-        goto done;
-    }
-    rc = 0;
-done:
-    stbi_image_free(pix);
+    int rc = data_decode_image(path, file, len, ds->height, ds->width, ds->channels, f->opt.resize, dst);
     free(file);
     t->decode_ns += os_now_ns() - t1;
     return rc;

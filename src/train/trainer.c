@@ -18,6 +18,7 @@
 #include "backend.h"
 #include "checkpoint.h"
 #include "error.h"
+#include "evaluate.h"
 #include "feeder.h"
 #include "loader.h"
 #include "models.h"
@@ -52,7 +53,7 @@ static int64_t process_cpu_ns(void) { return os_clock_ns(CLOCK_PROCESS_CPUTIME_I
 
 /* ---- set-up ------------------------------------------------------------------ */
 
-static const struct backend *pick_backend(const struct config *cfg, FILE *out) {
+const struct backend *train_pick_backend(const struct config *cfg, FILE *out) {
     enum kernel_flavour fl = cfg->train.kernels;
     if (cfg->train.device == CFG_DEVICE_CPU) return backend_get(DEV_CPU, fl);
     char why[256] = "";
@@ -94,7 +95,7 @@ static int open_idx_split(const struct cfg_data *d, const char *split, struct da
     return data_open_idx(img, lab, ds);
 }
 
-static int open_split(const struct config *cfg, const char *split, struct dataset **ds) {
+int train_open_split(const struct config *cfg, const char *split, struct dataset **ds) {
     const struct cfg_data *d = &cfg->data;
     char p[CFG_STR_MAX * 2];
     int rc;
@@ -136,16 +137,16 @@ void train_loader_config(const struct config *cfg, bool train, struct loader_con
     lc->on_bad_sample = cfg->data.on_bad_sample;
 }
 
-static int make_loader(struct trainer *t, const struct dataset *ds, bool train, struct loader **ld,
-                       struct feeder **feed) {
-    const struct cfg_loader *c = &t->cfg->loader;
+int train_make_feed(const struct config *cfg, const struct backend *be, const struct dataset *ds, bool train,
+                    struct loader **ld, struct feeder **feed) {
+    const struct cfg_loader *c = &cfg->loader;
     struct loader_config lc;
-    train_loader_config(t->cfg, train, &lc);
+    train_loader_config(cfg, train, &lc);
     lc.slot_alloc = feeder_slot_alloc;
     lc.slot_free = feeder_slot_free;
-    lc.slot_ctx = feeder_slot_ctx(t->be, c->pinned);
+    lc.slot_ctx = feeder_slot_ctx(be, c->pinned);
     if (loader_create(&lc, ds, ld)) return -1;
-    return feeder_create(t->be, *ld, c->prefetch, data_sample_bytes(ds), c->batch, c->overlap, feed);
+    return feeder_create(be, *ld, c->prefetch, data_sample_bytes(ds), c->batch, c->overlap, feed);
 }
 
 /* ---- the step ------------------------------------------------------------------ */
@@ -173,34 +174,13 @@ static enum step_result train_step(struct trainer *t, const struct fed_batch *fb
     return STEP_OK;
 }
 
-/* No-grad pass over the test split with running BN statistics. */
+/* The test split's loss and accuracy (evaluate.h: the pass ./eval runs too). */
 static int evaluate(struct trainer *t, double *loss, double *acc) {
-    struct ag_ctx *c = &t->ctx;
-    c->grad_enabled = false;
-    c->training = false;
-    double sum = 0;
-    int64_t right = 0, seen = 0;
-    int rc = feeder_start_epoch(t->test_feed, 0, 0);
-    struct fed_batch fb;
-    while (!rc && (rc = feeder_next(t->test_feed, &fb)) == 1) {
-        const struct batch *b = fb.host;
-        struct tensor *x = op_normalize_u8(c, fb.images, b->n, b->height, b->width, b->channels, t->mean, t->std);
-        struct tensor *logits = x ? nn_forward(&t->model, c, x) : NULL;
-        struct tensor *l = logits ? op_softmax_xent(c, logits, fb.labels) : NULL;
-        if (!l) { rc = -1; feeder_done(t->test_feed, &fb); break; }
-        sum += (double)ag_item(c, l) * b->n;
-        right += op_accuracy_count(c, logits, fb.labels);
-        seen += b->n;
-        feeder_done(t->test_feed, &fb);
-        ag_reset(c);
-        rc = 0;
-    }
-    c->grad_enabled = true;
-    c->training = true;
-    ag_reset(c);
-    if (rc < 0) return err_wrap("evaluating on the test split: ");
-    *loss = seen ? sum / (double)seen : 0;
-    *acc = seen ? (double)right / (double)seen : 0;
+    struct eval_result r = {.classes = t->cfg->data.classes};
+    if (eval_pass(&t->ctx, &t->model, t->test_feed, t->mean, t->std, 0, &r, NULL, NULL))
+        return err_wrap("evaluating on the test split: ");
+    *loss = r.seen ? r.loss_sum / (double)r.seen : 0;
+    *acc = r.seen ? (double)r.right / (double)r.seen : 0;
     return 0;
 }
 
@@ -255,8 +235,14 @@ static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
     st.batch_in_epoch = batch_in_epoch;
     st.step = t->step;
     st.epochs_done = epoch;  /* `epoch` is the one in progress (or next), counted from 0 */
-    if (ckpt_save(t->cfg->train.checkpoint, &t->model, &st)) return -1;
-    return 0;
+    st.world_size = 1;
+    int classes = t->cfg->data.classes;
+    const char **names = calloc((size_t)classes, sizeof *names);
+    if (!names) return err_set("out of host memory for %d class names", classes);
+    for (int c = 0; c < classes; c++) names[c] = data_class_name(t->train_ds, c);
+    int rc = ckpt_save(t->cfg->train.checkpoint, &t->model, t->cfg, names, &st);
+    free(names);
+    return rc;
 }
 
 /* ---- the run -------------------------------------------------------------------- */
@@ -299,11 +285,11 @@ static int setup(struct trainer *t) {
     }
     t->sgd = (struct sgd){(float)cfg->optim.lr, (float)cfg->optim.momentum, (float)cfg->optim.weight_decay,
                           cfg->optim.nesterov};
-    if (!(t->be = pick_backend(cfg, t->out))) return -1;
+    if (!(t->be = train_pick_backend(cfg, t->out))) return -1;
     fprintf(t->out, "kernels: %s, %d OpenMP threads\n", t->be->name, omp_get_max_threads());
     if (t->be->set_tf32) t->be->set_tf32(cfg->train.tf32);
     else if (cfg->train.tf32) fprintf(t->out, "train.tf32 = yes has no effect on %s\n", t->be->name);
-    if (open_split(cfg, cfg->data.train_dir, &t->train_ds) || open_split(cfg, cfg->data.test_dir, &t->test_ds))
+    if (train_open_split(cfg, cfg->data.train_dir, &t->train_ds) || train_open_split(cfg, cfg->data.test_dir, &t->test_ds))
         return -1;
     fprintf(t->out, "data: %lld training and %lld test images of %dx%dx%d, %d classes\n",
             (long long)t->train_ds->count, (long long)t->test_ds->count, cfg->data.height, cfg->data.width,
@@ -316,8 +302,8 @@ static int setup(struct trainer *t) {
     if (cfg->train.checkpoint[0] && (make_parent_dirs(cfg->train.checkpoint, t->out) ||
                                      ckpt_check_writable(cfg->train.checkpoint, ckpt_file_bytes(&t->model))))
         return err_wrap("[train] checkpoint: ");
-    if (make_loader(t, t->train_ds, true, &t->train_ld, &t->train_feed) ||
-        make_loader(t, t->test_ds, false, &t->test_ld, &t->test_feed))
+    if (train_make_feed(cfg, t->be, t->train_ds, true, &t->train_ld, &t->train_feed) ||
+        train_make_feed(cfg, t->be, t->test_ds, false, &t->test_ld, &t->test_feed))
         return -1;
     if (cfg->train.trace[0] && !(t->tr = trace_open(cfg->train.trace))) return err_wrap("[train] trace: ");
     if (t->opt->metrics) {

@@ -65,7 +65,8 @@ static inline int fuzz_config(const uint8_t *data, size_t size) {
     return 0;
 }
 
-/* ---- checkpoint: ckpt_load_mem into a small finalized model ---- */
+/* ---- checkpoint: ckpt_load_mem into a small finalized model (the resume path), and
+ * ckpt_read_info_mem (every section, the config and class names parsed) ---- */
 
 /* conv3x3(1->4) -> BN -> GAP -> linear(4->3) on 1x8x8: 2 params + bias, 2 BN buffers. */
 static inline struct nn_model *fuzz_model(void) {
@@ -87,7 +88,10 @@ static inline int fuzz_checkpoint(const uint8_t *data, size_t size) {
     struct nn_model *m = fuzz_model();
     struct ckpt_state st;
     err_clear();
+    struct ckpt_info info;
     int rc = fuzz_verdict("checkpoint", ckpt_load_mem(data, size, m, &st, FUZZ_FINGERPRINT));
+    err_clear();
+    if (fuzz_verdict("checkpoint", ckpt_read_info_mem(data, size, &info)) == 0) ckpt_info_free(&info);
     if (size < 28) return rc;
     uint8_t *fixed = malloc(size);
     if (!fixed) fuzz_fail("checkpoint", "out of memory");
@@ -98,6 +102,11 @@ static inline int fuzz_checkpoint(const uint8_t *data, size_t size) {
     memcpy(fixed + size - 4, &crc, sizeof crc);
     err_clear();
     int rc2 = fuzz_verdict("checkpoint", ckpt_load_mem(fixed, size, m, &st, FUZZ_FINGERPRINT));
+    err_clear();
+    if (fuzz_verdict("checkpoint", ckpt_read_info_mem(fixed, size, &info)) == 0) {
+        if (info.classes < 1 || !info.class_names[info.classes - 1]) fuzz_fail("checkpoint", "info without classes");
+        ckpt_info_free(&info);
+    }
     free(fixed);
     return rc && rc2 ? -1 : 0;
 }

@@ -82,17 +82,25 @@ static void config_seeds(void) {
 static void checkpoint_seeds(const char *tmp) {
     struct nn_model *m = fuzz_model();
     struct ckpt_state st = {.fingerprint = FUZZ_FINGERPRINT, .epoch = 2, .step = 40, .batch_in_epoch = 3,
-                            .epochs_done = 2, .rng = {1, 2, 3, 4}, .metrics = {0.5, 1, 2}};
+                            .epochs_done = 2, .world_size = 1};
+    struct config cfg; /* the model's own config, so the info reader's path is a real one */
+    cfg_defaults(&cfg);
+    const char *names[] = {"first", "second", "third"};
+    if (cfg_set(&cfg, "data.classes=3") || cfg_set(&cfg, "data.height=8") || cfg_set(&cfg, "data.width=8") ||
+        cfg_set(&cfg, "model.arch=cnn") || cfg_set(&cfg, "model.layers=conv3x3-4 bn gap linear")) {
+        fprintf(stderr, "seeds: %s\n", err_get());
+        exit(1);
+    }
     char path[600];
     snprintf(path, sizeof path, "%s/seed.ckpt", tmp);
-    if (ckpt_save(path, m, &st)) { fprintf(stderr, "seeds: %s\n", err_get()); exit(1); }
+    if (ckpt_save(path, m, &cfg, names, &st)) { fprintf(stderr, "seeds: %s\n", err_get()); exit(1); }
     size_t len;
     uint8_t *b = slurp(path, &len);
     put("checkpoint", "valid.ckpt", b, len);
-    put("checkpoint", "header_only.ckpt", b, 176);
+    put("checkpoint", "prefix_only.ckpt", b, 40);
     put("checkpoint", "magic_only.ckpt", b, 8);
     st.fingerprint ^= 1;
-    if (ckpt_save(path, m, &st)) exit(1);
+    if (ckpt_save(path, m, &cfg, names, &st)) exit(1);
     free(b);
     b = slurp(path, &len);
     put("checkpoint", "other_fingerprint.ckpt", b, len);
