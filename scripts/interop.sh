@@ -41,8 +41,8 @@ $B/bin/train configs/resnet_small.cfg --set train.device=cpu --set train.epochs=
   --set train.checkpoint=$W/resnet_small.ckpt >$W/train.log 2>&1 \
   || { tail -n 20 $W/train.log >&2; echo "interop: training failed; the log is $W/train.log" >&2; exit 1; }
 echo "interop: trained $STEPS steps of resnet_small -> $W/resnet_small.ckpt"
-$B/bin/export $W/resnet_small.ckpt --format onnx $W/resnet_small.onnx --config configs/resnet_small.cfg
-$B/bin/export $W/resnet_small.ckpt --format safetensors $W/resnet_small.safetensors --config configs/resnet_small.cfg
+$B/bin/export $W/resnet_small.ckpt --format onnx $W/resnet_small.onnx
+$B/bin/export $W/resnet_small.ckpt --format safetensors $W/resnet_small.safetensors
 $B/bin/eval $W/resnet_small.ckpt --logits $W/logits.bin --limit $N
 
 mkdir -p "$(dirname $REPORT)"
