@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "checkpoint.h"
 #include "config.h"
 #include "error.h"
 #include "export.h"
@@ -336,6 +337,20 @@ static void check_onnx(const char *name, const char *ops) {
             cr_expect(found, "%s: node %s reads %s, which nothing before it makes", name, g->node[n]->name, x);
         }
     cr_expect_str_eq(g->node[g->n_node - 1]->output[0], "logits");
+    /* parameters in the places the operators expect them: a swapped running mean and
+     * variance would be wired correctly and still be wrong */
+    static const char *const bn_in[] = {NULL, ".weight", ".bias", ".running_mean", ".running_var"};
+    for (size_t n = 0; n < g->n_node; n++) {
+        const Onnx__NodeProto *nd = g->node[n];
+        bool is_bn = !strcmp(nd->op_type, "BatchNormalization");
+        if (!is_bn && strcmp(nd->op_type, "Conv") && strcmp(nd->op_type, "Gemm")) continue;
+        cr_assert_geq(nd->n_input, is_bn ? 5 : 2, "%s: inputs", nd->name);
+        for (size_t i = 1; i < nd->n_input; i++) {
+            const char *want = is_bn ? bn_in[i] : i == 1 ? ".weight" : ".bias", *x = nd->input[i];
+            cr_expect(strlen(x) > strlen(want) && !strcmp(x + strlen(x) - strlen(want), want),
+                      "%s: input %zu is %s, a %s expected", nd->name, i, x, want);
+        }
+    }
 
     /* the initializers: every parameter and buffer, bit for bit */
     cr_expect_eq(g->n_initializer, (size_t)(m.ps.n_params + m.ps.n_buffers));
@@ -405,5 +420,41 @@ Test(export, unfinalized_model_is_refused) {
     snprintf(path, sizeof path, "%s/m.safetensors", dir);
     cr_expect_eq(export_safetensors(&m, &cfg, path), -1);
     cr_expect(strstr(err_get(), "finalize") != NULL, "%s", err_get());
+    nn_model_free(&m);
+}
+
+/* ./export's path: the model reopened from a checkpoint (ckpt_open_model, with the
+ * config the file carries) exports byte for byte the file the model itself does. */
+Test(export, a_checkpoint_reopened_exports_the_same_bytes) {
+    struct config cfg;
+    struct nn_model m, back;
+    build("cnn_small", &cfg, &m);
+    char ckpt[128], a[128], b[128];
+    snprintf(ckpt, sizeof ckpt, "%s/m.ckpt", dir);
+    snprintf(a, sizeof a, "%s/a.safetensors", dir);
+    snprintf(b, sizeof b, "%s/b.safetensors", dir);
+    struct ckpt_state st = {.fingerprint = cfg_fingerprint(&cfg), .world_size = 1};
+    cr_assert_eq(ckpt_save(ckpt, &m, &cfg, NULL, &st), 0, "%s", err_get());
+    static struct ckpt_info info;
+    cr_assert_eq(ckpt_open_model(ckpt, &cpu_vectorized_backend, &back, &info), 0, "%s", err_get());
+    cr_assert_eq(export_safetensors(&m, &cfg, a), 0, "%s", err_get());
+    cr_assert_eq(export_safetensors(&back, &info.cfg, b), 0, "%s", err_get());
+    size_t la, lb;
+    unsigned char *da = read_all(a, &la), *db = read_all(b, &lb);
+    cr_expect(la == lb && !memcmp(da, db, la), "the reopened model's file differs");
+    for (int k = 0; k < 2; k++) {
+        snprintf(a, sizeof a, "%s/%c.onnx", dir, 'a' + k);
+        cr_assert_eq(export_onnx(k ? &back : &m, k ? &info.cfg : &cfg, a), 0, "%s", err_get());
+    }
+    free(da);
+    free(db);
+    da = read_all(a, &la);
+    a[strlen(a) - 6] = 'a';
+    db = read_all(a, &lb);
+    cr_expect(la == lb && !memcmp(da, db, la), "the reopened model's ONNX file differs");
+    free(da);
+    free(db);
+    ckpt_info_free(&info);
+    nn_model_free(&back);
     nn_model_free(&m);
 }
