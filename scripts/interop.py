@@ -2,7 +2,7 @@
 """interop.py: nostall's exported model against onnxruntime and PyTorch (make interop).
 
     python scripts/interop.py --onnx M.onnx --safetensors M.safetensors --logits L.bin
-        [--report docs/runs/interop.txt] [--note TEXT]...
+        [--report docs/runs/interop.txt] [--doc docs/export.md] [--note TEXT]...
 
 L.bin is `./eval CHECKPOINT --logits L.bin --limit N`: magic "NSLOGITS", u32 n, channels,
 height, width, classes; n images as uint8 CHW (the pixels nostall fed the model, before
@@ -16,7 +16,9 @@ Checks, one line each with what was measured:
                        scripts/torch_resnet_small.py's resnet_small()
   torch                its eval-mode logits match nostall's the same way
 The images are normalized here as nostall does, x = (pixel / 255 - mean) / std, with mean
-and std from the files' metadata. Exit status 1 if any check fails.
+and std from the files' metadata. Exit status 1 if any check fails. --report writes the
+lines to a file; --doc copies that file between the <!-- interop:begin --> and
+<!-- interop:end --> lines of a Markdown file, so the numbers there are never typed.
 """
 import argparse
 import os
@@ -57,6 +59,21 @@ def compare(name, got, want):
     return ok, line
 
 
+def copy_into_doc(doc, report):
+    """The report, as a code block, between doc's interop markers."""
+    begin, end = "<!-- interop:begin -->", "<!-- interop:end -->"
+    with open(doc) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        sys.exit(f"interop: {doc} has no {begin} ... {end} block to copy {report} into")
+    with open(report) as f:
+        body = f.read()
+    head, rest = text.split(begin, 1)
+    text = head + begin + "\n\n```\n" + body + "```\n\n" + end + rest.split(end, 1)[1]
+    with open(doc, "w") as f:
+        f.write(text)
+
+
 def floats(text):
     return [float(v) for v in text.split(",")]
 
@@ -67,6 +84,7 @@ def main():
     ap.add_argument("--safetensors", required=True)
     ap.add_argument("--logits", required=True)
     ap.add_argument("--report", help="also write the lines here")
+    ap.add_argument("--doc", help="copy the report into this Markdown file between its interop markers")
     ap.add_argument("--note", action="append", default=[], help="a line for the report's head")
     args = ap.parse_args()
 
@@ -137,6 +155,8 @@ def main():
                 f"numpy {np.__version__}, python {sys.version.split()[0]}"]
         with open(args.report, "w") as f:
             f.write("\n".join(head + lines) + "\n")
+        if args.doc:
+            copy_into_doc(args.doc, args.report)
     print("interop: " + ("all checks passed" if ok_all else "FAILED"))
     return 0 if ok_all else 1
 

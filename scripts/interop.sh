@@ -2,7 +2,8 @@
 # interop.sh — make interop: train resnet_small briefly, export it as ONNX and as
 # safetensors, and check both against nostall's own logits in onnxruntime and PyTorch
 # (scripts/interop.py says what each check measures; docs/export.md). Writes
-# docs/runs/interop.txt. The tools come from $BUILD/bin (make passes BUILD).
+# docs/runs/interop.txt and copies it into docs/export.md. The tools come from
+# $BUILD/bin (make passes BUILD).
 #
 # Python: Debian's /usr/bin/python3 (the first python3 on PATH may be another one that
 # cannot see Debian's python3-* modules) in a venv with --system-site-packages, so
@@ -47,6 +48,6 @@ $B/bin/eval $W/resnet_small.ckpt --logits $W/logits.bin --limit $N
 
 mkdir -p "$(dirname $REPORT)"
 $V/bin/python scripts/interop.py --onnx $W/resnet_small.onnx --safetensors $W/resnet_small.safetensors \
-  --logits $W/logits.bin --report $REPORT \
+  --logits $W/logits.bin --report $REPORT --doc docs/export.md \
   --note "resnet_small after $STEPS training steps on the CPU; nostall's logits by ./eval --logits on the first $N test images" \
   --note "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
