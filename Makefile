@@ -65,10 +65,22 @@ else
   $(info nostall: building without CUDA (nvcc not found or CUDA=0): CPU backend only)
 endif
 
+# --- MPI (data-parallel training across processes): MPI=auto uses Open MPI when its
+# pkg-config file is there (Debian's libopenmpi-dev, installed by make setup). Without
+# it the build still works and every run is a world of one (src/dist/dist.c).
+MPI ?= auto
+ifeq ($(MPI),auto)
+  MPI := $(if $(shell pkg-config --exists ompi-c 2>/dev/null && echo yes),1,0)
+endif
+ifeq ($(MPI),1)
+  CFLAGS += -DNS_HAVE_MPI=1 $(shell pkg-config --cflags ompi-c)
+  LDLIBS += $(shell pkg-config --libs ompi-c)
+endif
+
 LIB_SRC := $(wildcard src/*/*.c kernels/*.c kernels/cpu/*.c models/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN)/onnx.pb-c.o $(CUDA_OBJ)
 LIB     := $(BUILD)/libnostall.a
-TOOLS   := train bench prepare export
+TOOLS   := train bench prepare eval predict export
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
@@ -124,7 +136,7 @@ $(BUILD)/tests/test_kernels $(BUILD)/tests/test_cuda: tests/kcases.h
 
 # Installs only what is missing; prints what it does.
 DEB_PKGS := build-essential pkg-config libcriterion-dev libstb-dev libopenblas-dev zlib1g-dev \
-            libprotobuf-c-dev protobuf-c-compiler python3-onnx
+            libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler python3-onnx
 setup:
 	@sh scripts/setup.sh $(DEB_PKGS)
 

@@ -101,8 +101,10 @@ int ckpt_load_mem(const void *buf, size_t len, struct nn_model *m, struct ckpt_s
  * with ckpt_info_free; on failure there is nothing to free and m is empty). */
 int ckpt_open_model(const char *path, const struct backend *be, struct nn_model *m, struct ckpt_info *info);
 
-/* Parses every section of a checkpoint in memory into *info without building a model
- * (the fuzzer's second entry). */
+/* Reads every section of a checkpoint into *info without building a model: the tools
+ * read the config first, to choose the device. ckpt_read_info_mem does it on a file in
+ * memory (the fuzzer's second entry). Free *info with ckpt_info_free. */
+int ckpt_read_info(const char *path, struct ckpt_info *info);
 int ckpt_read_info_mem(const void *buf, size_t len, struct ckpt_info *info);
 
 /* An upper bound of the size in bytes of m's checkpoint file (m finalized): the values

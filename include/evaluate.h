@@ -6,9 +6,33 @@
 
 #include <stdint.h>
 
+#include <stdio.h>
+
 #include "autograd.h"
+#include "checkpoint.h"
 #include "feeder.h"
 #include "nn.h"
+
+/* A trained model ready to use (./eval, ./predict, ./export): the checkpoint's config
+ * with the caller's assignments applied, the device that config picks, the model
+ * loaded there. */
+struct eval_model {
+    struct ckpt_info info;    /* info.cfg: the checkpoint's config, the assignments applied */
+    const struct backend *be;
+    struct nn_model m;
+    struct ag_ctx ctx;
+    float mean[4], std[4];    /* data.mean/std per channel */
+};
+
+/* Opens `path`. `sets` are "section.key=value" assignments (e.g. loader.workers=4,
+ * train.device=cpu, data.path=...); one that would change the model (a [model] key,
+ * the input shape, the classes) is refused. The device choice is printed to `out`.
+ * On failure nothing needs closing. */
+int eval_model_open(struct eval_model *em, const char *path, const char *const *sets, int n_sets, FILE *out);
+void eval_model_close(struct eval_model *em);
+
+/* s as a JSON string, quoted and escaped. */
+void eval_json_string(FILE *f, const char *s);
 
 struct eval_result {
     int classes;

@@ -39,6 +39,11 @@ struct loader_config {
     const char *packed_path;  /* cache = packed; NULL = "<dataset path>.packed" */
     unsigned io_delay_us;     /* simulated storage latency per file read (folder datasets) */
     enum cfg_bad_sample on_bad_sample; /* data.on_bad_sample (config.h) */
+    /* Data parallel: this process is `rank` of `world` (world <= 1: alone). Every rank
+     * draws the same permutation and takes positions rank, rank + world, ... of it;
+     * the last count % world samples of the permutation are left out, so every rank has
+     * count / world samples and the same number of batches. */
+    int rank, world;
     /* Slot memory (images and labels of a batch): the CUDA backend passes pinned
      * memory here. NULL = malloc/free. */
     void *(*slot_alloc)(size_t bytes, void *ctx);

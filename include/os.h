@@ -1,9 +1,11 @@
 /* os.h — what nostall needs from the operating system, in one place for every layer
  * (kernels included): the clocks (one monotonic clock that every timing, trace and
- * timeline reads; CPU-time clocks), and folder creation. */
+ * timeline reads; CPU-time clocks), folder creation, and files written so that a crash
+ * never leaves half of one. */
 #ifndef NS_OS_H
 #define NS_OS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -23,5 +25,19 @@ static inline int64_t os_now_ns(void) { return os_clock_ns(CLOCK_MONOTONIC); }
 /* Creates folder `path` and every missing folder above it ("mkdir -p"). 0, or -1 with
  * err_set naming the folder that could not be made (a file in the way, no permission). */
 int os_mkdir_p(const char *path);
+
+/* Durable files; `what` names the file in messages ("checkpoint", "ONNX model").
+ * os_replace_file writes PATH.tmp, fsyncs it, renames it over PATH and fsyncs the
+ * directory, so at every instant PATH is either the old file or the new one, complete.
+ * On failure PATH is untouched, PATH.tmp is removed, and the message names the path,
+ * the failing call, errno's text and, for a full disk or a permission problem, a HINT. */
+int os_replace_file(const char *path, const void *buf, size_t len, const char *what);
+/* Before a long run: PATH's directory exists and is writable, PATH is not a directory,
+ * and probe_bytes of disk can be reserved (a probe PATH.tmp is allocated and removed;
+ * 0 skips that). 0, or -1 with err_set. */
+int os_check_writable(const char *path, size_t probe_bytes, const char *what);
+/* The whole of a regular file into malloc'd memory (*len may be short if the file
+ * shrank meanwhile). 0, or -1 with a message that doesn't repeat the path. */
+int os_read_file(const char *path, unsigned char **out, size_t *len);
 
 #endif

@@ -20,6 +20,8 @@
 
 struct run_totals {
     int64_t wall_ns, wait_ns, h2d_ns, compute_ns;
+    int64_t comm_ns;          /* data parallel: time in the ranks' collectives (part of compute) */
+    int world;                /* processes training together (0 or 1: alone) */
     int64_t images, steps;
     /* The run's first RUN_WARM_STEPS steps, also counted above: the step arena
      * grows to its high-water mark and first touches its memory (page faults;

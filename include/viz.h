@@ -11,6 +11,7 @@
 #define NS_VIZ_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "trace.h"
@@ -64,6 +65,12 @@ int svg_write_bar_chart(const char *path, const struct svg_bar_chart *chart);
 /* A round step for axis ticks: 1, 2 or 5 times a power of ten, so that about
  * `ticks` of them span `range`. */
 double svg_nice_step(double range, int ticks);
+
+/* ---- a confusion matrix (./eval --confusion) ----
+ * counts: classes x classes, [true label][prediction]; names: one per class. Up to 100
+ * classes. 0, or -1 with err_set. */
+int confusion_write_svg(const char *path, int classes, const int64_t *counts, const char *const *names,
+                        const char *title, const char *subtitle);
 
 /* ---- a timeline (trace.h) as a picture ---- */
 struct timeline_options {

@@ -39,7 +39,7 @@ header_module() {
     tensor.h) echo core ;; autograd.h) echo autograd ;; ops.h) echo ops ;; data.h) echo data ;;
     config.h|schema.h) echo config ;; trace.h) echo trace ;; nn.h) echo nn ;;
     loader.h|feeder.h) echo loader ;; viz.h) echo viz ;; optim.h) echo optim ;; models.h) echo models ;;
-    train.h|report.h|checkpoint.h|evaluate.h) echo train ;; bench.h) echo tools ;;
+    train.h|report.h|checkpoint.h|evaluate.h) echo train ;; dist.h) echo dist ;; bench.h) echo tools ;;
     export.h|export_internal.h|onnx.pb-c.h) echo export ;;
     *) echo "" ;;
   esac

@@ -94,6 +94,32 @@ Test(loader, every_sample_exactly_once_per_epoch) {
                 }
 }
 
+/* Data parallel: the ranks' shares of an epoch are positions r, r + world, ... of the
+ * one-process order, disjoint, equal in size (the tail of N % world left out). */
+Test(loader, ranks_share_the_one_process_order) {
+    for (int world = 2; world <= 4; world++) {
+        struct loader_config c = config(4, 2, 2);
+        struct loader *alone = make(&c);
+        int order[N], nb;
+        cr_assert_eq(epoch_ids(alone, 1, order, &nb), N);
+        loader_destroy(alone);
+        int seen[N] = {0};
+        for (int r = 0; r < world; r++) {
+            c.rank = r;
+            c.world = world;
+            struct loader *l = make(&c);
+            int ids[N], n = epoch_ids(l, 1, ids, &nb);
+            cr_assert_eq(n, N / world, "rank %d of %d", r, world);
+            cr_assert_eq(nb, (N / world + 3) / 4, "every rank takes the same number of steps");
+            for (int k = 0; k < n; k++) {
+                cr_assert_eq(ids[k], order[k * world + r], "rank %d of %d, sample %d", r, world, k);
+                cr_assert_eq(seen[ids[k]]++, 0, "sample %d given to two ranks", ids[k]);
+            }
+            loader_destroy(l);
+        }
+    }
+}
+
 Test(loader, shuffle_changes_with_the_epoch_and_off_means_dataset_order) {
     struct loader_config c = config(5, 2, 2);
     struct loader *l = make(&c);

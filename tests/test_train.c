@@ -9,8 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <stb_image_write.h>
-
 #include "backend.h"
 #include "checkpoint.h"
 #include "config.h"
@@ -21,36 +19,16 @@
 #include "report.h"
 #include "train.h"
 #include "testutil.h"
+#include "fixtures/smoke.h"
 
 static char dir[64];
-
-static void write_split(const char *split, int per_class, uint64_t seed) {
-    char p[512];
-    uint64_t s = seed;
-    snprintf(p, sizeof p, "%s/%s", dir, split);
-    mkdir(p, 0755);
-    for (int k = 0; k < 4; k++) {
-        snprintf(p, sizeof p, "%s/%s/class%d", dir, split, k);
-        mkdir(p, 0755);
-        for (int i = 0; i < per_class; i++) {
-            unsigned char img[144];
-            for (int q = 0; q < 144; q++) {
-                int r = q / 12, c = q % 12, quad = (r >= 6) * 2 + (c >= 6);
-                int v = (quad == k ? 170 : 40) + (int)(tu_rand_u32(&s) % 80);
-                img[q] = (unsigned char)v;
-            }
-            snprintf(p, sizeof p, "%s/%s/class%d/%d.png", dir, split, k, i);
-            cr_assert(stbi_write_png(p, 12, 12, 1, img, 12), "writing %s", p);
-        }
-    }
-}
 
 static void make_data(void) {
     snprintf(dir, sizeof dir, "build/test-train-XXXXXX");
     mkdir("build", 0755);
     cr_assert_not_null(mkdtemp(dir));
-    write_split("train", 48, 1);
-    write_split("test", 16, 2);
+    smoke_write_split(dir, "train", 48, 1);
+    smoke_write_split(dir, "test", 16, 2);
 }
 
 static void remove_data(void) {
@@ -61,20 +39,9 @@ static void remove_data(void) {
 
 /* Runs ./train with smoke.cfg on our data plus `extra` args; output into *out (malloc'd). */
 static int run_train(const char *extra, char **out) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "./train configs/smoke.cfg --set data.path=%s %s 2>&1", dir, extra);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t cap = 1 << 16, len = 0;
-    *out = malloc(cap);
-    size_t got;
-    while ((got = fread(*out + len, 1, cap - len - 1, p)) > 0) {
-        len += got;
-        if (cap - len < 4096) *out = realloc(*out, cap *= 2);
-    }
-    (*out)[len] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "./train configs/smoke.cfg --set data.path=%s %s", dir, extra);
+    return smoke_run(cmd, out);
 }
 
 static long file_bytes(const char *path, char **data) {

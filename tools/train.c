@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dist.h"
 #include "error.h"
 #include "train.h"
 #include "viz.h"
@@ -30,6 +31,8 @@ int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) { usage(stdout); return 0; }
     if (argc >= 2 && !strcmp(argv[1], "--help-config")) { cfg_print_help(stdout); return 0; }
     if (argc < 2 || argv[1][0] == '-') { usage(stderr); return 2; }
+    /* under mpirun this process is one rank of a data-parallel run (dist.h) */
+    if (dist_init()) { fprintf(stderr, "error: %s\n", err_get()); return 1; }
     struct config cfg;
     if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
     struct train_options opt = {.out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_requested};
@@ -63,7 +66,12 @@ int main(int argc, char **argv) {
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    FILE *quiet = NULL; /* data parallel: rank 0 prints; the others' errors still reach stderr */
+    if (dist_rank() != 0 && (quiet = fopen("/dev/null", "w"))) opt.out = quiet, opt.tty = false;
     enum train_status st = train_run(&cfg, &opt);
+    if (quiet) fclose(quiet);
+    if (st == TRAIN_ERROR || st == TRAIN_DIVERGED) dist_abort((int)st); /* the others would wait for this rank */
+    dist_finalize();
     /* the picture is drawn from the trace file the run just wrote */
     if (timeline && st != TRAIN_ERROR && timeline_write_svg(cfg.train.trace, timeline, NULL))
         fprintf(stderr, "warning: --timeline: %s\n", err_get());

@@ -55,6 +55,8 @@ struct loader {
     const struct dataset *pixels;  /* where pixels come from: ds or the packed file */
     struct dataset *packed;        /* opened here for cache = packed */
     size_t sample_bytes;
+    int world;                     /* processes sharing each epoch (1: alone) */
+    int64_t count;                 /* samples of this rank's share: ds->count / world */
     int64_t nbatches;
 
     /* cache = memory, filled lazily by whichever thread first decodes sample i. No
@@ -100,25 +102,30 @@ void loader_config_default(struct loader_config *cfg) {
 
 /* --- the sampler ------------------------------------------------------------- */
 
-/* Seeded Fisher-Yates over 0..count-1; the identity when shuffle is off. */
+/* Seeded Fisher-Yates over 0..count-1 (the identity when shuffle is off), then this
+ * rank's share of it: positions rank, rank + world, ... (in place: a position is read
+ * before it is written). The same seed and epoch give every rank the same permutation. */
 static void make_order(struct loader *l) {
     int64_t n = l->ds->count;
     for (int64_t i = 0; i < n; i++) l->order[i] = i;
-    if (!l->cfg.shuffle) return;
-    uint64_t base = data_sample_key(l->cfg.seed, (uint64_t)l->epoch, UINT64_MAX);
-    for (int64_t i = n - 1; i > 0; i--) {
-        uint64_t r = rng_hash(base + (uint64_t)i);
-        int64_t j = (int64_t)(((unsigned __int128)r * (uint64_t)(i + 1)) >> 64); /* 0..i */
-        int64_t t = l->order[i];
-        l->order[i] = l->order[j];
-        l->order[j] = t;
+    if (l->cfg.shuffle) {
+        uint64_t base = data_sample_key(l->cfg.seed, (uint64_t)l->epoch, UINT64_MAX);
+        for (int64_t i = n - 1; i > 0; i--) {
+            uint64_t r = rng_hash(base + (uint64_t)i);
+            int64_t j = (int64_t)(((unsigned __int128)r * (uint64_t)(i + 1)) >> 64); /* 0..i */
+            int64_t t = l->order[i];
+            l->order[i] = l->order[j];
+            l->order[j] = t;
+        }
     }
+    if (l->world > 1)
+        for (int64_t k = 0; k < l->count; k++) l->order[k] = l->order[k * l->world + l->cfg.rank];
 }
 
 /* --- handing out work (mu held) ---------------------------------------------- */
 
 static void open_slot(struct loader *l, struct slot *s, int64_t batch) {
-    int64_t left = l->ds->count - batch * l->cfg.batch;
+    int64_t left = l->count - batch * l->cfg.batch;
     s->state = SLOT_FILLING;
     s->want = left < l->cfg.batch ? (int)left : l->cfg.batch;
     s->done = 0;
@@ -414,6 +421,9 @@ static int check_config(const struct loader_config *c, const struct dataset *ds)
         return err_set("loader.cache = %d: must be none, memory or packed", (int)c->cache);
     if ((unsigned)c->on_bad_sample > CFG_BAD_SAMPLE_SKIP)
         return err_set("loader.on_bad_sample = %d: must be error or skip", (int)c->on_bad_sample);
+    if (c->world > 1 && (c->rank < 0 || c->rank >= c->world || ds->count < c->world))
+        return err_set("loader: rank %d of %d processes, with %lld samples: each rank needs one", c->rank,
+                       c->world, (long long)ds->count);
     if (!c->slot_alloc != !c->slot_free)
         return err_set("loader: slot_alloc and slot_free must be given together");
     return 0;
@@ -477,8 +487,9 @@ int loader_create(const struct loader_config *cfg, const struct dataset *ds, str
     }
     l->ds = l->pixels = ds;
     l->sample_bytes = data_sample_bytes(ds);
-    l->nbatches = cfg->drop_last ? ds->count / cfg->batch
-                                 : (ds->count + cfg->batch - 1) / cfg->batch;
+    l->world = cfg->world > 1 ? cfg->world : 1;
+    l->count = ds->count / l->world;
+    l->nbatches = cfg->drop_last ? l->count / cfg->batch : (l->count + cfg->batch - 1) / cfg->batch;
     l->nworkers = cfg->workers ? cfg->workers : 1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->work_cv, NULL);

@@ -1,19 +1,15 @@
 /* checkpoint.c — crash-safe save and fully validated load of a training run, and the
  * model reopened from it. The format is described in include/checkpoint.h. */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include "backend.h"
 #include "checkpoint.h"
 #include "error.h"
 #include "models.h"
+#include "os.h"
 
 /* Fields are copied in host order; the format says little-endian, which every host
  * nostall targets (x86-64, ARM64) is. */
@@ -215,135 +211,19 @@ oom:
     return NULL;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n) {
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static const char *errno_hint(int e) {
-    switch (e) {
-    case ENOSPC: case EDQUOT: case EFBIG:
-        return " HINT: free disk space, or point [train] checkpoint at another disk";
-    case EACCES: case EPERM: case EROFS:
-        return " HINT: make the directory writable, or point [train] checkpoint elsewhere";
-    case ENOENT: case ENOTDIR:
-        return " HINT: create the directory, or fix the [train] checkpoint path";
-    default:
-        return "";
-    }
-}
-
-/* The directory holding `path`: "." for a bare file name. */
-static void dir_of(const char *path, char *dir, size_t len) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, len, ".");
-    else if (slash == path) snprintf(dir, len, "/");
-    else snprintf(dir, len, "%.*s", (int)(slash - path), path);
-}
-
-static int tmp_path(const char *path, char *tmp, size_t len) {
-    if ((size_t)snprintf(tmp, len, "%s.tmp", path) >= len)
-        return err_set("checkpoint path is too long (%zu characters): %.60s...", strlen(path), path);
-    return 0;
-}
-
-/* A rename is durable only once the directory entry is on disk too. */
-static int sync_dir(const char *path) {
-    char dir[PATH_MAX];
-    dir_of(path, dir, sizeof dir);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = fd < 0 ? -1 : fsync(fd);
-    int e = errno;
-    if (fd >= 0) close(fd);
-    /* some filesystems cannot fsync a directory (EINVAL): the rename is as durable as they allow */
-    if (rc && e != EINVAL)
-        return err_set("saved checkpoint %s, but syncing its directory %s failed: %s; the new "
-                       "checkpoint may not survive a power loss.%s", path, dir, strerror(e), errno_hint(e));
-    return 0;
-}
-
-/* buf -> tmp, fsync, rename over path. Any failure removes tmp and leaves path as it was. */
-static int replace_file(const char *path, const char *tmp, const unsigned char *buf, size_t len) {
-    int fd = -1;
-    /* A temp left by a killed save is stale: remove it, so that O_EXCL then gives us a
-     * fresh file of our own (never writing through a leftover symlink). If it can't be
-     * removed, the open below fails and says why. */
-    unlink(tmp);
-    const char *what = "creating";
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) goto fail;
-    what = "writing";
-    if (write_all(fd, buf, len)) goto fail;
-    what = "syncing";
-    if (fsync(fd)) goto fail;
-    what = "closing"; /* close reports delayed write errors on some filesystems (NFS) */
-    int closed = close(fd);
-    fd = -1;
-    if (closed) goto fail;
-    what = "renaming";
-    if (rename(tmp, path)) goto fail;
-    return sync_dir(path);
-fail:;
-    int e = errno;
-    if (fd >= 0) close(fd);
-    unlink(tmp);
-    return err_set("saving checkpoint %s: %s %s failed: %s; the previous checkpoint, if any, is "
-                   "untouched.%s", path, what, strcmp(what, "renaming") ? tmp : "it over the checkpoint",
-                   strerror(e), errno_hint(e));
-}
-
 int ckpt_save(const char *path, const struct nn_model *m, const struct config *cfg,
               const char *const *class_names, const struct ckpt_state *st) {
     if (!m->ps.be) return err_set("saving checkpoint %s: the model is not finalized", path);
-    char tmp[PATH_MAX];
-    if (tmp_path(path, tmp, sizeof tmp)) return -1;
     size_t len;
     unsigned char *buf = serialize(m, cfg, class_names, st, &len);
     if (!buf) return err_wrap("saving checkpoint %s: ", path);
-    int rc = replace_file(path, tmp, buf, len);
+    int rc = os_replace_file(path, buf, len, "checkpoint");
     free(buf);
     return rc;
 }
 
 int ckpt_check_writable(const char *path, size_t probe_bytes) {
-    char dir[PATH_MAX], tmp[PATH_MAX];
-    dir_of(path, dir, sizeof dir);
-    if (tmp_path(path, tmp, sizeof tmp)) return -1;
-    struct stat sb;
-    if (stat(dir, &sb)) {
-        int e = errno;
-        return err_set("checkpoint %s cannot be written: its directory %s: %s.%s", path, dir,
-                       strerror(e), errno_hint(e));
-    }
-    if (!S_ISDIR(sb.st_mode))
-        return err_set("checkpoint %s cannot be written: %s is not a directory.%s", path, dir,
-                       errno_hint(ENOTDIR));
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
-        return err_set("checkpoint %s cannot be written: it exists and is not a regular file. "
-                       "HINT: point [train] checkpoint at a file name", path);
-    /* Writing a probe is the only test that holds for root, ACLs and read-only mounts alike. */
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) goto fail;
-    /* posix_fallocate reserves the blocks (or writes zeros where the filesystem can't),
-     * so a disk too full for one checkpoint shows up now rather than after an epoch. */
-    int e = probe_bytes ? posix_fallocate(fd, 0, (off_t)probe_bytes) : 0;
-    close(fd);
-    unlink(tmp);
-    if (e)
-        return err_set("checkpoint %s cannot be written: reserving %zu bytes (one checkpoint) in %s "
-                       "failed: %s.%s", path, probe_bytes, dir, strerror(e), errno_hint(e));
-    return 0;
-fail:;
-    int err = errno;
-    return err_set("checkpoint %s cannot be written: creating %s failed: %s.%s", path, tmp,
-                   strerror(err), errno_hint(err));
+    return os_check_writable(path, probe_bytes, "checkpoint");
 }
 
 /* ---- load ---- */
@@ -595,9 +475,6 @@ int ckpt_load_mem(const void *data, size_t len, struct nn_model *m, struct ckpt_
     if (strcmp(f.optim, "sgd") != 0 || f.n_slots != 1)
         return err_set("holds the state of optimizer '%s' (%u slots); this build resumes SGD (1 slot). "
                        HINT_MODEL, f.optim, f.n_slots);
-    if (f.st.world_size != 1)
-        return err_set("written by a data-parallel run of %u processes; this run is one process. HINT: resume "
-                       "with the same number of processes", f.st.world_size);
     if (f.st.fingerprint != expected_fingerprint)
         return err_set("config fingerprint differs (checkpoint %016llx, this run %016llx): the "
                        "checkpoint was made with a different config (e.g. the [model] or [data] "
@@ -654,47 +531,10 @@ int ckpt_read_info_mem(const void *data, size_t len, struct ckpt_info *info) {
     return read_info(&f, info);
 }
 
-/* The whole file into host memory; a short read (file shrinking meanwhile) shows up as truncation. */
-static int read_whole_file(const char *path, unsigned char **out, size_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return err_set("cannot open it: %s.%s", strerror(e),
-                       e == ENOENT ? " HINT: check the path" : "");
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return err_set("not a regular file. HINT: check the path");
-    }
-    size_t cap = (size_t)sb.st_size, n = 0;
-    unsigned char *buf = malloc(cap ? cap : 1);
-    if (!buf) {
-        close(fd);
-        return err_set("out of host memory for its %zu bytes", cap);
-    }
-    while (n < cap) {
-        ssize_t k = read(fd, buf + n, cap - n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-            int e = errno;
-            close(fd);
-            free(buf);
-            return err_set("reading it failed: %s", strerror(e));
-        }
-        if (k == 0) break;
-        n += (size_t)k;
-    }
-    close(fd);
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
 int ckpt_load(const char *path, struct nn_model *m, struct ckpt_state *st, uint64_t expected_fingerprint) {
     unsigned char *buf = NULL;
     size_t len = 0;
-    if (read_whole_file(path, &buf, &len)) return err_wrap("loading checkpoint %s: ", path);
+    if (os_read_file(path, &buf, &len)) return err_wrap("loading checkpoint %s: ", path);
     int rc = ckpt_load_mem(buf, len, m, st, expected_fingerprint);
     free(buf);
     return rc ? err_wrap("loading checkpoint %s: ", path) : 0;
@@ -705,7 +545,7 @@ int ckpt_open_model(const char *path, const struct backend *be, struct nn_model 
     size_t len = 0;
     struct parsed f;
     memset(m, 0, sizeof *m);
-    if (read_whole_file(path, &buf, &len)) return err_wrap("opening checkpoint %s: ", path);
+    if (os_read_file(path, &buf, &len)) return err_wrap("opening checkpoint %s: ", path);
     if (parse(buf, len, &f) || read_info(&f, info)) goto fail;
     if (model_build(m, &info->cfg)) { err_wrap("rebuilding the model of its config: [model]: "); goto fail_info; }
     if (nn_model_finalize(m, be)) goto fail_model;
@@ -723,4 +563,13 @@ fail_info:
 fail:
     free(buf);
     return err_wrap("opening checkpoint %s: ", path);
+}
+
+int ckpt_read_info(const char *path, struct ckpt_info *info) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (os_read_file(path, &buf, &len)) return err_wrap("opening checkpoint %s: ", path);
+    int rc = ckpt_read_info_mem(buf, len, info);
+    free(buf);
+    return rc ? err_wrap("opening checkpoint %s: ", path) : 0;
 }

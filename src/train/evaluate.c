@@ -2,10 +2,12 @@
  * ./eval; see include/evaluate.h. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
 #include "evaluate.h"
 #include "ops.h"
+#include "train.h"
 
 int eval_argmax(const float *z, int classes) {
     int best = 0;
@@ -72,4 +74,49 @@ int eval_pass(struct ag_ctx *c, struct nn_model *m, struct feeder *feed, const f
     ag_reset(c);
     free(host);
     return rc < 0 ? -1 : 0;
+}
+
+int eval_model_open(struct eval_model *em, const char *path, const char *const *sets, int n_sets, FILE *out) {
+    memset(em, 0, sizeof *em);
+    if (ckpt_read_info(path, &em->info)) return -1;
+    struct config *cfg = &em->info.cfg;
+    uint64_t shape = cfg_fingerprint(cfg);
+    for (int i = 0; i < n_sets; i++) {
+        if (cfg_set(cfg, sets[i])) goto fail;
+        if (cfg_fingerprint(cfg) != shape) {
+            err_set("--set %s would change the model the checkpoint holds; only settings of how it runs (loader, "
+                    "device, kernels, data.path) can change", sets[i]);
+            goto fail;
+        }
+    }
+    if (cfg_validate(cfg, "--set")) goto fail;
+    for (int c = 0; c < cfg->data.channels; c++) em->mean[c] = (float)cfg->data.mean.v[c], em->std[c] = (float)cfg->data.std.v[c];
+    struct ckpt_info again;
+    if (!(em->be = train_pick_backend(cfg, out)) || ckpt_open_model(path, em->be, &em->m, &again)) goto fail;
+    ckpt_info_free(&again);
+    if (ag_ctx_init(&em->ctx, em->be)) {
+        nn_model_free(&em->m);
+        goto fail;
+    }
+    return 0;
+fail:
+    ckpt_info_free(&em->info);
+    return -1;
+}
+
+void eval_model_close(struct eval_model *em) {
+    ag_ctx_free(&em->ctx);
+    nn_model_free(&em->m);
+    ckpt_info_free(&em->info);
+}
+
+void eval_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
 }

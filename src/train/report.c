@@ -73,8 +73,10 @@ void report_print(FILE *f, const struct run_totals *t, const struct config *cfg)
     line(f, "waiting", t->wait_ns, t->wall_ns);
     line(f, "copy h2d", t->h2d_ns, t->wall_ns);
     line(f, "compute", t->compute_ns, t->wall_ns);
+    if (t->world > 1) line(f, " all-reduce", t->comm_ns, t->wall_ns); /* inside compute: the ranks' collectives */
     line(f, "other", other, t->wall_ns);
     fprintf(f, "  throughput %.0f images/s", report_rate(t->images, t->wall_ns));
+    if (t->world > 1) fprintf(f, " on this rank, %.0f for the %d ranks", t->world * report_rate(t->images, t->wall_ns), t->world);
     if (t->steps > RUN_WARM_STEPS)
         fprintf(f, "; %.0f after the first %d steps (%.0f ms: the step arena sizing itself)",
                 report_rate(t->images - t->warm_images, t->wall_ns - t->warm_ns), RUN_WARM_STEPS,

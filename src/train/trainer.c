@@ -5,7 +5,12 @@
  *   wait     feeder_next blocks until the loader's ring has the batch
  *   h2d      the feeder copies it to the device (nothing to copy on the CPU)
  *   compute  normalize -> forward -> loss -> backward -> SGD -> arena reset
- * Everything else in the step's wall time is "other". */
+ * Everything else in the step's wall time is "other".
+ *
+ * Data parallel (dist.h): every rank runs this loop on its share of each epoch. Rank
+ * 0's initial weights are broadcast; each step the ranks agree on the loss (a NaN on
+ * one stops all) and on Ctrl-C, and average their gradients before the update, so
+ * their parameters stay bit-identical; rank 0 alone evaluates, prints and saves. */
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -17,6 +22,7 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "dist.h"
 #include "error.h"
 #include "evaluate.h"
 #include "feeder.h"
@@ -47,6 +53,7 @@ struct trainer {
     long stop_at;            /* max_steps cuts the run short; the schedule stays, so a cut
                                 run is a prefix of the full one and resumes into it */
     struct run_totals tot;
+    bool stop_agreed;        /* data parallel: some rank was asked to stop this step */
 };
 
 static int64_t process_cpu_ns(void) { return os_clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
@@ -135,6 +142,10 @@ void train_loader_config(const struct config *cfg, bool train, struct loader_con
     lc->cache = c->cache;
     lc->io_delay_us = (unsigned)c->io_delay_us;
     lc->on_bad_sample = cfg->data.on_bad_sample;
+    if (train) { /* each rank its share of every epoch; the test split is rank 0's alone */
+        lc->rank = dist_rank();
+        lc->world = dist_world();
+    }
 }
 
 int train_make_feed(const struct config *cfg, const struct backend *be, const struct dataset *ds, bool train,
@@ -165,9 +176,22 @@ static enum step_result train_step(struct trainer *t, const struct fed_batch *fb
     if (!loss) return STEP_ERROR;
     *correct = op_accuracy_count(c, logits, fb->labels);
     *loss_out = ag_item(c, loss);
+    if (dist_world() > 1) { /* one small collective keeps the ranks in step: the mean loss and any stop */
+        float agree[2] = {*loss_out, t->opt->stop && *t->opt->stop ? 1.0f : 0.0f};
+        int64_t c0 = os_now_ns();
+        if (dist_allreduce_mean(agree, 2)) return STEP_ERROR;
+        *loss_out = agree[0];
+        t->stop_agreed = agree[1] > 0;
+        t->tot.comm_ns += os_now_ns() - c0;
+    }
     if (!isfinite(*loss_out)) return STEP_DIVERGED;  /* before the update: weights stay as they were */
     nn_zero_grad(&t->model);
     if (ag_backward(c, loss)) return STEP_ERROR;
+    if (dist_world() > 1) { /* the gradients averaged over the ranks (flat buffer, host memory) */
+        int64_t c0 = os_now_ns();
+        if (dist_allreduce_mean(t->model.ps.g, t->model.ps.total)) return STEP_ERROR;
+        t->tot.comm_ns += os_now_ns() - c0;
+    }
     optim_sgd_step(&t->model, &t->sgd, lr);
     ag_reset(c);
     if (t->be->check && t->be->check()) return STEP_ERROR;  /* an asynchronous kernel failure */
@@ -227,7 +251,7 @@ static void progress(struct trainer *t, int epoch, long i, long nb, const struct
 /* ---- checkpoints ---------------------------------------------------------------- */
 
 static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
-    if (!t->cfg->train.checkpoint[0]) return 0;
+    if (!t->cfg->train.checkpoint[0] || dist_rank() != 0) return 0;
     struct ckpt_state st;
     memset(&st, 0, sizeof st);
     st.fingerprint = cfg_fingerprint(t->cfg);
@@ -235,7 +259,7 @@ static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
     st.batch_in_epoch = batch_in_epoch;
     st.step = t->step;
     st.epochs_done = epoch;  /* `epoch` is the one in progress (or next), counted from 0 */
-    st.world_size = 1;
+    st.world_size = (uint32_t)dist_world();
     int classes = t->cfg->data.classes;
     const char **names = calloc((size_t)classes, sizeof *names);
     if (!names) return err_set("out of host memory for %d class names", classes);
@@ -276,6 +300,34 @@ static int make_parent_dirs(const char *path, FILE *out) {
     return 0;
 }
 
+/* Data parallel: the same config everywhere, and rank 0's initial weights and BN
+ * buffers on every rank. Collectives move host memory, so this is the CPU's path. */
+static int join_world(struct trainer *t) {
+    int world = dist_world();
+    if (world == 1) return 0;
+    if (t->be->dev != DEV_CPU)
+        return err_set("data-parallel training across %d processes runs on the CPU for now (collectives move "
+                       "host memory; the NCCL path for GPUs is not built yet). HINT: --device cpu", world);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return err_set("out of host memory");
+    cfg_print(t->cfg, f);
+    fclose(f);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)text[i]) * 0x100000001b3ull;
+    free(text);
+    if (dist_check_same(h, "config")) return -1;
+    struct nn_params *ps = &t->model.ps;
+    if (dist_broadcast(ps->w, ps->total * sizeof(float))) return -1;
+    for (int i = 0; i < ps->n_buffers; i++)
+        if (dist_broadcast(ps->buffers[i]->data, ps->buffers[i]->numel * sizeof(float))) return -1;
+    fprintf(t->out, "data parallel: %d ranks (%s), batch %d per rank, global batch %d; rank 0 prints and saves\n",
+            world, dist_name(), t->cfg->loader.batch, world * t->cfg->loader.batch);
+    t->tot.world = world;
+    return 0;
+}
+
 static int setup(struct trainer *t) {
     const struct config *cfg = t->cfg;
     if (cfg->train.threads > 0) omp_set_num_threads(cfg->train.threads);
@@ -297,9 +349,9 @@ static int setup(struct trainer *t) {
     if (model_build(&t->model, cfg)) return err_wrap("[model]: ");
     fprintf(t->out, "model: %s\n", cfg_enum_name("model.arch", cfg->model.arch));
     if (nn_model_shapes(&t->model, cfg->loader.batch, t->out, NULL, NULL)) return -1;
-    if (nn_model_finalize(&t->model, t->be) || ag_ctx_init(&t->ctx, t->be)) return -1;
+    if (nn_model_finalize(&t->model, t->be) || ag_ctx_init(&t->ctx, t->be) || join_world(t)) return -1;
     /* find out now, not after the first epoch, that checkpoints can't be written */
-    if (cfg->train.checkpoint[0] && (make_parent_dirs(cfg->train.checkpoint, t->out) ||
+    if (cfg->train.checkpoint[0] && dist_rank() == 0 && (make_parent_dirs(cfg->train.checkpoint, t->out) ||
                                      ckpt_check_writable(cfg->train.checkpoint, ckpt_file_bytes(&t->model))))
         return err_wrap("[train] checkpoint: ");
     if (train_make_feed(cfg, t->be, t->train_ds, true, &t->train_ld, &t->train_feed) ||
@@ -331,6 +383,10 @@ static int resume(struct trainer *t, int *first_epoch, long *first_batch) {
     struct ckpt_state st;
     if (ckpt_load(t->opt->resume, &t->model, &st, cfg_fingerprint(t->cfg)))
         return err_wrap("--resume: ");
+    if ((int)st.world_size != dist_world())
+        return err_set("--resume: %s was written by %u process%s, this run has %d: each rank's share of an epoch "
+                       "depends on the world size. HINT: resume with mpirun -np %u (or train anew)",
+                       t->opt->resume, st.world_size, st.world_size == 1 ? "" : "es", dist_world(), st.world_size);
     *first_epoch = (int)st.epoch;
     *first_batch = (long)st.batch_in_epoch;
     t->step = (long)st.step;
@@ -444,13 +500,24 @@ static enum train_status train_epoch(struct trainer *t, int epoch, long start, l
             fprintf(t->metrics, "%ld,%d,%ld,%.9g,%.6f,%d,%d\n", t->step, epoch + 1, i, lr, loss, correct, n);
         account(t, m, n, fb.wait_ns, loss, correct, h2d, compute, os_now_ns() - t0);
         progress(t, epoch, i, nb, m, false);
-        if (t->opt->stop && *t->opt->stop) {
+        if (dist_world() > 1 ? t->stop_agreed : t->opt->stop && *t->opt->stop) {
             status = interrupted(t, epoch, i + 1);
             break;
         }
     }
     *next = i;
     return status;
+}
+
+/* Data parallel, at each epoch's end: every rank's parameters must be the same bits. */
+static int check_in_step(struct trainer *t) {
+    const struct nn_params *ps = &t->model.ps;
+    uint64_t h = 0xcbf29ce484222325ull;
+    const unsigned char *p = (const unsigned char *)ps->w;
+    for (size_t i = 0; i < ps->total * sizeof(float); i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    if (dist_check_same(h, "parameters")) return err_wrap("the ranks drifted apart: ");
+    fprintf(t->out, " [parameters identical on %d ranks]", dist_world());
+    return 0;
 }
 
 /* The epoch's line (and the test split's numbers when it is time), then its checkpoint. */
@@ -462,7 +529,11 @@ static enum train_status end_epoch(struct trainer *t, int epoch, long next, long
             m->steps ? m->loss_sum / (double)m->steps : 0.0, m->images ? 100.0 * (double)m->correct / m->images : 0.0,
             el > 0 ? (double)m->images / el : 0.0, el);
     bool last = epoch + 1 == cfg->train.epochs || t->step >= t->stop_at;
-    if (cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last)) {
+    if (dist_world() > 1 && check_in_step(t)) {
+        fputc('\n', t->out);
+        return TRAIN_ERROR;
+    }
+    if (cfg->train.eval_every > 0 && ((epoch + 1) % cfg->train.eval_every == 0 || last) && dist_rank() == 0) {
         double tl = 0, ta = 0;
         if (evaluate(t, &tl, &ta)) {
             fputc('\n', t->out);

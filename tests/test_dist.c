@@ -1,0 +1,184 @@
+/* test_dist.c — data-parallel training under mpirun on this one machine: ranks end
+ * with the same parameters, 2 ranks x batch 8 train what 1 rank x batch 16 does, a
+ * 2-rank run resumes exactly, and a config mismatch or a rank that dies ends the job
+ * with a message naming the rank. Each test starts ./train through mpirun (Open MPI,
+ * oversubscribed: 2 cores here); without mpirun every test says it was skipped. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "error.h"
+#include "testutil.h"
+#include "fixtures/datagen.h"
+#include "fixtures/smoke.h"
+
+static char dir[64];
+
+/* mpirun as root needs these; one thread per rank so 3 ranks fit 2 cores */
+#define MPIRUN "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 " \
+               "timeout 120 mpirun --oversubscribe"
+#define TRAIN "./train configs/smoke.cfg --set train.threads=1 --set data.path="
+
+static void setup(void) {
+    if (system("command -v mpirun >/dev/null 2>&1") != 0)
+        cr_skip_test("mpirun not found: data-parallel tests need Open MPI (make setup installs openmpi-bin)");
+    snprintf(dir, sizeof dir, "build/test-dist-XXXXXX");
+    mkdir("build", 0755);
+    cr_assert_not_null(mkdtemp(dir));
+    smoke_write_split(dir, "train", 48, 1);
+    smoke_write_split(dir, "test", 16, 2);
+}
+
+static void teardown(void) {
+    char cmd[256];
+    if (!dir[0]) return;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
+TestSuite(dist, .init = setup, .fini = teardown, .timeout = 180);
+
+/* mpirun -np N ./train smoke.cfg on our data, plus `extra`. */
+static int run_ranks(int n, const char *extra, char **out) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, MPIRUN " -np %d " TRAIN "%s %s", n, dir, extra);
+    return smoke_run(cmd, out);
+}
+
+static void skip_without_mpi_build(const char *out) {
+    if (strstr(out, "built without MPI")) cr_skip_test("this nostall was built without MPI (no libopenmpi-dev)");
+}
+
+Test(dist, two_and_three_ranks_keep_identical_parameters) {
+    for (int n = 2; n <= 3; n++) {
+        char *out, want[64];
+        int rc = run_ranks(n, "--set train.epochs=2", &out);
+        skip_without_mpi_build(out);
+        cr_expect_eq(rc, 0, "%d ranks: exit %d\n%s", n, rc, out);
+        snprintf(want, sizeof want, "data parallel: %d ranks (mpi)", n);
+        cr_expect(strstr(out, want), "%s", out);
+        snprintf(want, sizeof want, "[parameters identical on %d ranks]", n);
+        const char *first = strstr(out, want);
+        cr_expect(first && strstr(first + 1, want), "both epochs must check the parameters:\n%s", out);
+        cr_expect(strstr(out, "all-reduce"), "the report has no all-reduce row:\n%s", out);
+        free(out);
+    }
+}
+
+/* The parameters of a checkpoint, opened as ./eval would. */
+static struct nn_model open_params(const char *path) {
+    struct nn_model m;
+    struct ckpt_info info;
+    cr_assert_eq(ckpt_open_model(path, &cpu_vectorized_backend, &m, &info), 0, "%s", err_get());
+    ckpt_info_free(&info);
+    return m;
+}
+
+Test(dist, two_ranks_of_8_train_what_one_rank_of_16_does) {
+    /* no batch norm: its statistics are per rank, so only a model without it is the same
+     * computation split in two */
+    const char *model = "--set 'model.layers=conv3x3-8 relu maxpool2 conv3x3-16 relu gap linear' "
+                        "--set train.epochs=2 --set train.eval_every=0";
+    char extra[1024], one[128], two[128], *out;
+    snprintf(one, sizeof one, "%s/one.ckpt", dir);
+    snprintf(two, sizeof two, "%s/two.ckpt", dir);
+    snprintf(extra, sizeof extra, "%s --set loader.batch=16 --set train.checkpoint=%s", model, one);
+    cr_assert_eq(run_ranks(1, extra, &out), 0, "%s", out);
+    free(out);
+    snprintf(extra, sizeof extra, "%s --set loader.batch=8 --set train.checkpoint=%s", model, two);
+    int rc = run_ranks(2, extra, &out);
+    skip_without_mpi_build(out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "global batch 16"), "%s", out);
+    free(out);
+    struct nn_model a = open_params(one), b = open_params(two);
+    cr_assert_eq(a.ps.n_params, b.ps.n_params);
+    for (int i = 0; i < a.ps.n_params; i++) {
+        double err = tu_tensor_rel_err(a.ps.params[i]->data, b.ps.params[i]->data, a.ps.params[i]->numel);
+        cr_expect_lt(err, 1e-4, "%s: 1 x 16 and 2 x 8 differ by %g of the tensor's scale after 24 steps",
+                     a.ps.param_names[i], err);
+        cr_log_info("%s: relative difference %.2g", a.ps.param_names[i], err);
+    }
+    nn_model_free(&a);
+    nn_model_free(&b);
+}
+
+/* The bytes of a checkpoint from its classes section on (tensors, optimizer, state). */
+static char *after_config(const char *path, long *n) {
+    size_t len;
+    char *b = (char *)dg_read_file(path, &len);
+    cr_assert_not_null(b, "no checkpoint %s", path);
+    char *c = memmem(b, len, "classes\0", 8);
+    cr_assert_not_null(c);
+    *n = (long)(len - (size_t)(c - b) - 4);
+    char *copy = malloc((size_t)*n);
+    memcpy(copy, c, (size_t)*n);
+    free(b);
+    return copy;
+}
+
+Test(dist, a_two_rank_run_resumes_exactly) {
+    char extra[1024], *out;
+    snprintf(extra, sizeof extra, "--set train.epochs=2 --set train.eval_every=0 --set train.checkpoint=%s/full.ckpt", dir);
+    int rc = run_ranks(2, extra, &out);
+    skip_without_mpi_build(out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    snprintf(extra, sizeof extra, "--set train.epochs=2 --set train.eval_every=0 --set train.max_steps=9 "
+                                  "--set train.checkpoint=%s/half.ckpt", dir);
+    cr_assert_eq(run_ranks(2, extra, &out), 0, "%s", out);
+    free(out);
+    snprintf(extra, sizeof extra, "--set train.epochs=2 --set train.eval_every=0 --set train.checkpoint=%s/half.ckpt "
+                                  "--resume %s/half.ckpt", dir, dir);
+    cr_assert_eq(run_ranks(2, extra, &out), 0, "%s", out);
+    cr_expect(strstr(out, "resumed from"), "%s", out);
+    free(out);
+    /* with another world size the shares of the epoch differ: refused */
+    cr_expect_eq(run_ranks(3, extra, &out), 1, "%s", out);
+    cr_expect(strstr(out, "written by 2 processes, this run has 3"), "%s", out);
+    free(out);
+    char pa[128], pb[128];
+    snprintf(pa, sizeof pa, "%s/full.ckpt", dir);
+    snprintf(pb, sizeof pb, "%s/half.ckpt", dir);
+    long na, nb;
+    char *a = after_config(pa, &na), *b = after_config(pb, &nb);
+    cr_expect(na == nb && memcmp(a, b, (size_t)na) == 0, "2 epochs straight and 9 steps + resume differ");
+    free(a);
+    free(b);
+}
+
+Test(dist, a_config_mismatch_is_a_clear_error_on_every_rank) {
+    char cmd[4096], *out;
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 1 " TRAIN "%s : -np 1 " TRAIN "%s --set optim.lr=0.1", dir, dir);
+    int rc = smoke_run(cmd, &out);
+    skip_without_mpi_build(out);
+    cr_expect_neq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "rank 1's config differs from rank 0's"), "%s", out);
+    free(out);
+}
+
+Test(dist, a_rank_that_dies_ends_the_job_naming_it) {
+    /* a long run; rank 1 is killed once training is under way */
+    char cmd[4096], *out;
+    snprintf(cmd, sizeof cmd,
+             "(" MPIRUN " -np 2 " TRAIN "%s --set train.epochs=1000 --set train.eval_every=0 > %s/log 2>&1; "
+             "echo \"exit $?\" >> %s/log) & "
+             "for i in $(seq 100); do grep -q 'data parallel' %s/log 2>/dev/null && break; sleep 0.1; done; sleep 1; "
+             "pkill -KILL -f -n 'data.path=%s' ; start=$(date +%%s); wait; "
+             "echo \"seconds $(($(date +%%s) - start))\"; cat %s/log",
+             dir, dir, dir, dir, dir, dir);
+    smoke_run(cmd, &out);
+    skip_without_mpi_build(out);
+    int secs = -1;
+    const char *s = strstr(out, "seconds ");
+    if (s) sscanf(s, "seconds %d", &secs);
+    cr_expect(strstr(out, "exit 0") == NULL, "the job ended well though a rank was killed:\n%s", out);
+    cr_expect(strstr(out, "process rank 1") || strstr(out, "process rank 0"), "no rank named:\n%s", out);
+    cr_expect(secs >= 0 && secs <= 10, "the job took %d s to stop after the kill:\n%s", secs, out);
+    free(out);
+}
