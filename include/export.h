@@ -68,8 +68,8 @@ const struct export_tensor *export_list_find(const struct export_list *l, const 
 int export_torch_index(const struct nn_model *m, int layer);
 
 /* Write the model to `path` (see above); cfg supplies the metadata: mean, std, the
- * input shape, the class count and the architecture. The file is written to PATH.tmp
- * and renamed, so PATH is never left half written. 0, or -1 with err_set naming PATH. */
+ * input shape, the class count and the architecture. The file is written whole or not
+ * at all (os_replace_file: PATH.tmp, fsync, rename). 0, or -1 with err_set naming PATH. */
 int export_safetensors(const struct nn_model *m, const struct config *cfg, const char *path);
 int export_onnx(const struct nn_model *m, const struct config *cfg, const char *path);
 

@@ -1,5 +1,4 @@
-/* common.c — the metadata both exported formats carry, and writing a file whole. */
-#include <errno.h>
+/* common.c — the metadata both exported formats carry. */
 #include <stdio.h>
 #include <string.h>
 
@@ -41,29 +40,4 @@ void export_meta_fill(const struct nn_model *m, const struct config *cfg, struct
     meta_add_key(meta, "mean", cfg, "data.mean");
     meta_add_key(meta, "std", cfg, "data.std");
     meta_add(meta, "input", "float32 NCHW, already normalized: x = (pixel / 255 - mean[c]) / std[c]");
-}
-
-int export_write_file(const char *path, const char *what, const void *head, size_t head_len, const void *body,
-                      size_t body_len) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return err_set("%s: the path is too long (%zu bytes)", path, strlen(path));
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        return err_set("writing the %s file %s: fopen: %s; HINT: check that the directory exists and is "
-                       "writable", what, tmp, strerror(errno));
-    int ok = fwrite(head, 1, head_len, f) == head_len && (!body_len || fwrite(body, 1, body_len, f) == body_len);
-    int e = errno;
-    if (fclose(f) != 0 && ok) { ok = 0; e = errno; }
-    if (!ok) {
-        remove(tmp);
-        return err_set("writing the %s file %s: %s; HINT: check the free disk space", what, tmp, strerror(e));
-    }
-    if (rename(tmp, path)) {
-        e = errno;
-        remove(tmp);
-        return err_set("writing the %s file %s: rename from %s: %s; HINT: is %s a directory?", what, path, tmp,
-                       strerror(e), path);
-    }
-    return 0;
 }

@@ -28,6 +28,7 @@
 #include "export.h"
 #include "export_internal.h"
 #include "onnx.pb-c.h"
+#include "os.h"
 
 /* The graph under construction. Every allocation is recorded in `owned` and freed at
  * the end; the first failure sets `oom`, and the builders then return NULL. */
@@ -375,11 +376,11 @@ int export_onnx(const struct nn_model *m, const struct config *cfg, const char *
         if (!buf) rc = err_set("out of host memory for %zu bytes", len);
         else {
             onnx__model_proto__pack(&mp, buf);
-            rc = export_write_file(path, "ONNX", buf, len, NULL, 0);
+            rc = os_replace_file(path, buf, len, "ONNX model");
             free(buf);
         }
     }
-    if (rc) err_wrap("exporting %s: ", path);
+    if (rc) err_wrap("exporting: ");
     for (size_t i = 0; i < g.n_owned; i++) free(g.owned[i]);
     free(g.owned);
     free(g.node);

@@ -9,7 +9,7 @@
  *   the data            each tensor's bytes, little-endian, C order, one after the
  *                       other; offsets count from the data's start
  *
- * The I64 tensors (num_batches_tracked) come first, then the F32 ones in the walk's
+ * The file is written whole or not at all (os_replace_file). The I64 tensors (num_batches_tracked) come first, then the F32 ones in the walk's
  * order, so every tensor starts aligned to its element size. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +19,7 @@
 #include "error.h"
 #include "export.h"
 #include "export_internal.h"
+#include "os.h"
 
 /* A growing string; a failed allocation is remembered and reported once at the end. */
 struct sbuf {
@@ -121,7 +122,7 @@ int export_safetensors(const struct nn_model *m, const struct config *cfg, const
     int *order = malloc((size_t)(l.n ? l.n : 1) * sizeof *order);
     struct export_meta *meta = malloc(sizeof *meta);
     struct sbuf s = {0};
-    unsigned char *data = NULL;
+    unsigned char *file = NULL;  /* the length, the header, the data */
     int rc = -1;
     if (!order || !meta) { err_set("exporting %s: out of host memory", path); goto out; }
     file_order(&l, order);
@@ -130,20 +131,21 @@ int export_safetensors(const struct nn_model *m, const struct config *cfg, const
     header(&s, &l, order, meta);
     size_t data_bytes = 0;
     for (int i = 0; i < l.n; i++) data_bytes += l.t[i].numel * elem_bytes(&l.t[i]);
-    if (s.oom || !(data = malloc(data_bytes ? data_bytes : 1))) {
+    if (s.oom || !(file = malloc(s.n + data_bytes))) {
         err_set("exporting %s: out of host memory", path);
         goto out;
     }
     uint64_t hlen = s.n - 8;
-    for (int b = 0; b < 8; b++) s.p[b] = (char)(hlen >> (8 * b));
-    size_t at = 0;
+    memcpy(file, s.p, s.n);
+    for (int b = 0; b < 8; b++) file[b] = (unsigned char)(hlen >> (8 * b));
+    size_t at = s.n;
     for (int k = 0; k < l.n; k++) {
         const struct export_tensor *e = &l.t[order[k]];
-        for (size_t i = 0; i < e->numel; i++, at += elem_bytes(e)) put_le(data + at, e, i);
+        for (size_t i = 0; i < e->numel; i++, at += elem_bytes(e)) put_le(file + at, e, i);
     }
-    rc = export_write_file(path, "safetensors", s.p, s.n, data, data_bytes);
+    if ((rc = os_replace_file(path, file, at, "safetensors file"))) err_wrap("exporting: ");
 out:
-    free(data);
+    free(file);
     free(s.p);
     free(meta);
     free(order);
