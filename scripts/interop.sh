@@ -44,7 +44,9 @@ $B/bin/train configs/resnet_small.cfg --set train.device=cpu --set train.epochs=
 echo "interop: trained $STEPS steps of resnet_small -> $W/resnet_small.ckpt"
 $B/bin/export $W/resnet_small.ckpt --format onnx $W/resnet_small.onnx
 $B/bin/export $W/resnet_small.ckpt --format safetensors $W/resnet_small.safetensors
-$B/bin/eval $W/resnet_small.ckpt --logits $W/logits.bin --limit $N
+$B/bin/eval $W/resnet_small.ckpt --logits $W/logits.bin --limit $N >$W/eval.log 2>&1 \
+  || { tail -n 20 $W/eval.log >&2; echo "interop: ./eval failed; the log is $W/eval.log" >&2; exit 1; }
+echo "interop: nostall's logits on the first $N test images -> $W/logits.bin (./eval --logits)"
 
 mkdir -p "$(dirname $REPORT)"
 $V/bin/python scripts/interop.py --onnx $W/resnet_small.onnx --safetensors $W/resnet_small.safetensors \
