@@ -52,4 +52,4 @@ mkdir -p "$(dirname $REPORT)"
 $V/bin/python scripts/interop.py --onnx $W/resnet_small.onnx --safetensors $W/resnet_small.safetensors \
   --logits $W/logits.bin --report $REPORT --doc docs/export.md \
   --note "resnet_small after $STEPS training steps on the CPU; nostall's logits by ./eval --logits on the first $N test images" \
-  --note "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+  --note "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ":!$REPORT" ':!docs/export.md' 2>/dev/null || echo ' (with local changes)')"
