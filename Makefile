@@ -1,5 +1,5 @@
 # nostall — one build for CPU and (when nvcc is present) CUDA.
-#   make            build the library, ./train, ./bench, ./prepare
+#   make            build the library, ./train, ./bench, ./prepare, ./export
 #   make test       install what is missing, build, run every Criterion suite
 #   make run        install, build, prepare Fashion-MNIST, train configs/resnet_small.cfg
 #   make bench      the benchmarks (not part of the tests)
@@ -11,9 +11,12 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude -Ikernels \
            $(shell pkg-config --cflags stb 2>/dev/null)
-LDLIBS  += -lopenblas $(shell pkg-config --libs stb 2>/dev/null || echo -lstb) -lz -lm -lpthread
+LDLIBS  += -lopenblas $(shell pkg-config --libs stb 2>/dev/null || echo -lstb) -lz -lm -lpthread -lprotobuf-c
 LDFLAGS += -fopenmp
 BUILD   := build
+# Generated code (the ONNX exporter's protobuf messages): $(BUILD)/gen, on the include path.
+GEN     = $(BUILD)/gen
+CFLAGS  += -I$(GEN)
 
 # --- CUDA detection: CUDA=auto uses nvcc when it is on PATH or in /usr/local/cuda.
 CUDA  ?= auto
@@ -75,13 +78,13 @@ ifeq ($(MPI),1)
 endif
 
 LIB_SRC := $(wildcard src/*/*.c kernels/*.c kernels/cpu/*.c models/*.c)
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN)/onnx.pb-c.o $(CUDA_OBJ)
 LIB     := $(BUILD)/libnostall.a
-TOOLS   := train bench prepare eval predict
+TOOLS   := train bench prepare eval predict export
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all setup test run data bench clean check-layers
+.PHONY: all setup test run data bench clean check-layers interop
 # The tools are built in build/bin and linked into the top folder (./train, ./bench,
 # ./prepare); `make bench` is the benchmark run, not the binary.
 all: $(TOOL_BINS)
@@ -90,6 +93,16 @@ all: $(TOOL_BINS)
 $(BUILD)/%.o: %.c $(wildcard include/*.h kernels/*.h kernels/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The ONNX messages in C: protoc-c on the onnx.proto of Debian's python3-onnx (never
+# vendored; scripts/gen-onnx.sh says which package is missing). Always required: the
+# packages are in DEB_PKGS, so make setup installs them.
+$(GEN)/onnx.pb-c.c:
+	@sh scripts/gen-onnx.sh $(GEN)
+$(GEN)/onnx.pb-c.h: $(GEN)/onnx.pb-c.c
+$(GEN)/onnx.pb-c.o: $(GEN)/onnx.pb-c.c
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/src/export/onnx.o: $(GEN)/onnx.pb-c.h
 
 $(BUILD)/%.o: %.cu $(wildcard include/*.h kernels/*.h kernels/*/*.h kernels/emu/*.h)
 	@mkdir -p $(dir $@)
@@ -117,12 +130,13 @@ $(BUILD)/tests/tsan_cuda: tests/tsan_cuda.c tests/ring_check.h tests/testutil.h 
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 $(BUILD)/tests/test_cuda: tests/ring_check.h
+$(BUILD)/tests/test_export: $(GEN)/onnx.pb-c.h
 # The kernel cases the CPU and CUDA kernel suites share.
 $(BUILD)/tests/test_kernels $(BUILD)/tests/test_cuda: tests/kcases.h
 
 # Installs only what is missing; prints what it does.
 DEB_PKGS := build-essential pkg-config libcriterion-dev libstb-dev libopenblas-dev zlib1g-dev \
-            libopenmpi-dev openmpi-bin
+            libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler python3-onnx
 setup:
 	@sh scripts/setup.sh $(DEB_PKGS)
 
@@ -150,6 +164,15 @@ bench: all
 
 clean:
 	rm -rf $(BUILD) $(TOOLS)
+
+# The exported model read by other frameworks: a short resnet_small run exported as ONNX
+# and safetensors, checked against nostall's logits in onnxruntime and PyTorch
+# (docs/export.md); writes docs/runs/interop.txt. Python packages: Debian's, plus
+# pinned onnxruntime and safetensors from PyPI in build/interop-venv (kept).
+interop: setup
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory data
+	@BUILD=$(BUILD) sh scripts/interop.sh
 
 # Includes point down the layers (docs/design.md); then the check must catch a planted
 # upward include (core including train.h) in a scratch tree.

@@ -11,10 +11,16 @@
 #   5 nn loader viz
 #   6 optim models
 #   7 train     train.h report.h checkpoint.h evaluate.h
+#   7 export    export.h, src/export/**   (a trained model written for other frameworks)
 #   8 tools     tools/**
 # A file's module is its folder (src/<module>/, kernels/, models/, tools/); a header's
 # is the table below. tests/ may include anything. A header missing from the table is
 # an error, so a new header has to be given its layer.
+# export sits on train's layer: it reads a finalized model (nn) and its config, may use
+# anything below it (models, optim), and only tools use it. It needs no checkpoint (the
+# tool opens one and hands the model over) and the trainer needs no export, so neither
+# includes the other. onnx.pb-c.h, generated from Debian's onnx.proto into
+# $(BUILD)/gen, is export's.
 ROOT=${1:-.}
 cd "$ROOT"
 
@@ -22,7 +28,7 @@ rank() {
   case $1 in
     base) echo 0 ;; kernels) echo 1 ;; core) echo 2 ;; autograd) echo 3 ;;
     ops|data|config|trace) echo 4 ;; nn|loader|viz|dist) echo 5 ;;
-    optim|models) echo 6 ;; train) echo 7 ;; tools) echo 8 ;; *) echo "" ;;
+    optim|models) echo 6 ;; train|export) echo 7 ;; tools) echo 8 ;; *) echo "" ;;
   esac
 }
 
@@ -34,6 +40,7 @@ header_module() {
     config.h|schema.h) echo config ;; trace.h) echo trace ;; nn.h) echo nn ;;
     loader.h|feeder.h) echo loader ;; viz.h) echo viz ;; optim.h) echo optim ;; models.h) echo models ;;
     train.h|report.h|checkpoint.h|evaluate.h) echo train ;; dist.h) echo dist ;; bench.h) echo tools ;;
+    export.h|export_internal.h|onnx.pb-c.h) echo export ;;
     *) echo "" ;;
   esac
 }
