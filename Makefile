@@ -84,7 +84,7 @@ TOOLS   := train bench prepare eval predict export
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all setup test run data bench clean check-layers interop
+.PHONY: all setup test run data bench clean check-layers interop interop-doc
 # The tools are built in build/bin and linked into the top folder (./train, ./bench,
 # ./prepare); `make bench` is the benchmark run, not the binary.
 all: $(TOOL_BINS)
@@ -167,12 +167,15 @@ clean:
 
 # The exported model read by other frameworks: a short resnet_small run exported as ONNX
 # and safetensors, checked against nostall's logits in onnxruntime and PyTorch
-# (docs/export.md); writes docs/runs/interop.txt. Python packages: Debian's, plus
-# pinned onnxruntime and safetensors from PyPI in build/interop-venv (kept).
+# (docs/export.md); reports to build/interop/interop.txt (make interop-doc: to
+# docs/runs/interop.txt and docs/export.md). Python packages: Debian's, plus pinned
+# onnxruntime and safetensors from PyPI in build/interop-venv (kept).
 interop: setup
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory data
 	@BUILD=$(BUILD) sh scripts/interop.sh
+interop-doc:
+	@INTEROP_DOC=1 $(MAKE) --no-print-directory interop
 
 # Includes point down the layers (docs/design.md); then the check must catch a planted
 # upward include (core including train.h) in a scratch tree.

@@ -1,9 +1,10 @@
 #!/bin/sh
 # interop.sh — make interop: train resnet_small briefly, export it as ONNX and as
 # safetensors, and check both against nostall's own logits in onnxruntime and PyTorch
-# (scripts/interop.py says what each check measures; docs/export.md). Writes
-# docs/runs/interop.txt and copies it into docs/export.md. The tools come from
-# $BUILD/bin (make passes BUILD).
+# (scripts/interop.py says what each check measures; docs/export.md). Writes its
+# report to build/interop/interop.txt; with INTEROP_DOC=1 (make interop-doc) to
+# docs/runs/interop.txt, copied into docs/export.md, so that CI leaves the tree as it
+# was. The tools come from $BUILD/bin (make passes BUILD).
 #
 # Python: Debian's /usr/bin/python3 (the first python3 on PATH may be another one that
 # cannot see Debian's python3-* modules) in a venv with --system-site-packages, so
@@ -18,7 +19,8 @@ STEPS=100           # a few seconds on 2 cores: BN statistics and weights away f
 N=256               # test images compared
 W=build/interop
 V=build/interop-venv
-REPORT=docs/runs/interop.txt
+REPORT=$W/interop.txt DOC=
+[ "${INTEROP_DOC:-0}" = 1 ] && REPORT=docs/runs/interop.txt DOC="--doc docs/export.md"
 
 # onnxruntime's own dependencies come from Debian too (packaging, coloredlogs,
 # flatbuffers; sympy and protobuf arrive with python3-torch and python3-onnx).
@@ -50,6 +52,6 @@ echo "interop: nostall's logits on the first $N test images -> $W/logits.bin (./
 
 mkdir -p "$(dirname $REPORT)"
 $V/bin/python scripts/interop.py --onnx $W/resnet_small.onnx --safetensors $W/resnet_small.safetensors \
-  --logits $W/logits.bin --report $REPORT --doc docs/export.md \
+  --logits $W/logits.bin --report $REPORT $DOC \
   --note "resnet_small after $STEPS training steps on the CPU; nostall's logits by ./eval --logits on the first $N test images" \
   --note "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ":!$REPORT" ':!docs/export.md' 2>/dev/null || echo ' (with local changes)')"
