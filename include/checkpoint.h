@@ -27,7 +27,7 @@
  *              precision, whatever the training precision); ndim u32 (1..4);
  *              reserved u32; dims: 4 x i64 (unused = 1) }, then each tensor's values
  *              in table order. Parameters come first, in the model's order.
- *   "optim"    name: 16 bytes NUL-padded ("sgd"); steps u64 (the optimizer's own count);
+ *   "optim"    name: 16 bytes NUL-padded ("sgd"); steps u64 (updates applied: the run's step);
  *              n_slots u32; reserved u32; n_slots x { slot name: 16 bytes }, then per
  *              slot the state of every parameter in table order, f32 (SGD: one slot,
  *              "momentum").
@@ -107,8 +107,9 @@ int ckpt_open_model(const char *path, const struct backend *be, struct nn_model 
 int ckpt_read_info(const char *path, struct ckpt_info *info);
 int ckpt_read_info_mem(const void *buf, size_t len, struct ckpt_info *info);
 
-/* An upper bound of the size in bytes of m's checkpoint file (m finalized): the values
- * exactly, the text sections at their largest. For the disk-space check. */
+/* About the size in bytes of m's checkpoint file (m finalized), for the disk-space
+ * check: the values exactly, plus 64 KiB for the text sections (a config is about 4 KiB;
+ * thousands of long class names would need more). */
 size_t ckpt_file_bytes(const struct nn_model *m);
 
 /* Before training: checks that a checkpoint can be saved at `path` — its directory

@@ -24,15 +24,16 @@ struct eval_model {
     float mean[4], std[4];    /* data.mean/std per channel */
 };
 
-/* Opens `path`. `sets` are "section.key=value" assignments (e.g. loader.workers=4,
- * train.device=cpu, data.path=...); one that would change the model (a [model] key,
- * the input shape, the classes) is refused. The device choice is printed to `out`.
+/* Opens `path`. `sets` are "section.key=value" assignments of how the model runs and
+ * where its data is (loader.*, train.device/kernels/threads/tf32, data.path, ...); any
+ * other key (the model, the input shape, the classes, mean/std) is refused. The device choice is printed to `out`.
  * On failure nothing needs closing. */
 int eval_model_open(struct eval_model *em, const char *path, const char *const *sets, int n_sets, FILE *out);
 void eval_model_close(struct eval_model *em);
 
-/* s as a JSON string, quoted and escaped. */
+/* s as a JSON string, quoted and escaped; x as a JSON number (null when not finite). */
 void eval_json_string(FILE *f, const char *s);
+void eval_json_number(FILE *f, double x);
 
 struct eval_result {
     int classes;

@@ -30,7 +30,9 @@ int os_mkdir_p(const char *path);
  * os_replace_file writes PATH.tmp, fsyncs it, renames it over PATH and fsyncs the
  * directory, so at every instant PATH is either the old file or the new one, complete.
  * On failure PATH is untouched, PATH.tmp is removed, and the message names the path,
- * the failing call, errno's text and, for a full disk or a permission problem, a HINT. */
+ * the failing call, errno's text and, for a full disk or a permission problem, a HINT;
+ * except when only the last step, the directory's fsync, fails: PATH is then the new
+ * file, and the message says it may not survive a power loss. */
 int os_replace_file(const char *path, const void *buf, size_t len, const char *what);
 /* Before a long run: PATH's directory exists and is writable, PATH is not a directory,
  * and probe_bytes of disk can be reserved (a probe PATH.tmp is allocated and removed;

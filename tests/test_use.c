@@ -221,9 +221,25 @@ Test(use, truncated_foreign_or_missing_checkpoints_are_refused) {
             free(out);
         }
     }
-    /* a --set that would change the model is refused, not applied */
-    snprintf(cmd, sizeof cmd, "./eval %s --set data.classes=5", ckpt);
-    cr_expect_eq(smoke_run(cmd, &out), 1, "%s", out);
-    cr_expect(strstr(out, "would change the model"), "%s", out);
+    /* a --set that would change what the model computes is refused, not applied */
+    const char *changes[] = {"data.classes=5", "data.mean=0.3", "model.arch=mlp"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "./eval %s --set %s", ckpt, changes[i]);
+        cr_expect_eq(smoke_run(cmd, &out), 1, "%s", out);
+        cr_expect(strstr(out, "would change what the model computes"), "%s:\n%s", changes[i], out);
+        free(out);
+    }
+}
+
+Test(use, json_to_standard_output_is_json_alone) {
+    char cmd[1024], *out;
+    /* in a subshell: smoke_run adds 2>&1 after it, and the report must stay on stderr */
+    snprintf(cmd, sizeof cmd, "(./eval %s --set loader.workers=0 --json - 2>/dev/null)", ckpt);
+    cr_assert_eq(smoke_run(cmd, &out), 0, "%s", out);
+    cr_expect(out[0] == '{' && strstr(out, "\"confusion\"") && out[strlen(out) - 2] == '}', "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "(./predict %s %s/test/class2/0.png --json - 2>/dev/null)", ckpt, dir);
+    cr_assert_eq(smoke_run(cmd, &out), 0, "%s", out);
+    cr_expect(out[0] == '[' && strstr(out, "\"probability\"") && out[strlen(out) - 2] == ']', "%s", out);
     free(out);
 }

@@ -22,6 +22,9 @@
 
 #define MAX_SETS 64
 
+/* The report's stream: standard output, or standard error when --json - takes it. */
+static FILE *out;
+
 static void usage(FILE *f) {
     fprintf(f, "usage: ./eval CHECKPOINT [test|train|FOLDER] [--set section.key=value]... [--device auto|cpu|cuda]\n"
                "              [--limit N] [--json FILE] [--confusion FILE.svg] [--logits FILE]\n"
@@ -84,10 +87,10 @@ static int on_batch(void *ctx, const struct batch *b, int n, const float *logits
     int64_t now = os_now_ns();
     if (r->done == r->total || now - r->last_ns > (r->tty ? 200000000 : 5000000000)) {
         double s = (double)(now - r->start_ns) * 1e-9;
-        fprintf(stdout, r->tty ? "\r\033[Keval: %lld/%lld images, %.1f s" : "eval: %lld/%lld images, %.1f s\n",
+        fprintf(out, r->tty ? "\r\033[Keval: %lld/%lld images, %.1f s" : "eval: %lld/%lld images, %.1f s\n",
                 (long long)r->done, (long long)r->total, s);
-        if (r->tty && r->done == r->total) fputc('\n', stdout);
-        fflush(stdout);
+        if (r->tty && r->done == r->total) fputc('\n', out);
+        fflush(out);
         r->last_ns = now;
     }
     return 0;
@@ -123,9 +126,9 @@ static int check_classes(const struct dataset *ds, const struct ckpt_info *info)
 
 static void print_table(const struct eval_result *r, char **names) {
     int k = r->classes;
-    printf("loss %.4f, accuracy %.2f%% (%lld of %lld)\n\n", r->seen ? r->loss_sum / (double)r->seen : 0,
+    fprintf(out, "loss %.4f, accuracy %.2f%% (%lld of %lld)\n\n", r->seen ? r->loss_sum / (double)r->seen : 0,
            r->seen ? 100.0 * (double)r->right / (double)r->seen : 0, (long long)r->right, (long long)r->seen);
-    printf("%-22s %7s %9s   %s\n", "class", "images", "accuracy", "most often taken for");
+    fprintf(out, "%-22s %7s %9s   %s\n", "class", "images", "accuracy", "most often taken for");
     for (int t = 0; t < k; t++) {
         const int64_t *row = r->confusion + (size_t)t * k;
         int64_t n = 0;
@@ -135,18 +138,18 @@ static void print_table(const struct eval_result *r, char **names) {
             if (p != t && row[p] && (worst < 0 || row[p] > row[worst])) worst = p;
         }
         if (!n) continue;
-        printf("%-22.22s %7lld %8.1f%%   ", names[t], (long long)n, 100.0 * (double)row[t] / (double)n);
-        if (worst >= 0) printf("%s (%.1f%%)\n", names[worst], 100.0 * (double)row[worst] / (double)n);
-        else printf("-\n");
+        fprintf(out, "%-22.22s %7lld %8.1f%%   ", names[t], (long long)n, 100.0 * (double)row[t] / (double)n);
+        if (worst >= 0) fprintf(out, "%s (%.1f%%)\n", names[worst], 100.0 * (double)row[worst] / (double)n);
+        else fprintf(out, "-\n");
     }
     if (k > 20) return;
-    printf("\nconfusion matrix: a row per true class, a column per prediction\n%-14s", "");
-    for (int p = 0; p < k; p++) printf(" %6d", p);
+    fprintf(out, "\nconfusion matrix: a row per true class, a column per prediction\n%-14s", "");
+    for (int p = 0; p < k; p++) fprintf(out, " %6d", p);
     for (int t = 0; t < k; t++) {
-        printf("\n%2d %-11.11s", t, names[t]);
-        for (int p = 0; p < k; p++) printf(" %6lld", (long long)r->confusion[(size_t)t * k + p]);
+        fprintf(out, "\n%2d %-11.11s", t, names[t]);
+        for (int p = 0; p < k; p++) fprintf(out, " %6lld", (long long)r->confusion[(size_t)t * k + p]);
     }
-    printf("\n");
+    fprintf(out, "\n");
 }
 
 static int write_json(const char *path, const char *ckpt, const char *data, const struct eval_result *r,
@@ -158,9 +161,9 @@ static int write_json(const char *path, const char *ckpt, const char *data, cons
     eval_json_string(f, ckpt);
     fprintf(f, ",\n  \"data\": ");
     eval_json_string(f, data);
-    fprintf(f, ",\n  \"images\": %lld,\n  \"correct\": %lld,\n  \"loss\": %.6f,\n  \"accuracy\": %.6f,\n"
-               "  \"classes\": [", (long long)r->seen, (long long)r->right,
-            r->seen ? r->loss_sum / (double)r->seen : 0, r->seen ? (double)r->right / (double)r->seen : 0);
+    fprintf(f, ",\n  \"images\": %lld,\n  \"correct\": %lld,\n  \"loss\": ", (long long)r->seen, (long long)r->right);
+    eval_json_number(f, r->seen ? r->loss_sum / (double)r->seen : 0); /* a diverged model's loss is NaN */
+    fprintf(f, ",\n  \"accuracy\": %.6f,\n  \"classes\": [", r->seen ? (double)r->right / (double)r->seen : 0);
     for (int t = 0; t < k; t++) {
         int64_t n = 0;
         for (int p = 0; p < k; p++) n += r->confusion[(size_t)t * k + p];
@@ -223,30 +226,31 @@ int main(int argc, char **argv) {
         i++;
     }
 
+    out = json && !strcmp(json, "-") ? stderr : stdout;
     struct eval_model em;
-    if (eval_model_open(&em, ckpt, sets, n_sets, stdout)) { fprintf(stderr, "error: %s\n", err_get()); return 1; }
+    if (eval_model_open(&em, ckpt, sets, n_sets, out)) { fprintf(stderr, "error: %s\n", err_get()); return 1; }
     const struct config *cfg = &em.info.cfg;
     int k = em.info.classes, rc = 1;
     struct dataset *ds = NULL;
     struct loader *ld = NULL;
     struct feeder *feed = NULL;
     struct eval_result r = {.classes = k, .confusion = calloc((size_t)k * k, sizeof(int64_t))};
-    struct run run = {.em = &em, .tty = isatty(STDOUT_FILENO), .keep = logits != NULL};
-    printf("checkpoint %s: %s model, %zu parameters, %dx%dx%d images, %d classes; trained %lld steps (%lld epochs)\n",
+    struct run run = {.em = &em, .tty = isatty(fileno(out)), .keep = logits != NULL};
+    fprintf(out, "checkpoint %s: %s model, %zu parameters, %dx%dx%d images, %d classes; trained %lld steps (%lld epochs)\n",
            ckpt, cfg_enum_name("model.arch", cfg->model.arch), nn_param_count(&em.m), cfg->data.channels,
            cfg->data.height, cfg->data.width, k, (long long)em.info.st.step, (long long)em.info.st.epochs_done);
-    printf("kernels: %s\n", em.be->name);
+    fprintf(out, "kernels: %s\n", em.be->name);
     if (!r.confusion) { err_set("out of host memory for a %d-class confusion matrix", k); goto out; }
     if (open_data(cfg, data, &ds) || check_classes(ds, &em.info) ||
         train_make_feed(cfg, em.be, ds, false, &ld, &feed))
         goto out;
     run.ds = ds;
     run.total = limit && limit < ds->count ? limit : ds->count;
-    printf("data: %s, %lld of its %lld images\n", ds->path, (long long)run.total, (long long)ds->count);
+    fprintf(out, "data: %s, %lld of its %lld images\n", ds->path, (long long)run.total, (long long)ds->count);
     run.start_ns = run.last_ns = os_now_ns();
     if (eval_pass(&em.ctx, &em.m, feed, em.mean, em.std, limit, &r, on_batch, &run)) goto out;
     int64_t skipped = loader_skipped(ld, NULL, 0);
-    if (skipped) printf("skipped %lld unreadable images (data.on_bad_sample = skip)\n", (long long)skipped);
+    if (skipped) fprintf(out, "skipped %lld unreadable images (data.on_bad_sample = skip)\n", (long long)skipped);
     print_table(&r, em.info.class_names);
     if (json && write_json(json, ckpt, ds->path, &r, em.info.class_names)) goto out;
     if (svg) {
@@ -254,7 +258,7 @@ int main(int argc, char **argv) {
         snprintf(sub, sizeof sub, "%s on %s: %lld images, accuracy %.2f%%", ckpt, ds->path, (long long)r.seen,
                  r.seen ? 100.0 * (double)r.right / (double)r.seen : 0);
         if (confusion_write_svg(svg, k, r.confusion, (const char *const *)em.info.class_names, NULL, sub)) goto out;
-        printf("confusion matrix drawn to %s\n", svg);
+        fprintf(out, "confusion matrix drawn to %s\n", svg);
     }
     if (logits && write_logits(logits, &run, ds, k)) goto out;
     rc = 0;

@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const struct config *cfg = &em.info.cfg;
-    int classes = em.info.classes, batch = cfg->loader.batch;
+    int classes = em.info.classes, batch = cfg->loader.batch < paths.n ? cfg->loader.batch : paths.n;
     if (top > classes) top = classes;
     size_t sample = (size_t)cfg->data.height * cfg->data.width * cfg->data.channels;
     uint8_t *images = malloc((size_t)batch * sample), *dev = em.be->alloc((size_t)batch * sample);
@@ -179,10 +179,11 @@ int main(int argc, char **argv) {
     }
     for (int p = 0; p < paths.n; p++) {
         if (errors[p]) { fprintf(stderr, "error: %s\n", errors[p]); continue; } /* the message names the file */
-        printf("%s:", paths.v[p]);
+        FILE *txt = jf == stdout ? stderr : stdout; /* --json - takes standard output */
+        fprintf(txt, "%s:", paths.v[p]);
         for (int j = 0; j < top; j++)
-            printf("%s %s %.1f%%", j ? "," : "", em.info.class_names[answers[p].cls[j]], 100 * answers[p].prob[j]);
-        printf("\n");
+            fprintf(txt, "%s %s %.1f%%", j ? "," : "", em.info.class_names[answers[p].cls[j]], 100 * answers[p].prob[j]);
+        fprintf(txt, "\n");
     }
     if (jf) {
         fprintf(jf, "[");
@@ -197,7 +198,9 @@ int main(int argc, char **argv) {
                 for (int j = 0; j < top; j++) {
                     fprintf(jf, "%s{\"class\": %d, \"name\": ", j ? ", " : "", answers[p].cls[j]);
                     eval_json_string(jf, em.info.class_names[answers[p].cls[j]]);
-                    fprintf(jf, ", \"probability\": %.6f}", answers[p].prob[j]);
+                    fprintf(jf, ", \"probability\": ");
+                    eval_json_number(jf, answers[p].prob[j]);
+                    fputc('}', jf);
                 }
                 fprintf(jf, "]");
             }

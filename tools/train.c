@@ -41,8 +41,6 @@ int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) { usage(stdout); return 0; }
     if (argc >= 2 && !strcmp(argv[1], "--help-config")) { cfg_print_help(stdout); return 0; }
     if (argc < 2 || argv[1][0] == '-') { usage(stderr); return 2; }
-    /* under mpirun this process is one rank of a data-parallel run (dist.h) */
-    if (dist_init()) { fprintf(stderr, "error: %s\n", err_get()); return 1; }
     struct config cfg;
     if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }
     struct train_options opt = {.out = stdout, .tty = isatty(STDOUT_FILENO), .stop = &stop_requested};
@@ -75,13 +73,20 @@ int main(int argc, char **argv) {
                         "train.metrics)\n");
         return 2;
     }
+    /* Under mpirun this process is one rank of a data-parallel run (dist.h). It joins
+     * the world after the command line is known good: a rank that exits before joining
+     * makes mpirun end the job, where one that joined and left would leave the others
+     * waiting in a collective. */
+    if (dist_init()) { fprintf(stderr, "error: %s\n", err_get()); return 1; }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     FILE *quiet = NULL; /* data parallel: rank 0 prints; the others' errors still reach stderr */
     if (dist_rank() != 0 && (quiet = fopen("/dev/null", "w"))) opt.out = quiet, opt.tty = false;
     enum train_status st = train_run(&cfg, &opt);
     if (quiet) fclose(quiet);
-    if (st == TRAIN_ERROR || st == TRAIN_DIVERGED) dist_abort((int)st); /* the others would wait for this rank */
+    /* an error is this rank's alone: the others would wait for it (a divergence or an
+     * interruption the ranks agreed on, and they all end the same way) */
+    if (st == TRAIN_ERROR) dist_abort((int)st);
     bool draws = dist_rank() == 0; /* data parallel: rank 0 wrote the trace and the metrics */
     dist_finalize();
     /* the pictures are drawn from the files the run just wrote; an interrupted or

@@ -95,12 +95,13 @@ int dist_check_same(uint64_t value, const char *what) {
     int differs = -1;
     for (int r = 1; r < world_size && differs < 0; r++)
         if (all[r] != all[0]) differs = r;
-    uint64_t theirs = differs >= 0 ? all[differs] : 0;
+    uint64_t theirs = differs >= 0 ? all[differs] : 0, root = all[0];
     free(all);
+    (void)value;
     if (differs >= 0)
         return err_set("rank %d's %s differs from rank 0's (%016llx vs %016llx): every rank must run the same. "
-                       "HINT: give every rank the same config file and --set options", differs, what,
-                       (unsigned long long)theirs, (unsigned long long)value);
+                       "HINT: give every rank the same config file, --set options and dataset", differs, what,
+                       (unsigned long long)theirs, (unsigned long long)root);
     return 0;
 }
 

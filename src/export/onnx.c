@@ -129,7 +129,7 @@ static const char *node(struct graph *g, const char *op, char *name, const char 
     if (!nd || !name || !inputs || !outputs || !at) return NULL;
     onnx__node_proto__init(nd);
     for (size_t i = 0; i < n_in; i++) inputs[i] = (char *)in[i];
-    memcpy(at, attrs, n_attr * sizeof *at);
+    if (n_attr) memcpy(at, attrs, n_attr * sizeof *at); /* attrs may be NULL */
     outputs[0] = name;
     nd->n_input = n_in;
     nd->input = inputs;

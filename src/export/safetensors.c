@@ -113,7 +113,7 @@ static void header(struct sbuf *s, const struct export_list *l, const int *order
         at += bytes;
     }
     sb_printf(s, "}");
-    while ((s->n - 8) % 8) sb_printf(s, " ");  /* after the 8-byte length: see the top */
+    while (!s->oom && (s->n - 8) % 8) sb_printf(s, " ");  /* after the 8-byte length: see the top */
 }
 
 int export_safetensors(const struct nn_model *m, const struct config *cfg, const char *path) {

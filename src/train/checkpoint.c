@@ -317,7 +317,9 @@ static int find_sections(const unsigned char *p, size_t len, struct parsed *f) {
         uint64_t bytes;
         if (take(&r, tag, 8) || take(&r, &bytes, 8))
             return err_set("damaged: section %d's header is cut short. " HINT_DAMAGED, s + 1);
-        if (strncmp(tag, SECTION_TAGS[s], 8) != 0)
+        char want[8] = {0}; /* the whole field: the tag, then NULs */
+        memcpy(want, SECTION_TAGS[s], strlen(SECTION_TAGS[s]));
+        if (memcmp(tag, want, 8) != 0)
             return err_set("damaged or from a newer format: section %d is '%.8s' where '%s' belongs. "
                            HINT_DAMAGED, s + 1, tag, SECTION_TAGS[s]);
         if (bytes > r.len - r.at)
@@ -406,8 +408,9 @@ static int parse_state(struct parsed *f) {
     if (r.len != STATE_BYTES || take(&r, &f->st.fingerprint, 8) || take(&r, pos, sizeof pos) ||
         take(&r, world, sizeof world))
         return err_set("damaged: the state section is %zu bytes, not %d. " HINT_DAMAGED, r.len, STATE_BYTES);
-    if (pos[0] < 0 || pos[1] < 0 || pos[2] < 0 || pos[3] < 0 || world[0] < 1)
-        return err_set("damaged: the state section holds a negative position or no process. " HINT_DAMAGED);
+    if (pos[0] < 0 || pos[1] < 0 || pos[2] < 0 || pos[3] < 0 || pos[0] > INT32_MAX || pos[3] > INT32_MAX ||
+        world[0] < 1)
+        return err_set("damaged: the state section holds a position out of range or no process. " HINT_DAMAGED);
     f->st = (struct ckpt_state){f->st.fingerprint, pos[0], pos[1], pos[2], pos[3], world[0]};
     return 0;
 }
@@ -548,9 +551,10 @@ int ckpt_open_model(const char *path, const struct backend *be, struct nn_model 
     if (os_read_file(path, &buf, &len)) return err_wrap("opening checkpoint %s: ", path);
     if (parse(buf, len, &f) || read_info(&f, info)) goto fail;
     if (model_build(m, &info->cfg)) { err_wrap("rebuilding the model of its config: [model]: "); goto fail_info; }
-    if (nn_model_finalize(m, be)) goto fail_model;
+    /* the file's tensors against the config's model before any device memory is taken */
     if (check_model(&f, &m->ps, "HINT: this nostall builds that config differently; use the nostall that "
-                                "wrote it"))
+                                "wrote it") ||
+        nn_model_finalize(m, be))
         goto fail_model;
     copy_in(&f, &m->ps, false);
     free(buf);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "train.h"
@@ -23,6 +24,15 @@ int metrics_open(const char *path, bool append, FILE **out) {
             return err_set("metrics file %s: its first line is not the header this version writes (%s), so "
                            "the resumed run's rows can't be appended to it. HINT: give the resumed run "
                            "another train.metrics file, or move this one away", path, METRICS_HEADER);
+        }
+        /* a run killed mid-write leaves half a row at the end: cut it, so the rows
+         * appended now start on a line of their own */
+        long end = (fseek(f, 0, SEEK_END), ftell(f)), keep = end;
+        while (keep > 0 && fseek(f, keep - 1, SEEK_SET) == 0 && fgetc(f) != '\n') keep--;
+        if (keep < end && (fflush(f) || ftruncate(fileno(f), keep))) {
+            int e = errno;
+            fclose(f);
+            return err_set("metrics file %s: cutting its unfinished last row failed: %s", path, strerror(e));
         }
         fseek(f, 0, SEEK_END);
     } else {

@@ -307,6 +307,12 @@ static int join_world(struct trainer *t) {
     if (t->be->dev != DEV_CPU)
         return err_set("data-parallel training across %d processes runs on the CPU for now (collectives move "
                        "host memory; the NCCL path for GPUs is not built yet). HINT: --device cpu", world);
+    /* a batch whose samples are all skipped is dropped, which would leave this rank a
+     * step short of the others, waiting in different collectives */
+    if (t->cfg->data.on_bad_sample == CFG_BAD_SAMPLE_SKIP)
+        return err_set("data.on_bad_sample = skip can't be used with %d processes: a rank that skips a whole "
+                       "batch falls out of step with the others. HINT: fix or remove the bad images "
+                       "(data.on_bad_sample = error names them)", world);
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -316,7 +322,9 @@ static int join_world(struct trainer *t) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)text[i]) * 0x100000001b3ull;
     free(text);
-    if (dist_check_same(h, "config")) return -1;
+    if (dist_check_same(h, "config") || dist_check_same((uint64_t)t->train_ds->count, "training set size") ||
+        dist_check_same((uint64_t)t->test_ds->count, "test set size"))
+        return -1;
     struct nn_params *ps = &t->model.ps;
     if (dist_broadcast(ps->w, ps->total * sizeof(float))) return -1;
     for (int i = 0; i < ps->n_buffers; i++)
@@ -604,7 +612,10 @@ static enum train_status run(struct trainer *t) {
     if (cfg->train.max_steps > 0 && cfg->train.max_steps < t->stop_at) t->stop_at = cfg->train.max_steps;
     int first_epoch = 0;
     long first_batch = 0;
-    if (t->opt->resume && resume(t, &first_epoch, &first_batch)) {
+    if (t->opt->resume && (resume(t, &first_epoch, &first_batch) ||
+                           ((first_epoch > cfg->train.epochs || first_batch > nb) &&
+                            err_set("--resume: %s stands at epoch %d, batch %ld, past this run's %d epochs of %ld "
+                                    "batches", t->opt->resume, first_epoch + 1, first_batch, cfg->train.epochs, nb)))) {
         fprintf(stderr, "error: %s\n", err_get());
         return TRAIN_ERROR;
     }

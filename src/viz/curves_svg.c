@@ -221,7 +221,9 @@ static void draw_frame(struct svg *s, const struct panel *p, const struct curves
                        double y_step, double y_scale, const char *unit) {
     svg_text(s, p->x0, p->top - 10, 13, SVG_START, "#222", true, "%s", title);
     svg_rect(s, p->x0, p->top, p->w, p->h, "#fafafa", NULL);
-    for (double y = 0; y <= p->y_max * (1 + 1e-9); y += y_step) {
+    /* ticks counted, not summed: a range that overflows to inf can't loop forever */
+    for (int k = 0; k <= 50 && k * y_step <= p->y_max * (1 + 1e-9); k++) {
+        double y = k * y_step;
         svg_line(s, p->x0, py(p, y), p->x0 + p->w, py(p, y), "#e4e4e4", 1, false);
         svg_text(s, p->x0 - 6, py(p, y) + 4, 10, SVG_END, "#555", false, "%g%s", y * y_scale, unit);
     }
@@ -235,7 +237,8 @@ static void draw_frame(struct svg *s, const struct panel *p, const struct curves
     }
     double bottom = p->top + p->h, x_step = svg_nice_step(p->x_max, 8);
     svg_line(s, p->x0, bottom, p->x0 + p->w, bottom, "#888", 1, false);
-    for (double x = 0; x <= p->x_max * (1 + 1e-9); x += x_step) {
+    for (int k = 0; k <= 50 && k * x_step <= p->x_max * (1 + 1e-9); k++) {
+        double x = k * x_step;
         svg_line(s, px(p, x), bottom, px(p, x), bottom + 4, "#888", 1, false);
         svg_text(s, px(p, x), bottom + 16, 10, SVG_MIDDLE, "#555", false, "%g", x);
     }
