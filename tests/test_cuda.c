@@ -48,8 +48,11 @@
 
 #include "autograd.h"
 #include "backend.h"
+#include "checkpoint.h"
+#include "config.h"
 #include "data.h"
 #include "error.h"
+#include "evaluate.h"
 #include "feeder.h"
 #include "fixtures/datagen.h"
 #include "kcases.h"
@@ -60,6 +63,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "testutil.h"
+#include "train.h"
 
 #ifdef NS_HAVE_CUDA
 #include "cuda/cuda_backend.h"
@@ -1467,4 +1471,85 @@ Test(cuda, a_resnet_small_training_step_matches_the_cpu) {
         step_result_free(&got);
     }
     step_result_free(&ref);
+}
+
+/* ---- using a trained model on the device (./eval, ./predict) ---- */
+
+struct logit_log { float *z; size_t n, cap; };
+
+static int keep_logits(void *ctx, const struct batch *b, int n, const float *logits) {
+    struct logit_log *l = ctx;
+    (void)b;
+    cr_assert_leq(l->n + (size_t)n * 4, l->cap);
+    memcpy(l->z + l->n, logits, (size_t)n * 4 * sizeof(float));
+    l->n += (size_t)n * 4;
+    return 0;
+}
+
+/* One checkpoint, reopened on the CPU and on each CUDA table, run over the same folder
+ * through the loader and the copy stage: the path ./eval and the trainer's test pass
+ * take, with the logits checked image by image. */
+Test(cuda, a_checkpoint_reopened_on_the_device_evaluates_as_on_the_cpu) {
+    need_gpu();
+    char *dir = dg_tmpdir();
+    cr_assert_not_null(dir);
+    char data[600], ckpt[600];
+    snprintf(data, sizeof data, "%s/test", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", dir);
+    cr_assert_eq(dg_make_folder(data, 4, 10, 8, 8, 1), 40);
+    struct config cfg;
+    cfg_defaults(&cfg);
+    const char *sets[] = {"model.arch=cnn", "model.layers=conv3x3-6 bn relu maxpool2 conv3x3-8 bn relu gap linear",
+                          "data.height=8", "data.width=8", "data.classes=4", "loader.batch=16", "loader.workers=1"};
+    for (size_t i = 0; i < sizeof sets / sizeof *sets; i++) cr_assert_eq(cfg_set(&cfg, sets[i]), 0, "%s", err_get());
+    struct nn_model m;
+    memset(&m, 0, sizeof m);
+    cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_get());
+    cr_assert_eq(nn_model_finalize(&m, &cpu_vectorized_backend), 0, "%s", err_get());
+    uint64_t seed = 3;
+    for (int i = 0; i < m.ps.n_buffers; i++) tu_fill(&seed, m.ps.buffers[i]->data, m.ps.buffers[i]->numel, 0.5f, 1.5f);
+    struct ckpt_state st = {.world_size = 1};
+    cr_assert_eq(ckpt_save(ckpt, &m, &cfg, NULL, &st), 0, "%s", err_get());
+    nn_model_free(&m);
+    struct data_folder_options fo = {8, 8, 1, 0};
+    struct dataset *ds;
+    cr_assert_eq(data_open_folder(data, &fo, &ds), 0, "%s", err_get());
+    float mean[1] = {0.5f}, std[1] = {0.25f};
+    struct logit_log logs[3];
+    struct eval_result res[3];
+    const struct backend *tables[3] = {&cpu_vectorized_backend, cuda_table(KF_LOOP), cuda_table(KF_VECTORIZED)};
+    for (int t = 0; t < 3; t++) {
+        const struct backend *be = tables[t];
+        struct nn_model dm;
+        struct ckpt_info info;
+        struct ag_ctx c;
+        struct loader *ld;
+        struct feeder *feed;
+        cr_assert_eq(ckpt_open_model(ckpt, be, &dm, &info), 0, "%s: %s", be->name, err_get());
+        cr_assert_eq(ag_ctx_init(&c, be), 0, "%s", err_get());
+        cr_assert_eq(train_make_feed(&cfg, be, ds, false, &ld, &feed), 0, "%s", err_get());
+        logs[t] = (struct logit_log){malloc(40 * 4 * sizeof(float)), 0, 40 * 4};
+        res[t] = (struct eval_result){.classes = 4};
+        cr_assert_eq(eval_pass(&c, &dm, feed, mean, std, 0, &res[t], keep_logits, &logs[t]), 0, "%s: %s",
+                     be->name, err_get());
+        expect_no_cuda_error(be->name);
+        cr_expect_eq(res[t].seen, 40, "%s", be->name);
+        feeder_destroy(feed);
+        loader_destroy(ld);
+        ag_ctx_free(&c);
+        ckpt_info_free(&info);
+        nn_model_free(&dm);
+    }
+    for (int t = 1; t < 3; t++) {
+        double err = tu_tensor_rel_err(logs[0].z, logs[t].z, logs[0].n);
+        cr_expect_leq(err, 1e-4, "%s: logits differ from the CPU's by %g of their scale", tables[t]->name, err);
+        cr_expect(fabs(res[t].loss_sum - res[0].loss_sum) <= 1e-3 * fmax(1, fabs(res[0].loss_sum)),
+                  "%s: loss sum %f, cpu %f", tables[t]->name, res[t].loss_sum, res[0].loss_sum);
+        cr_log_info("%s: logits within %.2g of the cpu's scale; %lld of 40 right (cpu %lld)", tables[t]->name, err,
+                    (long long)res[t].right, (long long)res[0].right);
+    }
+    for (int t = 0; t < 3; t++) free(logs[t].z);
+    data_close(ds);
+    dg_rm_tree(dir);
+    free(dir);
 }
