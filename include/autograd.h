@@ -42,6 +42,11 @@ struct ag_ctx {
     struct ag_tape tape;
     bool grad_enabled;     /* false: no tape, no gradients (evaluation) */
     bool training;         /* batchnorm uses batch statistics and updates running ones */
+    /* Called by backward after node `index` (from the last to 0), whether it ran or had
+     * nothing to do: data-parallel training starts a gradient bucket once every node
+     * reading its parameters is done. NULL: no call. */
+    void (*after_node)(void *ctx, int index);
+    void *after_node_ctx;
 };
 
 int ag_ctx_init(struct ag_ctx *c, const struct backend *be);

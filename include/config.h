@@ -121,6 +121,13 @@ struct config {
         int log_every;                /* steps */
         int threads;                  /* 0 = all cores */
     } train;
+    struct cfg_dist {                 /* data parallel (docs/distributed.md) */
+        int bucket_kb;                /* gradients all-reduced in buckets of this size; 0 = one */
+        bool overlap;                 /* start a bucket as soon as its gradients are final */
+        int comm_latency_us;          /* simulated network: a fixed cost per all-reduce call */
+        double comm_gbps;             /*   and bytes / this bandwidth; 0 = no simulation */
+        int timeout_s;                /* a rank waiting longer than this for another stops the job */
+    } dist;
 };
 
 /* The built-in defaults: the resnet_small recipe (docs/design.md) on Fashion-MNIST. */

@@ -20,7 +20,8 @@
 
 struct run_totals {
     int64_t wall_ns, wait_ns, h2d_ns, compute_ns;
-    int64_t comm_ns;          /* data parallel: time in the ranks' collectives (part of compute) */
+    int64_t comm_ns;          /* data parallel: the communication thread's time on gradient all-reduces */
+    int64_t comm_wait_ns;     /*   and the part the step waited for after backward (part of compute) */
     int world;                /* processes training together (0 or 1: alone) */
     int64_t images, steps;
     /* The run's first RUN_WARM_STEPS steps, also counted above: the step arena

@@ -484,6 +484,10 @@ static const struct range_case {
     {"train.eval_every", 0, 100000, false, false, "-1", "100001"},
     {"train.log_every", 1, 1000000, false, false, "0", "1000001"},
     {"train.threads", 0, 4096, false, false, "-1", "4097"},
+    {"dist.bucket_kb", 0, 1048576, false, false, "-1", "1048577"},
+    {"dist.comm_latency_us", 0, 10000000, false, false, "-1", "10000001"},
+    {"dist.comm_gbps", 0, 10000, false, false, "-0.5", "10001"},
+    {"dist.timeout_s", 1, 86400, false, false, "0", "86401"},
 };
 
 Test(config, every_numeric_key_has_its_documented_range_and_bad_file_cases) {

@@ -155,6 +155,52 @@ Test(dist, a_two_rank_run_resumes_exactly) {
     free(b);
 }
 
+/* Buckets started during backward average the same numbers as one bucket after it:
+ * each value is summed in rank order either way, so the bits are the same. */
+Test(dist, buckets_overlapped_with_backward_give_the_same_bits) {
+    char extra[1024], *out;
+    const char *ways[2] = {"--set dist.bucket_kb=0 --set dist.overlap=no", "--set dist.bucket_kb=1 --set dist.overlap=yes"};
+    for (int w = 0; w < 2; w++) {
+        snprintf(extra, sizeof extra, "--set train.epochs=1 --set train.eval_every=0 --set train.checkpoint=%s/way%d.ckpt %s",
+                 dir, w, ways[w]);
+        int rc = run_ranks(2, extra, &out);
+        skip_without_mpi_build(out);
+        cr_assert_eq(rc, 0, "%s", out);
+        cr_expect(strstr(out, w ? "buckets of up to 1 KiB, all-reduced during backward"
+                                : "1 bucket of up to 0 KiB, all-reduced after backward"), "%s", out);
+        free(out);
+    }
+    char pa[128], pb[128];
+    snprintf(pa, sizeof pa, "%s/way0.ckpt", dir);
+    snprintf(pb, sizeof pb, "%s/way1.ckpt", dir);
+    long na, nb;
+    char *a = after_config(pa, &na), *b = after_config(pb, &nb);
+    cr_expect(na == nb && memcmp(a, b, (size_t)na) == 0, "one bucket after backward and 1 KiB buckets during it differ");
+    free(a);
+    free(b);
+}
+
+/* A rank stopped with SIGSTOP answers nothing: the others name it after dist.timeout_s. */
+Test(dist, a_stopped_rank_is_named_after_the_timeout) {
+    char cmd[4096], *out;
+    snprintf(cmd, sizeof cmd,
+             "(" MPIRUN " -np 2 " TRAIN "%s --set train.epochs=1000 --set train.eval_every=0 --set dist.timeout_s=3 "
+             "> %s/log 2>&1; echo \"exit $?\" >> %s/log) & "
+             "for i in $(seq 100); do grep -q 'data parallel' %s/log 2>/dev/null && break; sleep 0.1; done; sleep 1; "
+             "pkill -STOP -f -n 'data.path=%s' ; start=$(date +%%s); wait; "
+             "echo \"seconds $(($(date +%%s) - start))\"; cat %s/log",
+             dir, dir, dir, dir, dir, dir);
+    smoke_run(cmd, &out);
+    skip_without_mpi_build(out);
+    int secs = -1;
+    const char *s = strstr(out, "seconds ");
+    if (s) sscanf(s, "seconds %d", &secs);
+    cr_expect(strstr(out, "did not answer within dist.timeout_s = 3 s"), "no rank was named:\n%s", out);
+    cr_expect(strstr(out, "rank 1 did not answer") || strstr(out, "rank 0 did not answer"), "%s", out);
+    cr_expect(secs >= 0 && secs <= 15, "the job took %d s to stop after the stop:\n%s", secs, out);
+    free(out);
+}
+
 Test(dist, a_config_mismatch_is_a_clear_error_on_every_rank) {
     char cmd[4096], *out;
     snprintf(cmd, sizeof cmd, MPIRUN " -np 1 " TRAIN "%s : -np 1 " TRAIN "%s --set optim.lr=0.1", dir, dir);

@@ -68,8 +68,9 @@ struct tensor *ag_grad_out(struct ag_ctx *c, struct tensor *t, bool *acc) {
 static int walk_back(struct ag_ctx *c) {
     for (int i = c->tape.n - 1; i >= 0; i--) {
         struct ag_node *n = &c->tape.nodes[i];
-        if (!n->out->grad) continue;  /* nothing downstream of it reached the loss */
-        if (n->backward(c, n)) return err_wrap("backward of %s (node %d): ", n->op, i);
+        /* nothing downstream of it reached the loss: nothing to do */
+        if (n->out->grad && n->backward(c, n)) return err_wrap("backward of %s (node %d): ", n->op, i);
+        if (c->after_node) c->after_node(c->after_node_ctx, i);
     }
     return 0;
 }

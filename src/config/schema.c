@@ -120,6 +120,13 @@ const struct key_spec cfg_keys[] = {
            "CSV of loss, accuracy, images/s per step and per epoch (train.h); \"\" = none"),
     INT(train, log_every, "50", 1, 1000000, 0, "print progress every N steps"),
     INT(train, threads, "0", 0, 4096, 0, "CPU threads for the kernels; 0 = all cores"),
+
+    INT(dist, bucket_kb, "256", 0, 1048576, 0,
+        "data parallel: gradients all-reduced in buckets of this many KiB; 0 = one bucket"),
+    BOOL(dist, overlap, "yes", "start each bucket's all-reduce during backward, as soon as it is final"),
+    INT(dist, comm_latency_us, "0", 0, 10000000, 0, "simulated network: a fixed cost per all-reduce call"),
+    FLOAT(dist, comm_gbps, "0", 0, 10000, 0, "simulated network: bandwidth in Gbit/s; 0 = no simulation"),
+    INT(dist, timeout_s, "60", 1, 86400, 0, "stop the job when a rank waits this long for another"),
 };
 
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == CFG_N_KEYS, "CFG_N_KEYS is the number of rows");

@@ -1,4 +1,5 @@
 /* report.c — the pipeline report printed at the end of every run. */
+#include <math.h>
 #include <stdio.h>
 
 #include "report.h"
@@ -26,7 +27,20 @@ const char *report_advice(const struct run_totals *t, const struct config *cfg, 
     const struct cfg_loader *l = &cfg->loader;
     double input = report_share(t->wait_ns + t->h2d_ns, t->wall_ns);
     double loader_cpu = report_share(t->loader_cpu_ns, t->process_cpu_ns);
-    if (report_classify(input) != INPUT_NOT_BOUND) {
+    double comm = report_share(t->comm_wait_ns, t->wall_ns);
+    if (t->world > 1 && comm >= 0.05 && comm >= input) { /* the step waits on the network more than on data */
+        if (!cfg->dist.overlap)
+            snprintf(buf, len, "communication-bound (%.0f%% of step time waiting for the gradients' all-reduce): "
+                               "try dist.overlap=yes, so buckets travel while backward runs", 100 * comm);
+        else if (cfg->dist.comm_latency_us > 0 && cfg->dist.bucket_kb > 0)
+            snprintf(buf, len, "communication-bound (%.0f%% of step time waiting for the all-reduce): every bucket "
+                               "pays the network's latency; try a larger dist.bucket_kb (now %d)", 100 * comm,
+                     cfg->dist.bucket_kb);
+        else
+            snprintf(buf, len, "communication-bound (%.0f%% of step time waiting for the all-reduce): the network is "
+                               "slower than backward; a larger batch per rank sends as much per step for more "
+                               "compute", 100 * comm);
+    } else if (report_classify(input) != INPUT_NOT_BOUND) {
         if (l->workers == 0)
             snprintf(buf, len, "try loader.workers=2: loading runs on the training thread, so compute waits for "
                                "every read and decode");
@@ -73,7 +87,12 @@ void report_print(FILE *f, const struct run_totals *t, const struct config *cfg)
     line(f, "waiting", t->wait_ns, t->wall_ns);
     line(f, "copy h2d", t->h2d_ns, t->wall_ns);
     line(f, "compute", t->compute_ns, t->wall_ns);
-    if (t->world > 1) line(f, " all-reduce", t->comm_ns, t->wall_ns); /* inside compute: the ranks' collectives */
+    if (t->world > 1) { /* inside compute: what backward did not hide of the gradients' all-reduce */
+        line(f, " all-reduce", t->comm_wait_ns, t->wall_ns);
+        fprintf(f, "    (the step waited for it after backward; all-reduce took %.2f s in all, %.0f%% hidden "
+                   "behind backward)\n", (double)t->comm_ns * 1e-9,
+                t->comm_ns > 0 ? fmax(0.0, 100.0 * (1 - report_share(t->comm_wait_ns, t->comm_ns))) : 0.0);
+    }
     line(f, "other", other, t->wall_ns);
     fprintf(f, "  throughput %.0f images/s", report_rate(t->images, t->wall_ns));
     if (t->world > 1) fprintf(f, " on this rank, %.0f for the %d ranks", t->world * report_rate(t->images, t->wall_ns), t->world);

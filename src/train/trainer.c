@@ -12,6 +12,7 @@
  * one stops all) and on Ctrl-C, and average their gradients before the update, so
  * their parameters stay bit-identical; rank 0 alone evaluates, prints and saves. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -54,7 +55,16 @@ struct trainer {
                                 run is a prefix of the full one and resumes into it */
     struct run_totals tot;
     bool stop_agreed;        /* data parallel: some rank was asked to stop this step */
+    struct bucket *buckets;  /* data parallel: the gradients' buckets, from the last layer back */
+    int n_buckets, next_bucket;
+    int *first_reader;       /* per parameter: the first tape node that reads it, this step */
+    int64_t comm_wait_start_ns, comm_wait_ns; /* the last step's exposed all-reduce, for the trace */
 };
+
+/* A run of the flat gradient buffer all-reduced as one message: whole parameters
+ * first..last (and the alignment padding between them). It can start once backward is
+ * past every node that reads them: after node `ready_at`. */
+struct bucket { int first, last; size_t off, n; int ready_at; };
 
 static int64_t process_cpu_ns(void) { return os_clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
 
@@ -164,6 +174,77 @@ int train_make_feed(const struct config *cfg, const struct backend *be, const st
 
 enum step_result { STEP_OK, STEP_ERROR, STEP_DIVERGED };
 
+/* ---- data parallel: gradient buckets ------------------------------------------- */
+
+/* Buckets of about dist.bucket_kb, cut at parameter boundaries, from the last parameter
+ * back to the first (the order backward finishes them in); bucket_kb = 0: one. */
+static int make_buckets(struct trainer *t) {
+    const struct nn_params *ps = &t->model.ps;
+    size_t target = (size_t)t->cfg->dist.bucket_kb * 1024;
+    t->buckets = calloc((size_t)ps->n_params, sizeof *t->buckets);
+    t->first_reader = calloc((size_t)ps->n_params, sizeof *t->first_reader);
+    if (!t->buckets || !t->first_reader) return err_set("out of host memory for %d buckets", ps->n_params);
+    t->n_buckets = 0;
+    for (int last = ps->n_params - 1; last >= 0;) {
+        int first = last;
+        size_t bytes = ps->params[first]->numel * sizeof(float);
+        while (first > 0 && (target == 0 || bytes + ps->params[first - 1]->numel * sizeof(float) <= target))
+            bytes += ps->params[--first]->numel * sizeof(float);
+        struct bucket *b = &t->buckets[t->n_buckets++];
+        b->first = first;
+        b->last = last;
+        b->off = (size_t)(ps->params[first]->data - ps->w);
+        b->n = (last + 1 < ps->n_params ? (size_t)(ps->params[last + 1]->data - ps->w) : ps->total) - b->off;
+        last = first - 1;
+    }
+    return 0;
+}
+
+/* Hands bucket `next_bucket` and the ones after it to the communication thread while
+ * backward is past their readers (`index`: the node just done; -1: backward is over). */
+static void launch_ready(void *ctx, int index) {
+    struct trainer *t = ctx;
+    while (t->next_bucket < t->n_buckets && (index < 0 || t->buckets[t->next_bucket].ready_at >= index)) {
+        const struct bucket *b = &t->buckets[t->next_bucket++];
+        if (dist_reduce_start(t->model.ps.g + b->off, b->n)) return; /* the wait reports it: too many buckets */
+    }
+}
+
+/* This step's tape: when each bucket's gradients are final, and the hook that starts
+ * them during backward. A parameter read by no node is final from the start. */
+static void plan_buckets(struct trainer *t) {
+    const struct nn_params *ps = &t->model.ps;
+    const struct ag_tape *tape = &t->ctx.tape;
+    for (int p = 0; p < ps->n_params; p++) t->first_reader[p] = INT_MAX;
+    for (int i = tape->n - 1; i >= 0; i--)
+        for (int k = 0; k < AG_MAX_INPUTS; k++)
+            for (int p = 0; tape->nodes[i].in[k] && p < ps->n_params; p++)
+                if (tape->nodes[i].in[k] == ps->params[p]) t->first_reader[p] = i;
+    for (int b = 0; b < t->n_buckets; b++) {
+        struct bucket *bk = &t->buckets[b];
+        bk->ready_at = INT_MAX;
+        for (int p = bk->first; p <= bk->last; p++)
+            if (t->first_reader[p] < bk->ready_at) bk->ready_at = t->first_reader[p];
+    }
+    t->next_bucket = 0;
+    t->ctx.after_node = launch_ready;
+    t->ctx.after_node_ctx = t;
+}
+
+/* After backward: the buckets not started yet (all of them without overlap), then the
+ * wait for all; what the wait cost is the communication backward did not hide. */
+static int average_gradients(struct trainer *t) {
+    if (!t->cfg->dist.overlap) t->next_bucket = 0;
+    launch_ready(t, -1);
+    int64_t wait_ns, comm_ns;
+    t->comm_wait_start_ns = os_now_ns();
+    if (dist_reduce_wait(&wait_ns, &comm_ns)) return -1;
+    t->comm_wait_ns = wait_ns;
+    t->tot.comm_ns += comm_ns;
+    t->tot.comm_wait_ns += wait_ns;
+    return t->next_bucket == t->n_buckets ? 0 : err_set("a gradient bucket could not be started");
+}
+
 /* Forward + backward + SGD on one batch; loss and correct count come back. The batch
  * is already on the device (on the CPU, its slot memory is used in place). */
 static enum step_result train_step(struct trainer *t, const struct fed_batch *fb, float lr, float *loss_out,
@@ -176,22 +257,15 @@ static enum step_result train_step(struct trainer *t, const struct fed_batch *fb
     if (!loss) return STEP_ERROR;
     *correct = op_accuracy_count(c, logits, fb->labels);
     *loss_out = ag_item(c, loss);
-    if (dist_world() > 1) { /* one small collective keeps the ranks in step: the mean loss and any stop */
-        float agree[2] = {*loss_out, t->opt->stop && *t->opt->stop ? 1.0f : 0.0f};
-        int64_t c0 = os_now_ns();
-        if (dist_allreduce_mean(agree, 2)) return STEP_ERROR;
-        *loss_out = agree[0];
-        t->stop_agreed = agree[1] > 0;
-        t->tot.comm_ns += os_now_ns() - c0;
-    }
+    /* data parallel: the ranks' handshake keeps them in step (the mean loss, any stop) */
+    if (dist_world() > 1 && dist_agree(t->step, *loss_out, t->opt->stop && *t->opt->stop, loss_out, &t->stop_agreed))
+        return STEP_ERROR;
     if (!isfinite(*loss_out)) return STEP_DIVERGED;  /* before the update: weights stay as they were */
     nn_zero_grad(&t->model);
+    if (dist_world() > 1 && t->cfg->dist.overlap) plan_buckets(t);
     if (ag_backward(c, loss)) return STEP_ERROR;
-    if (dist_world() > 1) { /* the gradients averaged over the ranks (flat buffer, host memory) */
-        int64_t c0 = os_now_ns();
-        if (dist_allreduce_mean(t->model.ps.g, t->model.ps.total)) return STEP_ERROR;
-        t->tot.comm_ns += os_now_ns() - c0;
-    }
+    c->after_node = NULL;
+    if (dist_world() > 1 && average_gradients(t)) return STEP_ERROR;
     optim_sgd_step(&t->model, &t->sgd, lr);
     ag_reset(c);
     if (t->be->check && t->be->check()) return STEP_ERROR;  /* an asynchronous kernel failure */
@@ -272,6 +346,8 @@ static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
 /* ---- the run -------------------------------------------------------------------- */
 
 static void close_all(struct trainer *t) {
+    free(t->buckets);
+    free(t->first_reader);
     feeder_destroy(t->train_feed);
     feeder_destroy(t->test_feed);
     loader_destroy(t->train_ld);
@@ -326,11 +402,19 @@ static int join_world(struct trainer *t) {
         dist_check_same((uint64_t)t->test_ds->count, "test set size"))
         return -1;
     struct nn_params *ps = &t->model.ps;
-    if (dist_broadcast(ps->w, ps->total * sizeof(float))) return -1;
+    if (dist_configure(t->cfg->dist.comm_latency_us, t->cfg->dist.comm_gbps, t->cfg->dist.timeout_s) ||
+        make_buckets(t) || dist_broadcast(ps->w, ps->total * sizeof(float)))
+        return -1;
     for (int i = 0; i < ps->n_buffers; i++)
         if (dist_broadcast(ps->buffers[i]->data, ps->buffers[i]->numel * sizeof(float))) return -1;
     fprintf(t->out, "data parallel: %d ranks (%s), batch %d per rank, global batch %d; rank 0 prints and saves\n",
             world, dist_name(), t->cfg->loader.batch, world * t->cfg->loader.batch);
+    fprintf(t->out, "gradients: %d bucket%s of up to %d KiB, %s backward", t->n_buckets, t->n_buckets > 1 ? "s" : "",
+            t->cfg->dist.bucket_kb, t->cfg->dist.overlap ? "all-reduced during" : "all-reduced after");
+    if (t->cfg->dist.comm_gbps > 0 || t->cfg->dist.comm_latency_us > 0)
+        fprintf(t->out, "; simulated network: %d us a call, %g Gbit/s", t->cfg->dist.comm_latency_us,
+                t->cfg->dist.comm_gbps);
+    fputc('\n', t->out);
     t->tot.world = world;
     return 0;
 }
