@@ -33,6 +33,7 @@ static void usage(FILE *f) {
                "       ./bench pipeline [options]            the pipeline-stall lab (see ./bench pipeline --help)\n"
                "       ./bench timeline TRACE.json... -o OUT.svg   draw --trace files as timelines\n"
                "       ./bench curves METRICS.csv -o OUT.svg       draw a --metrics file as curves\n"
+               "       ./bench dist [--steps N] [--rounds R]  data-parallel scaling and overlap (mpirun)\n"
                "       ./bench loader [options]              the input pipeline alone (see ./bench loader --help)\n"
                "       ./bench train [options]               resnet_small training speed (see ./bench train --help)\n");
 }
@@ -61,6 +62,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "pipeline")) return bench_pipeline(argc - 1, argv + 1);
     if (!strcmp(argv[1], "timeline")) return bench_timeline(argc - 1, argv + 1);
     if (!strcmp(argv[1], "curves")) return bench_curves(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "dist")) return bench_dist(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train")) return bench_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
     fprintf(stderr, "bench: unknown subcommand '%s'\n", argv[1]);

@@ -14,6 +14,7 @@ int bench_train(int argc, char **argv);
 int bench_kernels(int argc, char **argv);
 int bench_pipeline(int argc, char **argv);
 int bench_timeline(int argc, char **argv);
+int bench_dist(int argc, char **argv);
 
 static inline double bench_now_s(void) { return (double)os_now_ns() * 1e-9; }
 /* Median seconds of `reps` calls of fn(arg), after one warm-up call. */
