@@ -41,10 +41,13 @@ ifeq ($(CUDA),1)
                -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings \
                -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
                -gencode arch=compute_90,code=compute_90
+  # NCCL (data parallel on GPUs) when its header sits in the toolkit, as on these machines
+  NCCL      := $(if $(wildcard $(CUDA_HOME)/include/nccl.h),1,0)
+  NVCCFLAGS += -DNS_HAVE_NCCL=$(NCCL)
   CFLAGS    += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=$(CUDNN) -I$(CUDA_HOME)/include
   # NVTX (nvtx3) is header-only and loads its tool library with dlopen.
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas \
-               $(if $(filter 1,$(CUDNN)),-lcudnn) -lstdc++ -ldl
+               $(if $(filter 1,$(CUDNN)),-lcudnn) $(if $(filter 1,$(NCCL)),-lnccl) -lstdc++ -ldl
   CUDA_COMPILE = $(NVCC) $(NVCCFLAGS)
   $(info nostall: building with CUDA ($(NVCC)), cuDNN=$(CUDNN))
 else ifeq ($(CUDA),emu)
@@ -57,7 +60,7 @@ else ifeq ($(CUDA),emu)
   CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o) $(EMU_SRC:%.cpp=$(BUILD)/%.o)
   CXX         ?= g++
   EMU_CXXFLAGS = $(filter-out -std=c11 -Werror -fopenmp,$(CFLAGS)) -std=c++17 -Werror -pthread
-  CFLAGS      += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=0 -DNS_EMU=1 -Ikernels/emu
+  CFLAGS      += -DNS_HAVE_CUDA=1 -DNS_HAVE_CUDNN=0 -DNS_HAVE_NCCL=1 -DNS_EMU=1 -Ikernels/emu
   LDLIBS      += -lstdc++ -pthread
   CUDA_COMPILE = $(CXX) -x c++ $(EMU_CXXFLAGS)
   $(info nostall: building the CUDA tables for the emulated device (kernels/emu, CPU only))
@@ -145,7 +148,7 @@ setup:
 EMU_BUILD := build/emu
 test: setup
 	@$(MAKE) --no-print-directory all $(TESTS)
-	@$(MAKE) --no-print-directory CUDA=emu BUILD=$(EMU_BUILD) $(EMU_BUILD)/tests/test_cuda
+	@$(MAKE) --no-print-directory CUDA=emu BUILD=$(EMU_BUILD) $(EMU_BUILD)/tests/test_cuda $(EMU_BUILD)/bin/train
 	@sh scripts/run-tests.sh $(TESTS)
 	@sh scripts/test-emu.sh $(EMU_BUILD)/tests/test_cuda
 

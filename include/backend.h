@@ -58,6 +58,21 @@ enum copy_kind { COPY_H2D, COPY_D2H, COPY_D2D };
  * kernel of the table, STREAM_COPY only copies. */
 enum stream_id { STREAM_COMPUTE = 0, STREAM_COPY = 1 };
 struct device_event;
+
+/* Data-parallel training across processes on a device whose memory MPI can't read
+ * (dist.h moves host memory): NCCL on CUDA. A table without one (NULL) averages its
+ * gradients through the host. Each returns 0, or -1 with err_set. */
+struct device_comm {
+    size_t id_bytes;                                  /* the communicator's id, made by rank 0 */
+    int (*make_id)(void *id);
+    int (*join)(int rank, int world, const void *id); /* every rank, with rank 0's id */
+    /* Starts averaging buf[0..n) (device memory) over the ranks, in place, on a
+     * communication stream that first waits for the compute stream's work so far; the
+     * compute stream's later work waits for it. The host doesn't wait. */
+    int (*allreduce_mean)(float *buf, size_t n);
+    void (*leave)(void);
+};
+
 struct copy_stage {
     /* page-locked host memory for the ring's slots (cudaHostAlloc); NULL on failure */
     void *(*pinned_alloc)(size_t bytes);
@@ -88,6 +103,7 @@ struct backend {
     void (*copy)(void *dst, const void *src, size_t bytes, enum copy_kind kind);
     void (*sync)(void);                            /* wait for queued device work */
     const struct copy_stage *stage;                /* NULL: host memory, nothing to copy */
+    const struct device_comm *comm;                /* NULL: collectives through the host (dist.h) */
     /* Optional (NULL where they mean nothing, as on the CPU):
      * check: waits for the compute stream and reports the first asynchronous
      *        kernel failure, 0 or -1 with err_set; the trainer calls it every step.

@@ -35,7 +35,7 @@ rank() {
 header_module() {
   case $1 in
     error.h|os.h|rng.h) echo base ;;
-    backend.h|km_math.h|km_elem.h|cpu_common.h|thread_pool.h|vec.h|cuda_*.h|cuda/*.h|cpu/*.h|emu.h|emu_internal.h|cublas_v2.h) echo kernels ;;
+    backend.h|km_math.h|km_elem.h|cpu_common.h|thread_pool.h|vec.h|cuda_*.h|cuda/*.h|cpu/*.h|emu.h|emu_internal.h|cublas_v2.h|nccl.h) echo kernels ;;
     tensor.h) echo core ;; autograd.h) echo autograd ;; ops.h) echo ops ;; data.h) echo data ;;
     config.h|schema.h) echo config ;; trace.h) echo trace ;; nn.h) echo nn ;;
     loader.h|feeder.h) echo loader ;; viz.h) echo viz ;; optim.h) echo optim ;; models.h) echo models ;;

@@ -111,6 +111,40 @@ Test(dist, two_ranks_of_8_train_what_one_rank_of_16_does) {
     nn_model_free(&b);
 }
 
+/* The NCCL path (kernels/cuda/cuda_nccl.cu) on the emulated CUDA device, whose NCCL
+ * stand-in reduces over MPI: 2 ranks on "GPUs" train what 2 CPU ranks train. make test
+ * builds that ./train in build/emu (tests only). */
+Test(dist, the_nccl_path_on_the_emulated_device_trains_as_the_cpu_ranks) {
+    const char *emu = access("build/emu/bin/train", X_OK) == 0 ? "build/emu/bin/train"
+                    : access("../../emu/bin/train", X_OK) == 0 ? "../../emu/bin/train" : NULL;
+    if (!emu) cr_skip_test("no ./train built for the emulated CUDA device (make test builds build/emu/bin/train)");
+    const char *model = "--set 'model.layers=conv3x3-8 relu maxpool2 conv3x3-16 relu gap linear' --set loader.batch=8 "
+                        "--set train.epochs=1 --set train.eval_every=0 --set dist.bucket_kb=1";
+    char cmd[4096], *out, cpu[128], gpu[128];
+    snprintf(cpu, sizeof cpu, "%s/cpu.ckpt", dir);
+    snprintf(gpu, sizeof gpu, "%s/gpu.ckpt", dir);
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 2 " TRAIN "%s %s --device cpu --set train.checkpoint=%s", dir, model, cpu);
+    int rc = smoke_run(cmd, &out);
+    skip_without_mpi_build(out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, MPIRUN " -np 2 %s configs/smoke.cfg --set train.threads=1 --set data.path=%s %s "
+                              "--device cuda --set train.checkpoint=%s", emu, dir, model, gpu);
+    rc = smoke_run(cmd, &out);
+    skip_without_mpi_build(out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "kernels: cuda-") && strstr(out, "[parameters identical on 2 ranks]"), "%s", out);
+    free(out);
+    struct nn_model a = open_params(cpu), b = open_params(gpu);
+    for (int i = 0; i < a.ps.n_params; i++) {
+        double err = tu_tensor_rel_err(a.ps.params[i]->data, b.ps.params[i]->data, a.ps.params[i]->numel);
+        cr_expect_lt(err, 1e-3, "%s: the CPU ranks and the emulated GPU ranks differ by %g of its scale",
+                     a.ps.param_names[i], err);
+    }
+    nn_model_free(&a);
+    nn_model_free(&b);
+}
+
 /* The bytes of a checkpoint from its classes section on (tensors, optimizer, state). */
 static char *after_config(const char *path, long *n) {
     size_t len;

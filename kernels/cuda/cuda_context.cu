@@ -373,6 +373,10 @@ fail:
     return -1;
 }
 
+#if NS_HAVE_NCCL
+extern "C" const struct device_comm cu_nccl_comm; // cuda_nccl.cu
+#endif
+
 static struct backend table_of(enum kernel_flavour fl) {
     struct backend b;
     memset(&b, 0, sizeof b);
@@ -384,6 +388,9 @@ static struct backend table_of(enum kernel_flavour fl) {
     b.copy = cu_copy;
     b.sync = cu_sync;
     b.stage = &cu_copy_stage;
+#if NS_HAVE_NCCL
+    b.comm = &cu_nccl_comm;
+#endif
     b.check = cuda_backend_check;
     b.set_tf32 = cuda_set_tf32;
     if (fl == KF_LOOP) {

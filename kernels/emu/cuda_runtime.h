@@ -159,6 +159,7 @@ enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
 enum {
     cudaStreamNonBlocking = 1,
     cudaEventBlockingSync = 1,
+    cudaEventDisableTiming = 2,
     cudaHostAllocDefault = 0,
 };
 

@@ -59,6 +59,7 @@ struct trainer {
     int n_buckets, next_bucket;
     int *first_reader;       /* per parameter: the first tape node that reads it, this step */
     int64_t comm_wait_start_ns, comm_wait_ns; /* the last step's exposed all-reduce, for the trace */
+    bool comm_joined;        /* the device's communicator (be->comm) is ours to leave */
 };
 
 /* A run of the flat gradient buffer all-reduced as one message: whole parameters
@@ -205,8 +206,13 @@ static int make_buckets(struct trainer *t) {
 static void launch_ready(void *ctx, int index) {
     struct trainer *t = ctx;
     while (t->next_bucket < t->n_buckets && (index < 0 || t->buckets[t->next_bucket].ready_at >= index)) {
-        const struct bucket *b = &t->buckets[t->next_bucket++];
-        if (dist_reduce_start(t->model.ps.g + b->off, b->n)) return; /* the wait reports it: too many buckets */
+        const struct bucket *b = &t->buckets[t->next_bucket];
+        const struct device_comm *dc = t->be->comm;
+        /* on a device with its own collectives (NCCL), the bucket is queued on its
+         * communication stream; else the host's communication thread takes it */
+        if (dc ? dc->allreduce_mean(t->model.ps.g + b->off, b->n) : dist_reduce_start(t->model.ps.g + b->off, b->n))
+            return; /* average_gradients reports the bucket that could not start */
+        t->next_bucket++;
     }
 }
 
@@ -236,13 +242,15 @@ static void plan_buckets(struct trainer *t) {
 static int average_gradients(struct trainer *t) {
     if (!t->cfg->dist.overlap) t->next_bucket = 0;
     launch_ready(t, -1);
+    if (t->be->comm) /* the device orders it: the optimizer's kernels wait on the comm stream */
+        return t->next_bucket == t->n_buckets ? 0 : err_wrap("a gradient bucket could not be started: ");
     int64_t wait_ns, comm_ns;
     t->comm_wait_start_ns = os_now_ns();
     if (dist_reduce_wait(&wait_ns, &comm_ns)) return -1;
     t->comm_wait_ns = wait_ns;
     t->tot.comm_ns += comm_ns;
     t->tot.comm_wait_ns += wait_ns;
-    return t->next_bucket == t->n_buckets ? 0 : err_set("a gradient bucket could not be started");
+    return t->next_bucket == t->n_buckets ? 0 : err_wrap("a gradient bucket could not be started: ");
 }
 
 /* Forward + backward + SGD on one batch; loss and correct count come back. The batch
@@ -346,6 +354,7 @@ static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
 /* ---- the run -------------------------------------------------------------------- */
 
 static void close_all(struct trainer *t) {
+    if (t->comm_joined) t->be->comm->leave();
     free(t->buckets);
     free(t->first_reader);
     feeder_destroy(t->train_feed);
@@ -375,14 +384,41 @@ static int make_parent_dirs(const char *path, FILE *out) {
     return 0;
 }
 
+/* bytes of be's memory at p from rank 0 to every rank, through the host on a device. */
+static int broadcast_device(const struct backend *be, void *p, size_t bytes) {
+    if (!be->stage) return dist_broadcast(p, bytes);
+    void *host = malloc(bytes ? bytes : 1);
+    if (!host) return err_set("out of host memory for %zu bytes", bytes);
+    be->copy(host, p, bytes, COPY_D2H);
+    int rc = dist_broadcast(host, bytes);
+    if (!rc) be->copy(p, host, bytes, COPY_H2D);
+    free(host);
+    return rc;
+}
+
+/* A device with its own collectives (NCCL): rank 0 makes the communicator's id, every
+ * rank gets it over MPI and joins. */
+static int join_device_comm(struct trainer *t) {
+    const struct device_comm *dc = t->be->comm;
+    if (!dc) return 0;
+    unsigned char *id = calloc(1, dc->id_bytes);
+    if (!id) return err_set("out of host memory");
+    int rc = (dist_rank() == 0 ? dc->make_id(id) : 0) || dist_broadcast(id, dc->id_bytes) ||
+             dc->join(dist_rank(), dist_world(), id);
+    free(id);
+    if (rc) return err_wrap("rank %d: joining the device communicator: ", dist_rank());
+    t->comm_joined = true;
+    return 0;
+}
+
 /* Data parallel: the same config everywhere, and rank 0's initial weights and BN
  * buffers on every rank. Collectives move host memory, so this is the CPU's path. */
 static int join_world(struct trainer *t) {
     int world = dist_world();
     if (world == 1) return 0;
-    if (t->be->dev != DEV_CPU)
-        return err_set("data-parallel training across %d processes runs on the CPU for now (collectives move "
-                       "host memory; the NCCL path for GPUs is not built yet). HINT: --device cpu", world);
+    if (t->be->dev != DEV_CPU && !t->be->comm)
+        return err_set("data-parallel training across %d processes on %s needs device collectives (NCCL), and "
+                       "this build has none. HINT: --device cpu, or build where nccl.h is", world, t->be->name);
     /* a batch whose samples are all skipped is dropped, which would leave this rank a
      * step short of the others, waiting in different collectives */
     if (t->cfg->data.on_bad_sample == CFG_BAD_SAMPLE_SKIP)
@@ -403,10 +439,10 @@ static int join_world(struct trainer *t) {
         return -1;
     struct nn_params *ps = &t->model.ps;
     if (dist_configure(t->cfg->dist.comm_latency_us, t->cfg->dist.comm_gbps, t->cfg->dist.timeout_s) ||
-        make_buckets(t) || dist_broadcast(ps->w, ps->total * sizeof(float)))
+        make_buckets(t) || join_device_comm(t) || broadcast_device(t->be, ps->w, ps->total * sizeof(float)))
         return -1;
     for (int i = 0; i < ps->n_buffers; i++)
-        if (dist_broadcast(ps->buffers[i]->data, ps->buffers[i]->numel * sizeof(float))) return -1;
+        if (broadcast_device(t->be, ps->buffers[i]->data, ps->buffers[i]->numel * sizeof(float))) return -1;
     fprintf(t->out, "data parallel: %d ranks (%s), batch %d per rank, global batch %d; rank 0 prints and saves\n",
             world, dist_name(), t->cfg->loader.batch, world * t->cfg->loader.batch);
     fprintf(t->out, "gradients: %d bucket%s of up to %d KiB, %s backward", t->n_buckets, t->n_buckets > 1 ? "s" : "",
@@ -616,9 +652,13 @@ static enum train_status train_epoch(struct trainer *t, int epoch, long start, l
 /* Data parallel, at each epoch's end: every rank's parameters must be the same bits. */
 static int check_in_step(struct trainer *t) {
     const struct nn_params *ps = &t->model.ps;
+    size_t bytes = ps->total * sizeof(float);
+    unsigned char *p = malloc(bytes ? bytes : 1); /* a host copy: the weights may be on a device */
+    if (!p) return err_set("out of host memory for the parameters' hash");
+    ps->be->copy(p, ps->w, bytes, COPY_D2H);
     uint64_t h = 0xcbf29ce484222325ull;
-    const unsigned char *p = (const unsigned char *)ps->w;
-    for (size_t i = 0; i < ps->total * sizeof(float); i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    free(p);
     if (dist_check_same(h, "parameters")) return err_wrap("the ranks drifted apart: ");
     fprintf(t->out, " [parameters identical on %d ranks]", dist_world());
     return 0;
