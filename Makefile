@@ -164,6 +164,8 @@ run: setup
 bench: all
 	./bench ops --device cpu
 	./bench loader
+	@$(MAKE) --no-print-directory data
+	./bench dist
 
 clean:
 	rm -rf $(BUILD) $(TOOLS)
