@@ -52,6 +52,14 @@ int dist_agree(int64_t step, float loss, bool stop, float *mean_loss, bool *any_
 int dist_reduce_start(float *buf, size_t n);
 int dist_reduce_wait(int64_t *wait_ns, int64_t *comm_ns);
 
+/* The buckets of the last dist_reduce_wait, on the communication thread's clock
+ * (os_now_ns): up to max of them into start/end; how many there were. */
+int dist_last_buckets(int64_t *start_ns, int64_t *end_ns, int max);
+
+/* Rank 0 receives every rank's bytes: *all (malloc'd, rank 0 only; free it) holds them
+ * one rank after the other, lens[r] bytes each (lens: world entries, rank 0 only). */
+int dist_gather(const void *mine, size_t len, void **all, size_t *lens);
+
 /* bytes at buf from rank 0 to every rank. */
 int dist_broadcast(void *buf, size_t bytes);
 /* Every rank's `value` compared: -1 with err_set on every rank, naming the first rank

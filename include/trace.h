@@ -80,6 +80,11 @@ size_t trace_dropped_count(struct trace *tr);
 /* a device's streams, after any number of loader workers */
 #define TIMELINE_COPY_STREAM_TID 1000
 #define TIMELINE_COMPUTE_STREAM_TID 1001
+/* data parallel: the communication thread's buckets, the training thread's wait for them */
+#define TIMELINE_COMM_TID 1002
+#define TIMELINE_COMM_WAIT_TID 1003
+/* data parallel: rank r's lanes in rank 0's trace are its own tids + r x this */
+#define TIMELINE_RANK_TIDS 10000
 
 struct timeline_span {
     int tid;

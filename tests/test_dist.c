@@ -235,6 +235,27 @@ Test(dist, a_stopped_rank_is_named_after_the_timeout) {
     free(out);
 }
 
+/* One trace for the job: rank 0's file holds every rank's lanes and the all-reduce's. */
+Test(dist, the_trace_has_a_lane_per_rank_and_the_all_reduce) {
+    char extra[512], *out, path[128], other[160];
+    snprintf(path, sizeof path, "%s/run.json", dir);
+    snprintf(other, sizeof other, "%s.rank1", path);
+    snprintf(extra, sizeof extra, "--set train.epochs=1 --set train.eval_every=0 --trace %s", path);
+    int rc = run_ranks(2, extra, &out);
+    skip_without_mpi_build(out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    size_t len;
+    char *json = (char *)dg_read_file(path, &len);
+    cr_assert_not_null(json, "no trace at %s", path);
+    cr_expect(strstr(json, "\"rank 1: training thread\"") && strstr(json, "\"rank 1: loader worker 1\""),
+              "rank 1's lanes are missing");
+    cr_expect(strstr(json, "\"all-reduce thread\"") && strstr(json, "\"all-reduce bucket\"") &&
+              strstr(json, "\"waiting for the all-reduce\""), "the all-reduce's lanes are missing");
+    cr_expect_neq(access(other, F_OK), 0, "rank 1's own trace file was left behind");
+    free(json);
+}
+
 Test(dist, a_config_mismatch_is_a_clear_error_on_every_rank) {
     char cmd[4096], *out;
     snprintf(cmd, sizeof cmd, MPIRUN " -np 1 " TRAIN "%s : -np 1 " TRAIN "%s --set optim.lr=0.1", dir, dir);

@@ -54,6 +54,15 @@ enum { TAG_AGREE = 30000, MAX_BUCKETS = 4096 };
 static int timeout_s = 60, latency_us;
 static double gbps;
 
+/* MPI's own words for an error code. */
+static int mpi_fail(int code, const char *call) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(code, text, &len);
+    return err_set("rank %d: %s failed: %.*s", world_rank, call, len, text);
+}
+#define MPI_CHECK(call) do { int rc_ = (call); if (rc_ != MPI_SUCCESS) return mpi_fail(rc_, #call); } while (0)
+
 /* ---- waiting on other ranks, with a deadline ---- */
 
 /* Waits for req[0..n) (the messages to or from ranks peer[0..n)); past the deadline it
@@ -128,7 +137,9 @@ static struct {
     bool started, stopping;
     pthread_mutex_t mu;
     pthread_cond_t work, done;
-    struct { float *buf; size_t n; } job[MAX_BUCKETS];
+    struct { float *buf; size_t n; int64_t start_ns, end_ns; } job[MAX_BUCKETS];
+    int64_t last_start[MAX_BUCKETS], last_end[MAX_BUCKETS]; /* the last wait's buckets */
+    int n_last;
     int head, tail;              /* job[head..tail) are waiting or running */
     int64_t busy_ns;             /* the thread's time on jobs since the last wait */
     float *scratch;              /* rank 0: the other ranks' values */
@@ -186,9 +197,11 @@ static void *comm_thread(void *arg) {
         if (latency_us > 0 || gbps > 0) /* the simulated network: a cost per call, and bytes / bandwidth */
             sleep_us(latency_us + (gbps > 0 ? (int64_t)((double)n * sizeof(float) * 8 / (gbps * 1e3)) : 0));
         reduce_bucket(buf, n, tag);
-        int64_t t = os_now_ns() - t0;
+        int64_t t1 = os_now_ns();
         pthread_mutex_lock(&comm.mu);
-        comm.busy_ns += t;
+        comm.busy_ns += t1 - t0;
+        comm.job[tag].start_ns = t0;
+        comm.job[tag].end_ns = t1;
         comm.head++;
         pthread_cond_signal(&comm.done);
     }
@@ -216,6 +229,8 @@ int dist_reduce_wait(int64_t *wait_ns, int64_t *comm_ns) {
     int64_t t0 = os_now_ns();
     pthread_mutex_lock(&comm.mu);
     while (comm.head != comm.tail) pthread_cond_wait(&comm.done, &comm.mu);
+    for (int i = 0; i < comm.tail; i++) comm.last_start[i] = comm.job[i].start_ns, comm.last_end[i] = comm.job[i].end_ns;
+    comm.n_last = comm.tail;
     comm.head = comm.tail = 0; /* tags start again from 0: messages of a (source, tag) pair keep their order */
     *comm_ns = comm.busy_ns;
     comm.busy_ns = 0;
@@ -224,16 +239,43 @@ int dist_reduce_wait(int64_t *wait_ns, int64_t *comm_ns) {
     return 0;
 }
 
+int dist_last_buckets(int64_t *start_ns, int64_t *end_ns, int max) {
+    pthread_mutex_lock(&comm.mu);
+    int n = comm.n_last;
+    for (int i = 0; i < n && i < max; i++) start_ns[i] = comm.last_start[i], end_ns[i] = comm.last_end[i];
+    pthread_mutex_unlock(&comm.mu);
+    return n;
+}
+
+int dist_gather(const void *mine, size_t len, void **all, size_t *lens) {
+    *all = NULL;
+    if (world_size == 1) {
+        if (!(*all = malloc(len ? len : 1))) return err_set("out of host memory");
+        memcpy(*all, mine, len);
+        lens[0] = len;
+        return 0;
+    }
+    if (len > INT32_MAX) return err_set("rank %d: %zu bytes to gather, at most 2^31", world_rank, len);
+    int n = (int)len, *counts = NULL, *displs = NULL;
+    if (world_rank == 0) {
+        counts = calloc((size_t)world_size, sizeof *counts);
+        displs = calloc((size_t)world_size, sizeof *displs);
+        if (!counts || !displs) { free(counts), free(displs); return err_set("out of host memory"); }
+    }
+    int rc = MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    size_t total = 0;
+    for (int r = 0; world_rank == 0 && r < world_size; r++) displs[r] = (int)total, total += (size_t)counts[r], lens[r] = (size_t)counts[r];
+    if (rc == MPI_SUCCESS && world_rank == 0 && (total > INT32_MAX || !(*all = malloc(total ? total : 1)))) {
+        free(counts), free(displs);
+        return err_set("rank 0: can't gather %zu bytes", total); /* the others then wait: the caller aborts */
+    }
+    if (rc == MPI_SUCCESS) rc = MPI_Gatherv(mine, n, MPI_BYTE, *all, counts, displs, MPI_BYTE, 0, MPI_COMM_WORLD);
+    free(counts), free(displs);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Gather");
+}
+
 /* ---- start and end ---- */
 
-/* MPI's own words for an error code. */
-static int mpi_fail(int code, const char *call) {
-    char text[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(code, text, &len);
-    return err_set("rank %d: %s failed: %.*s", world_rank, call, len, text);
-}
-#define MPI_CHECK(call) do { int rc_ = (call); if (rc_ != MPI_SUCCESS) return mpi_fail(rc_, #call); } while (0)
 
 int dist_init(void) {
     if (launched_size() <= 0) return 0; /* a plain ./train: a world of one, MPI untouched */
@@ -338,6 +380,13 @@ int dist_agree(int64_t step, float loss, bool stop, float *mean_loss, bool *any_
 }
 int dist_reduce_start(float *buf, size_t n) { (void)buf, (void)n; return 0; }
 int dist_reduce_wait(int64_t *wait_ns, int64_t *comm_ns) { *wait_ns = *comm_ns = 0; return 0; }
+int dist_last_buckets(int64_t *start_ns, int64_t *end_ns, int max) { (void)start_ns, (void)end_ns, (void)max; return 0; }
+int dist_gather(const void *mine, size_t len, void **all, size_t *lens) {
+    if (!(*all = malloc(len ? len : 1))) return err_set("out of host memory");
+    memcpy(*all, mine, len);
+    lens[0] = len;
+    return 0;
+}
 int dist_broadcast(void *buf, size_t bytes) { (void)buf, (void)bytes; return 0; }
 int dist_check_same(uint64_t value, const char *what) { (void)value, (void)what; return 0; }
 

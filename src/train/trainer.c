@@ -48,6 +48,7 @@ struct trainer {
     struct loader *train_ld, *test_ld;
     struct feeder *train_feed, *test_feed;  /* batches on the compute device */
     struct trace *tr;
+    int64_t trace_t0_ns;     /* when it began (os_now_ns): its events' times are relative to it */
     FILE *metrics;           /* train.metrics: a CSV row per step and per epoch, or NULL */
     float mean[4], std[4];
     long step, total_steps;  /* the LR schedule spans total_steps */
@@ -485,7 +486,14 @@ static int setup(struct trainer *t) {
         train_make_feed(cfg, t->be, t->test_ds, false, &t->test_ld, &t->test_feed))
         return -1;
     /* data parallel: rank 0 alone writes the trace and the metrics */
-    if (cfg->train.trace[0] && dist_rank() == 0 && !(t->tr = trace_open(cfg->train.trace))) return err_wrap("[train] trace: ");
+    /* data parallel: every rank traces; at the end rank 0 takes the others' events as lanes
+     * of its own file (PATH), and theirs (PATH.rankN) are removed */
+    if (cfg->train.trace[0]) {
+        char path[CFG_STR_MAX + 32];
+        snprintf(path, sizeof path, dist_rank() ? "%s.rank%d" : "%s", cfg->train.trace, dist_rank());
+        if (!(t->tr = trace_open(path))) return err_wrap("[train] trace: ");
+        t->trace_t0_ns = os_now_ns();
+    }
     /* a resumed run appends, so the rows before the interruption are kept */
     if (cfg->train.metrics[0] && dist_rank() == 0 && metrics_open(cfg->train.metrics, t->opt->resume != NULL, &t->metrics))
         return err_wrap("[train] metrics: ");
@@ -533,6 +541,63 @@ static void name_trace_lanes(struct trainer *t) {
         trace_thread_name(t->tr, TIMELINE_COPY_STREAM_TID, "copy stream (device)");
         trace_thread_name(t->tr, TIMELINE_COMPUTE_STREAM_TID, "compute stream (device)");
     }
+    if (dist_world() > 1 && !t->be->comm) {
+        trace_thread_name(t->tr, TIMELINE_COMM_TID, "all-reduce thread");
+        trace_thread_name(t->tr, TIMELINE_COMM_WAIT_TID, "all-reduce wait");
+    }
+}
+
+/* Data parallel: each rank's events, sent to rank 0 as fixed records and added to its
+ * trace as lanes of their own ("rank 1: training thread", tids + r x TIMELINE_RANK_TIDS).
+ * The ranks' clocks agree on one machine (CLOCK_MONOTONIC); across machines they don't. */
+struct trace_wire { char ph; int32_t tid; int64_t t_ns, dur_ns; double value; char name[TRACE_NAME_LEN], cat[16]; };
+
+static void to_wire(const struct trace_record *r, void *ctx) {
+    struct trace_wire **at = ctx;
+    struct trace_wire *w = (*at)++;
+    memset(w, 0, sizeof *w);
+    w->ph = r->ph;
+    w->tid = r->tid;
+    w->t_ns = r->t_ns;
+    w->dur_ns = r->dur_ns;
+    w->value = r->value;
+    snprintf(w->name, sizeof w->name, "%s", r->name);
+    snprintf(w->cat, sizeof w->cat, "%s", r->cat);
+}
+
+static int merge_rank_traces(struct trainer *t) {
+    if (dist_world() == 1 || !t->tr) return 0;
+    size_t n = trace_event_count(t->tr) + 64; /* + thread names */
+    struct trace_wire *mine = calloc(n + 1, sizeof *mine), *at = mine + 1;
+    size_t *lens = calloc((size_t)dist_world(), sizeof *lens);
+    void *all = NULL;
+    if (!mine || !lens) { free(mine), free(lens); return err_set("out of host memory for the trace"); }
+    mine[0].t_ns = t->trace_t0_ns; /* record 0: when this rank's trace began */
+    size_t got = trace_for_each(t->tr, to_wire, &at);
+    int rc = dist_gather(mine, (got + 1) * sizeof *mine, &all, lens);
+    const char *at_byte = all;
+    for (int r = 0; !rc && dist_rank() == 0 && r < dist_world(); at_byte += lens[r], r++) {
+        const struct trace_wire *w = (const struct trace_wire *)at_byte;
+        size_t k = lens[r] / sizeof *w;
+        for (size_t i = 1; r > 0 && i < k; i++) {
+            char name[TRACE_NAME_LEN + 16];
+            snprintf(name, sizeof name, "rank %d: %s", r, w[i].name);
+            int tid = w[i].tid + r * TIMELINE_RANK_TIDS;
+            int64_t abs = w[0].t_ns + w[i].t_ns; /* on the shared clock */
+            if (w[i].ph == 'M') trace_thread_name(t->tr, tid, name);
+            else if (w[i].ph == 'C') trace_counter(t->tr, name, abs, w[i].value);
+            else trace_span(t->tr, tid, w[i].name, w[i].cat, abs, w[i].dur_ns);
+        }
+    }
+    free(mine), free(lens), free(all);
+    if (dist_rank() != 0) { /* its events are in rank 0's file now */
+        char path[CFG_STR_MAX + 32];
+        snprintf(path, sizeof path, "%s.rank%d", t->cfg->train.trace, dist_rank());
+        trace_close(t->tr);
+        t->tr = NULL;
+        unlink(path);
+    }
+    return rc;
 }
 
 /* Who loaded batch b, read before feeder_done hands its slot back to the workers. */
@@ -554,6 +619,13 @@ static void trace_step(struct trainer *t, const struct fed_batch *fb, int64_t st
     }
     trace_span(t->tr, 0, "wait", "step", start_ns - fb->wait_ns, fb->wait_ns);
     trace_span(t->tr, 0, "compute", "step", start_ns, end_ns - start_ns);
+    if (dist_world() > 1 && !t->be->comm && t->tr) { /* the buckets, and what backward did not hide of them */
+        int64_t s[64], e[64];
+        int n = dist_last_buckets(s, e, 64);
+        for (int i = 0; i < n && i < 64; i++) trace_span(t->tr, TIMELINE_COMM_TID, "all-reduce bucket", "comm", s[i], e[i] - s[i]);
+        trace_span(t->tr, TIMELINE_COMM_WAIT_TID, "waiting for the all-reduce", "comm", t->comm_wait_start_ns,
+                   t->comm_wait_ns);
+    }
 }
 
 /* A finished step's row in the metrics file and its loss and rate as trace counters,
@@ -709,6 +781,7 @@ static enum train_status end_epoch(struct trainer *t, int epoch, long next, long
 
 /* The pipeline report and the samples the loader skipped. */
 static void finish(struct trainer *t, int64_t cpu0, int64_t loader0) {
+    if (merge_rank_traces(t)) fprintf(stderr, "warning: the ranks' traces: %s\n", err_get());
     t->tot.process_cpu_ns = process_cpu_ns() - cpu0;
     int64_t loader1;
     book_loader_cpu(t, &loader1);

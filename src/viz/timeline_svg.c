@@ -23,6 +23,8 @@
 #define TL_MAX_LANES 80
 
 static const char *span_fill(const struct timeline_span *s) {
+    /* data parallel: a bucket on the communication thread, the wait for the last ones */
+    if (!strcmp(s->cat, "comm")) return !strncmp(s->name, "wait", 4) ? "#e08a2c" : "#c9b27c";
     if (!strncmp(s->name, "wait", 4)) return "#d64541";
     if (!strncmp(s->name, "compute", 7)) return "#3d6fb6";
     if (!strncmp(s->name, "load", 4) || !strcmp(s->cat, "loader")) return "#4aa564";
