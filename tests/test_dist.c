@@ -256,6 +256,29 @@ Test(dist, the_trace_has_a_lane_per_rank_and_the_all_reduce) {
     free(json);
 }
 
+/* SIGTERM to the ranks (what Ctrl-C is to a lone ./train): they agree to stop after the
+ * same step, rank 0 writes the checkpoint, and it resumes. */
+Test(dist, stopping_the_ranks_writes_a_checkpoint_that_resumes) {
+    char cmd[4096], *out;
+    snprintf(cmd, sizeof cmd,
+             "(" MPIRUN " -np 2 " TRAIN "%s --set train.epochs=1000 --set train.eval_every=0 "
+             "--set train.checkpoint=%s/stop.ckpt > %s/log 2>&1) & "
+             "for i in $(seq 100); do grep -q 'data parallel' %s/log 2>/dev/null && break; sleep 0.1; done; sleep 1; "
+             "pkill -TERM -f '^[^ ]*train configs/smoke.cfg .*data.path=%s '; wait; cat %s/log", /* the ranks, not this shell */
+             dir, dir, dir, dir, dir, dir);
+    smoke_run(cmd, &out);
+    skip_without_mpi_build(out);
+    cr_expect(strstr(out, "interrupted at step") && strstr(out, "checkpoint written to"), "%s", out);
+    free(out);
+    char extra[512];
+    snprintf(extra, sizeof extra, "--set train.epochs=1000 --set train.max_steps=1 --set train.eval_every=0 "
+                                  "--resume %s/stop.ckpt", dir);
+    int rc = run_ranks(2, extra, &out);
+    cr_expect_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "resumed from"), "%s", out);
+    free(out);
+}
+
 Test(dist, a_config_mismatch_is_a_clear_error_on_every_rank) {
     char cmd[4096], *out;
     snprintf(cmd, sizeof cmd, MPIRUN " -np 1 " TRAIN "%s : -np 1 " TRAIN "%s --set optim.lr=0.1", dir, dir);
