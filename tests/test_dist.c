@@ -82,6 +82,23 @@ static struct nn_model open_params(const char *path) {
     return m;
 }
 
+/* The loss column of a metrics file's step rows (header: kind,step,epoch,batch,lr,loss,...). */
+static int step_losses(const char *path, double *loss, int cap) {
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "no metrics file %s", path);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        long step;
+        int epoch;
+        long batch;
+        double lr;
+        if (sscanf(line, "step,%ld,%d,%ld,%lf,%lf", &step, &epoch, &batch, &lr, &loss[n]) == 5) n++;
+    }
+    fclose(f);
+    return n;
+}
+
 Test(dist, two_ranks_of_8_train_what_one_rank_of_16_does) {
     /* no batch norm: its statistics are per rank, so only a model without it is the same
      * computation split in two */
@@ -90,15 +107,26 @@ Test(dist, two_ranks_of_8_train_what_one_rank_of_16_does) {
     char extra[1024], one[128], two[128], *out;
     snprintf(one, sizeof one, "%s/one.ckpt", dir);
     snprintf(two, sizeof two, "%s/two.ckpt", dir);
-    snprintf(extra, sizeof extra, "%s --set loader.batch=16 --set train.checkpoint=%s", model, one);
+    snprintf(extra, sizeof extra, "%s --set loader.batch=16 --set train.checkpoint=%s --metrics %s.csv", model, one, one);
     cr_assert_eq(run_ranks(1, extra, &out), 0, "%s", out);
     free(out);
-    snprintf(extra, sizeof extra, "%s --set loader.batch=8 --set train.checkpoint=%s", model, two);
+    snprintf(extra, sizeof extra, "%s --set loader.batch=8 --set train.checkpoint=%s --metrics %s.csv", model, two, two);
     int rc = run_ranks(2, extra, &out);
     skip_without_mpi_build(out);
     cr_assert_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "global batch 16"), "%s", out);
     free(out);
+    /* step by step: the loss of every step (the ranks' mean, on 2 ranks) */
+    double la[64], lb[64];
+    char csv[160];
+    snprintf(csv, sizeof csv, "%s.csv", one);
+    int na = step_losses(csv, la, 64);
+    snprintf(csv, sizeof csv, "%s.csv", two);
+    int nb = step_losses(csv, lb, 64);
+    cr_expect(na == 24 && nb == 24, "steps in the metrics files: %d and %d", na, nb);
+    for (int i = 0; i < na && i < nb; i++)
+        cr_expect(fabs(la[i] - lb[i]) <= 2e-6 + 1e-5 * fabs(la[i]), "step %d: loss %.6f on 1 x 16, %.6f on 2 x 8",
+                  i + 1, la[i], lb[i]);
     struct nn_model a = open_params(one), b = open_params(two);
     cr_assert_eq(a.ps.n_params, b.ps.n_params);
     for (int i = 0; i < a.ps.n_params; i++) {

@@ -351,8 +351,14 @@ static int context_init(void) {
         snprintf(init_error, sizeof init_error, "no usable GPU: %s", why);
         return -1;
     }
-    INIT_CUDA(cudaSetDevice(0));
-    INIT_CUDA(cudaDeviceGetAttribute(&cu.sm_count, cudaDevAttrMultiProcessorCount, 0));
+    // Data parallel: one GPU per rank, chosen from the rank's place on its machine, which
+    // the launcher says (Open MPI's mpirun, Slurm's srun); a lone process takes device 0.
+    int gpus = cuda_device_count(why, sizeof why), device = 0;
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (!local) local = getenv("SLURM_LOCALID");
+    if (local && gpus > 0) device = atoi(local) % gpus;
+    INIT_CUDA(cudaSetDevice(device));
+    INIT_CUDA(cudaDeviceGetAttribute(&cu.sm_count, cudaDevAttrMultiProcessorCount, device));
     INIT_CUDA(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
     cu.stream[STREAM_COMPUTE] = compute;
     INIT_CUDA(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking));
