@@ -187,6 +187,18 @@ static char *after_config(const char *path, long *n) {
     return copy;
 }
 
+/* Two checkpoints in dir hold the same tensors, optimizer state and position. */
+static void expect_same_state(const char *a_name, const char *b_name, const char *what) {
+    char pa[128], pb[128];
+    snprintf(pa, sizeof pa, "%s/%s", dir, a_name);
+    snprintf(pb, sizeof pb, "%s/%s", dir, b_name);
+    long na, nb;
+    char *a = after_config(pa, &na), *b = after_config(pb, &nb);
+    cr_expect(na == nb && memcmp(a, b, (size_t)na) == 0, "%s differ", what);
+    free(a);
+    free(b);
+}
+
 Test(dist, a_two_rank_run_resumes_exactly) {
     char extra[1024], *out;
     snprintf(extra, sizeof extra, "--set train.epochs=2 --set train.eval_every=0 --set train.checkpoint=%s/full.ckpt", dir);
@@ -207,14 +219,7 @@ Test(dist, a_two_rank_run_resumes_exactly) {
     cr_expect_eq(run_ranks(3, extra, &out), 1, "%s", out);
     cr_expect(strstr(out, "written by 2 processes, this run has 3"), "%s", out);
     free(out);
-    char pa[128], pb[128];
-    snprintf(pa, sizeof pa, "%s/full.ckpt", dir);
-    snprintf(pb, sizeof pb, "%s/half.ckpt", dir);
-    long na, nb;
-    char *a = after_config(pa, &na), *b = after_config(pb, &nb);
-    cr_expect(na == nb && memcmp(a, b, (size_t)na) == 0, "2 epochs straight and 9 steps + resume differ");
-    free(a);
-    free(b);
+    expect_same_state("full.ckpt", "half.ckpt", "2 epochs straight and 9 steps + resume");
 }
 
 /* Buckets started during backward average the same numbers as one bucket after it:
@@ -232,14 +237,7 @@ Test(dist, buckets_overlapped_with_backward_give_the_same_bits) {
                                 : "1 bucket of up to 0 KiB, all-reduced after backward"), "%s", out);
         free(out);
     }
-    char pa[128], pb[128];
-    snprintf(pa, sizeof pa, "%s/way0.ckpt", dir);
-    snprintf(pb, sizeof pb, "%s/way1.ckpt", dir);
-    long na, nb;
-    char *a = after_config(pa, &na), *b = after_config(pb, &nb);
-    cr_expect(na == nb && memcmp(a, b, (size_t)na) == 0, "one bucket after backward and 1 KiB buckets during it differ");
-    free(a);
-    free(b);
+    expect_same_state("way0.ckpt", "way1.ckpt", "one bucket after backward and 1 KiB buckets during it");
 }
 
 /* A rank stopped with SIGSTOP answers nothing: the others name it after dist.timeout_s. */
