@@ -100,6 +100,10 @@ int ckpt_load_mem(const void *buf, size_t len, struct nn_model *m, struct ckpt_s
  * finalizes it on `be`, loads its weights and BN statistics, and fills *info (free it
  * with ckpt_info_free; on failure there is nothing to free and m is empty). */
 int ckpt_open_model(const char *path, const struct backend *be, struct nn_model *m, struct ckpt_info *info);
+/* The same on a checkpoint already in memory (a tool that read it once to choose the
+ * device from its config). */
+int ckpt_open_model_mem(const void *buf, size_t len, const struct backend *be, struct nn_model *m,
+                        struct ckpt_info *info);
 
 /* Reads every section of a checkpoint into *info without building a model: the tools
  * read the config first, to choose the device. ckpt_read_info_mem does it on a file in

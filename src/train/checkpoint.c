@@ -546,27 +546,34 @@ int ckpt_load(const char *path, struct nn_model *m, struct ckpt_state *st, uint6
 int ckpt_open_model(const char *path, const struct backend *be, struct nn_model *m, struct ckpt_info *info) {
     unsigned char *buf = NULL;
     size_t len = 0;
-    struct parsed f;
     memset(m, 0, sizeof *m);
     if (os_read_file(path, &buf, &len)) return err_wrap("opening checkpoint %s: ", path);
-    if (parse(buf, len, &f) || read_info(&f, info)) goto fail;
-    if (model_build(m, &info->cfg)) { err_wrap("rebuilding the model of its config: [model]: "); goto fail_info; }
+    int rc = ckpt_open_model_mem(buf, len, be, m, info);
+    free(buf);
+    return rc ? err_wrap("opening checkpoint %s: ", path) : 0;
+}
+
+int ckpt_open_model_mem(const void *buf, size_t len, const struct backend *be, struct nn_model *m,
+                        struct ckpt_info *info) {
+    struct parsed f;
+    memset(m, 0, sizeof *m);
+    if (parse(buf, len, &f) || read_info(&f, info)) return -1;
+    if (model_build(m, &info->cfg)) {
+        err_wrap("rebuilding the model of its config: [model]: ");
+        goto fail;
+    }
     /* the file's tensors against the config's model before any device memory is taken */
     if (check_model(&f, &m->ps, "HINT: this nostall builds that config differently; use the nostall that "
                                 "wrote it") ||
         nn_model_finalize(m, be))
-        goto fail_model;
+        goto fail;
     copy_in(&f, &m->ps, false);
-    free(buf);
     return 0;
-fail_model:
+fail:
     nn_model_free(m);
     memset(m, 0, sizeof *m);
-fail_info:
     ckpt_info_free(info);
-fail:
-    free(buf);
-    return err_wrap("opening checkpoint %s: ", path);
+    return -1;
 }
 
 int ckpt_read_info(const char *path, struct ckpt_info *info) {

@@ -8,6 +8,7 @@
 #include "error.h"
 #include "evaluate.h"
 #include "ops.h"
+#include "os.h"
 #include "train.h"
 
 int eval_argmax(const float *z, int classes) {
@@ -79,7 +80,14 @@ int eval_pass(struct ag_ctx *c, struct nn_model *m, struct feeder *feed, const f
 
 int eval_model_open(struct eval_model *em, const char *path, const char *const *sets, int n_sets, FILE *out) {
     memset(em, 0, sizeof *em);
-    if (ckpt_read_info(path, &em->info)) return -1;
+    /* read once: the config chooses the device, then the same bytes fill the model */
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (os_read_file(path, &buf, &len)) return err_wrap("opening checkpoint %s: ", path);
+    if (ckpt_read_info_mem(buf, len, &em->info)) {
+        free(buf);
+        return err_wrap("opening checkpoint %s: ", path);
+    }
     struct config *cfg = &em->info.cfg;
     /* how the model runs and where the data is may change; what it computes may not
      * (the model, the input shape, the classes, mean/std) */
@@ -100,14 +108,21 @@ int eval_model_open(struct eval_model *em, const char *path, const char *const *
     if (cfg_validate(cfg, "--set")) goto fail;
     for (int c = 0; c < cfg->data.channels; c++) em->mean[c] = (float)cfg->data.mean.v[c], em->std[c] = (float)cfg->data.std.v[c];
     struct ckpt_info again;
-    if (!(em->be = train_pick_backend(cfg, out)) || ckpt_open_model(path, em->be, &em->m, &again)) goto fail;
+    if (!(em->be = train_pick_backend(cfg, out))) goto fail;
+    if (ckpt_open_model_mem(buf, len, em->be, &em->m, &again)) {
+        err_wrap("opening checkpoint %s: ", path);
+        goto fail;
+    }
     ckpt_info_free(&again);
+    free(buf);
+    buf = NULL;
     if (ag_ctx_init(&em->ctx, em->be)) {
         nn_model_free(&em->m);
         goto fail;
     }
     return 0;
 fail:
+    free(buf);
     ckpt_info_free(&em->info);
     return -1;
 }
