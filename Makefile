@@ -128,6 +128,10 @@ $(BUILD)/bin/%: tools/%.c $$(wildcard tools/$$*_*.c) $(LIB)
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(wildcard tests/fixtures/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcriterion -o $@
+# make interop's AdamW run (tests/interop_adamw.c), which PyTorch repeats.
+$(BUILD)/tests/interop_adamw: tests/interop_adamw.c tests/testutil.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(LIB) $(LDFLAGS) $(LDLIBS) -o $@
 # make test-tsan-cuda's program (tests/tsan_cuda.c), in the emulated build only.
 $(BUILD)/tests/tsan_cuda: tests/tsan_cuda.c tests/ring_check.h tests/testutil.h $(LIB)
 	@mkdir -p $(dir $@)
@@ -176,7 +180,7 @@ clean:
 # docs/runs/interop.txt and docs/export.md). Python packages: Debian's, plus pinned
 # onnxruntime and safetensors from PyPI in build/interop-venv (kept).
 interop: setup
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/interop_adamw
 	@$(MAKE) --no-print-directory data
 	@BUILD=$(BUILD) sh scripts/interop.sh
 interop-doc:

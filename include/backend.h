@@ -206,6 +206,10 @@ struct backend {
      * w -= lr*step   (PyTorch's SGD with dampening 0) */
     void (*sgd_step)(size_t n, float *w, const float *g, float *v, float lr,
                      float momentum, bool nesterov, float weight_decay);
+    /* One fused AdamW step: m, v (n) the first and second moments; bc1 = 1 - beta1^t,
+     * bc2_sqrt = sqrt(1 - beta2^t) for step t (km_math.h's km_adamw_update). */
+    void (*adamw_step)(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1,
+                       float beta2, float eps, float weight_decay, float bc1, float bc2_sqrt);
 };
 
 /* NULL (with err_set naming what is missing) when the pair isn't built or

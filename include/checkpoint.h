@@ -76,24 +76,39 @@ struct ckpt_info {
 };
 void ckpt_info_free(struct ckpt_info *info);
 
-/* Writes m's weights, BN buffers and optimizer state, cfg as text, the class names
- * (NULL: "0", "1", ...; else cfg->data.classes of them) and *st to `path` (see above).
+/* An optimizer's state beyond the weights: named slots, each a flat buffer on the
+ * model's device laid out as ps->w (one value per parameter value), and its step count.
+ * NULL where one is asked for: SGD, its momentum in ps->v, steps = the state's step. */
+struct ckpt_optim {
+    const char *name;          /* "sgd", "adamw" */
+    int n_slots;               /* 1..CKPT_MAX_SLOTS */
+    const char *slot_names[2];
+    float *slots[2];
+    uint64_t steps;            /* updates applied (AdamW's bias correction counts them) */
+};
+#define CKPT_MAX_SLOTS 2
+
+/* Writes m's weights, BN buffers and optimizer state (opt, or NULL: SGD), cfg as text,
+ * the class names (NULL: "0", "1", ...; else cfg->data.classes of them) and *st to
+ * `path` (see above).
  * m must be finalized. On failure PATH is untouched (the old checkpoint survives),
  * PATH.tmp is removed, and the message names the path, the failing call and errno's text. */
 int ckpt_save(const char *path, const struct nn_model *m, const struct config *cfg,
-              const char *const *class_names, const struct ckpt_state *st);
+              const char *const *class_names, const struct ckpt_optim *opt, const struct ckpt_state *st);
 
-/* --resume: reads `path` into m (built from the same config) and *st. Refuses, with a
+/* --resume: reads `path` into m (built from the same config), the optimizer's slots
+ * into opt's buffers and its step count (opt NULL: SGD's momentum into ps->v), and *st.
+ * Refuses another optimizer (or another number of slots), and, with a
  * message saying which check failed and what to do, a missing or unreadable file, a
  * file that is not a checkpoint, another format version, a truncated or damaged file
  * (size, CRC, a section cut short), a different model (naming the first differing
  * tensor or shape), and a fingerprint other than `expected_fingerprint`. On refusal
  * neither m nor *st is modified. */
-int ckpt_load(const char *path, struct nn_model *m, struct ckpt_state *st,
+int ckpt_load(const char *path, struct nn_model *m, struct ckpt_optim *opt, struct ckpt_state *st,
               uint64_t expected_fingerprint);
 /* The same on a checkpoint already in memory (ckpt_load and the fuzzer use it). Never
  * reads outside buf[0..len). */
-int ckpt_load_mem(const void *buf, size_t len, struct nn_model *m, struct ckpt_state *st,
+int ckpt_load_mem(const void *buf, size_t len, struct nn_model *m, struct ckpt_optim *opt, struct ckpt_state *st,
                   uint64_t expected_fingerprint);
 
 /* For eval, predict and export: rebuilds the model the checkpoint's config describes,

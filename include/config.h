@@ -53,6 +53,7 @@ enum cfg_cache {
 enum cfg_arch { CFG_ARCH_RESNET, CFG_ARCH_CNN, CFG_ARCH_MLP };
 /* after the warmup: keep the rate, or decay it linearly or by a cosine to 0 */
 enum cfg_schedule { CFG_SCHEDULE_CONSTANT, CFG_SCHEDULE_LINEAR, CFG_SCHEDULE_COSINE };
+enum cfg_optimizer { CFG_OPTIM_SGD, CFG_OPTIM_ADAMW };
 /* AUTO picks CUDA when a GPU is present; backend.h's enum device is what it resolves to. */
 enum cfg_device { CFG_DEVICE_AUTO, CFG_DEVICE_CPU, CFG_DEVICE_CUDA };
 
@@ -101,12 +102,14 @@ struct config {
         struct cfg_int_list hidden;   /* mlp: hidden layer sizes; none = linear model */
     } model;
     struct cfg_optim {
+        enum cfg_optimizer name;      /* sgd: momentum, nesterov; adamw: beta1, beta2, eps */
         double lr;                    /* peak learning rate */
         double momentum;
         bool nesterov;
         double weight_decay;
         enum cfg_schedule schedule;
         double warmup;                /* fraction of all steps spent rising from 0 to lr */
+        double beta1, beta2, eps;     /* adamw */
     } optim;
     struct cfg_train {
         int epochs;

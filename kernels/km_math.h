@@ -97,6 +97,20 @@ NS_HD static inline void km_sgd_update(float *w, float g, float *v, float lr, fl
     *w -= lr * step;
 }
 
+/* PyTorch's AdamW on one parameter (its single-tensor code, in its order of
+ * operations, so the two agree to float rounding). bc1 = 1 - beta1^t and
+ * bc2_sqrt = sqrt(1 - beta2^t) for the step t being taken, computed once per step:
+ *   w *= 1 - lr*wd;  m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g*g;
+ *   w -= (lr/bc1) * m / (sqrt(v)/bc2_sqrt + eps) */
+NS_HD static inline void km_adamw_update(float *w, float g, float *m, float *v, float lr, float beta1, float beta2,
+                                         float eps, float weight_decay, float bc1, float bc2_sqrt) {
+    *w *= 1.0f - lr * weight_decay;
+    *m = beta1 * *m + (1.0f - beta1) * g;
+    *v = beta2 * *v + (1.0f - beta2) * g * g;
+    float denom = sqrtf(*v) / bc2_sqrt + eps;
+    *w -= (lr / bc1) * *m / denom;
+}
+
 /* ---- batch norm ---- */
 
 /* y = (x - mean) * invstd * gamma + beta */

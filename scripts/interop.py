@@ -15,6 +15,8 @@ Checks, one line each with what was measured:
   torch load           safetensors' load_file, then load_state_dict(strict=True) into
                        scripts/torch_resnet_small.py's resnet_small()
   torch                its eval-mode logits match nostall's the same way
+  torch AdamW          (--adamw) torch.optim.AdamW given nostall's initial weights and 20
+                       steps of gradients ends within 1e-5 x max |w| of nostall's weights
 The images are normalized here as nostall does, x = (pixel / 255 - mean) / std, with mean
 and std from the files' metadata. Exit status 1 if any check fails. --report writes the
 lines to a file; --doc copies that file between the <!-- interop:begin --> and
@@ -59,6 +61,31 @@ def compare(name, got, want):
     return ok, line
 
 
+def check_adamw(path, torch):
+    """torch.optim.AdamW from nostall's initial weights over its gradients, against its weights."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:8] != b"NSADAMW\0":
+        sys.exit(f"interop: {path} is not an NSADAMW file (tests/interop_adamw writes one)")
+    n, steps = struct.unpack_from("<2I", raw, 8)
+    lr, b1, b2, eps, wd = struct.unpack_from("<5d", raw, 16)
+    at = 56
+    w0 = np.frombuffer(raw, "<f4", n, at)
+    grads = np.frombuffer(raw, "<f4", steps * n, at + 4 * n).reshape(steps, n)
+    w1 = np.frombuffer(raw, "<f4", n, at + 4 * n * (steps + 1))
+    p = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    opt = torch.optim.AdamW([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    for s in range(steps):
+        p.grad = torch.from_numpy(grads[s].copy())
+        opt.step()
+    got = p.detach().numpy()
+    scale = float(np.abs(w1).max())
+    diff = float(np.abs(got.astype(np.float64) - w1.astype(np.float64)).max())
+    ok = diff <= 1e-5 * scale
+    return ok, (f"{'torch AdamW':<12} {'ok  ' if ok else 'FAIL'} {steps} steps on {n} weights: max |diff| {diff:.3g} "
+                f"(limit 1e-5 x max |w| {scale:.4g} = {1e-5 * scale:.3g})")
+
+
 def copy_into_doc(doc, report):
     """The report, as a code block, between doc's interop markers."""
     begin, end = "<!-- interop:begin -->", "<!-- interop:end -->"
@@ -83,6 +110,7 @@ def main():
     ap.add_argument("--onnx", required=True)
     ap.add_argument("--safetensors", required=True)
     ap.add_argument("--logits", required=True)
+    ap.add_argument("--adamw", help="tests/interop_adamw's file: nostall's AdamW, to repeat in PyTorch")
     ap.add_argument("--report", help="also write the lines here")
     ap.add_argument("--doc", help="copy the report into this Markdown file between its interop markers")
     ap.add_argument("--note", action="append", default=[], help="a line for the report's head")
@@ -144,6 +172,9 @@ def main():
         with torch.no_grad():
             got = net(torch.from_numpy(x)).numpy()
         report(*compare("torch", got, want))
+
+    if args.adamw:
+        report(*check_adamw(args.adamw, torch))
 
     accuracy = int((want.argmax(1) == labels).sum())
     lines.append(f"(nostall's own accuracy on these {n} images: {accuracy}/{n}; a short run, not a trained model)")

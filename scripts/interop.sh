@@ -49,9 +49,11 @@ $B/bin/export $W/resnet_small.ckpt --format safetensors $W/resnet_small.safetens
 $B/bin/eval $W/resnet_small.ckpt --logits $W/logits.bin --limit $N >$W/eval.log 2>&1 \
   || { tail -n 20 $W/eval.log >&2; echo "interop: ./eval failed; the log is $W/eval.log" >&2; exit 1; }
 echo "interop: nostall's logits on the first $N test images -> $W/logits.bin (./eval --logits)"
+$B/tests/interop_adamw $W/adamw.bin
+echo "interop: nostall's AdamW, 20 steps -> $W/adamw.bin (tests/interop_adamw.c)"
 
 mkdir -p "$(dirname $REPORT)"
 $V/bin/python scripts/interop.py --onnx $W/resnet_small.onnx --safetensors $W/resnet_small.safetensors \
-  --logits $W/logits.bin --report $REPORT $DOC \
+  --logits $W/logits.bin --adamw $W/adamw.bin --report $REPORT $DOC \
   --note "resnet_small after $STEPS training steps on the CPU; nostall's logits by ./eval --logits on the first $N test images" \
   --note "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ":!$REPORT" ':!docs/export.md' 2>/dev/null || echo ' (with local changes)')"

@@ -71,7 +71,7 @@ static const struct config *any_config(void) {
 }
 
 static int save(const char *p, const struct nn_model *m, const struct ckpt_state *st) {
-    return ckpt_save(p, m, any_config(), NULL, st);
+    return ckpt_save(p, m, any_config(), NULL, NULL, st);
 }
 
 /* Everything a load may change, as host bytes, to compare before/after. */
@@ -134,7 +134,7 @@ static void expect_refused(const char *p, struct nn_model *m, const char *what, 
     struct ckpt_state st = make_state(-1);
     struct snapshot before = snap(m, &st);
     err_clear();
-    cr_expect_eq(ckpt_load(p, m, &st, FP), -1, "%s: accepted", label);
+    cr_expect_eq(ckpt_load(p, m, NULL, &st, FP), -1, "%s: accepted", label);
     cr_expect(strstr(err_get(), what) != NULL, "%s: message lacks '%s': %s", label, what, err_get());
     cr_expect(strstr(err_get(), p) != NULL, "%s: message lacks the path: %s", label, err_get());
     cr_expect(same(before, snap(m, &st)), "%s: a refused load changed the model or state", label);
@@ -153,7 +153,7 @@ Test(checkpoint, round_trip_restores_everything_exactly) {
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0);
     cr_expect_leq((size_t)sb.st_size, ckpt_file_bytes(&a), "ckpt_file_bytes is not an upper bound");
-    cr_assert_eq(ckpt_load(path, &b, &loaded, FP), 0, "%s", err_get());
+    cr_assert_eq(ckpt_load(path, &b, NULL, &loaded, FP), 0, "%s", err_get());
     cr_expect(same(snap(&a, &saved), snap(&b, &loaded)), "weights, momentum, buffers or state differ");
     cr_expect_eq(access(path, F_OK) == 0 && access(dir, F_OK) == 0, true);
     char tmp[160];
@@ -184,7 +184,7 @@ Test(checkpoint, truncated_files_are_refused) {
     /* the message gives both sizes */
     write_file(cut_path, full, len / 2);
     struct ckpt_state out;
-    cr_expect_eq(ckpt_load(cut_path, &m, &out, FP), -1);
+    cr_expect_eq(ckpt_load(cut_path, &m, NULL, &out, FP), -1);
     char want[64];
     snprintf(want, sizeof want, "truncated: %zu of %zu bytes", len / 2, len);
     cr_expect(strstr(err_get(), want), "message: %s", err_get());
@@ -291,7 +291,7 @@ Test(checkpoint, the_model_reopens_from_the_file_alone) {
     tu_fill(&s, m.ps.w, m.ps.total, -1, 1);
     const char *names[] = {"cat", "dog\nwith a newline", "", "bird"};
     struct ckpt_state st = make_state(77);
-    cr_assert_eq(ckpt_save(path, &m, &cfg, names, &st), 0, "%s", err_get());
+    cr_assert_eq(ckpt_save(path, &m, &cfg, names, NULL, &st), 0, "%s", err_get());
 
     struct ckpt_info info;
     cr_assert_eq(ckpt_open_model(path, &cpu_loop_backend, &back, &info), 0, "%s", err_get());
@@ -372,12 +372,12 @@ Test(checkpoint, a_stale_temp_file_breaks_nothing) {
     struct ckpt_state st = make_state(1), out;
     cr_assert_eq(save(path, &a, &st), 0, "%s", err_get());
     write_file(tmp, "half a checkpoint", 17); /* what a killed save leaves */
-    cr_assert_eq(ckpt_load(path, &b, &out, FP), 0, "%s", err_get());
+    cr_assert_eq(ckpt_load(path, &b, NULL, &out, FP), 0, "%s", err_get());
     cr_expect_eq(out.step, 1);
     st.step = 2;
     cr_assert_eq(save(path, &a, &st), 0, "%s", err_get());
     cr_expect_neq(access(tmp, F_OK), 0, "the stale temp file is still there");
-    cr_assert_eq(ckpt_load(path, &b, &out, FP), 0, "%s", err_get());
+    cr_assert_eq(ckpt_load(path, &b, NULL, &out, FP), 0, "%s", err_get());
     cr_expect_eq(out.step, 2);
     /* a stale temp that is a symlink must not be written through */
     char victim[160];
@@ -454,7 +454,7 @@ Test(checkpoint, a_failed_save_keeps_the_old_checkpoint) {
     char tmp[160];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     cr_expect_neq(access(tmp, F_OK), 0, "the failed save left its temp file");
-    cr_assert_eq(ckpt_load(path, &back, &out, FP), 0, "%s", err_get());
+    cr_assert_eq(ckpt_load(path, &back, NULL, &out, FP), 0, "%s", err_get());
     cr_expect(same(good, snap(&back, &out)), "the old checkpoint did not survive a failed save");
     nn_model_free(&m);
     nn_model_free(&back);
@@ -512,7 +512,7 @@ Test(checkpoint, sigkill_during_saves_never_loses_the_checkpoint, .timeout = 60)
                   WEXITSTATUS(status));
         kills_mid_save += access(tmp, F_OK) == 0;
 
-        cr_assert_eq(ckpt_load(path, &back, &out, FP), 0, "round %d: %s", round, err_get());
+        cr_assert_eq(ckpt_load(path, &back, NULL, &out, FP), 0, "round %d: %s", round, err_get());
         cr_assert_geq(out.step, last_step, "round %d: the checkpoint went back in time", round);
         for (int i = 0; i < back.ps.n_params; i++) /* the parameters, not the padding between them */
             for (size_t j = (size_t)(back.ps.params[i]->data - back.ps.w), e = j + back.ps.params[i]->numel; j < e; j++)

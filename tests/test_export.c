@@ -434,7 +434,7 @@ Test(export, a_checkpoint_reopened_exports_the_same_bytes) {
     snprintf(a, sizeof a, "%s/a.safetensors", dir);
     snprintf(b, sizeof b, "%s/b.safetensors", dir);
     struct ckpt_state st = {.fingerprint = cfg_fingerprint(&cfg), .world_size = 1};
-    cr_assert_eq(ckpt_save(ckpt, &m, &cfg, NULL, &st), 0, "%s", err_get());
+    cr_assert_eq(ckpt_save(ckpt, &m, &cfg, NULL, NULL, &st), 0, "%s", err_get());
     static struct ckpt_info info;
     cr_assert_eq(ckpt_open_model(ckpt, &cpu_vectorized_backend, &back, &info), 0, "%s", err_get());
     cr_assert_eq(export_safetensors(&m, &cfg, a), 0, "%s", err_get());

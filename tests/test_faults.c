@@ -150,7 +150,7 @@ static int load_checkpoint(const char *path, struct ckpt_state *st, const char *
     for (int i = 0; sets && sets[i]; i++) cr_assert_eq(cfg_set(&cfg, sets[i]), 0, "%s", err_get());
     cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_get());
     cr_assert_eq(nn_model_finalize(&m, &cpu_vectorized_backend), 0, "%s", err_get());
-    int rc = ckpt_load(path, &m, st, cfg_fingerprint(&cfg));
+    int rc = ckpt_load(path, &m, NULL, st, cfg_fingerprint(&cfg));
     nn_model_free(&m);
     return rc;
 }

@@ -95,24 +95,27 @@ Test(train, smoke_run_learns_and_reports) {
     free(out);
 }
 
-Test(train, resume_gives_identical_weights) {
+/* 2 epochs straight against 14 steps, then --resume: the same tensors, optimizer state
+ * and position, byte for byte, with `optim` (SGD, or AdamW with its two moments). */
+static void expect_exact_resume(const char *optim, const char *tag) {
     char args[2048], *out, *a, *b;
-    snprintf(args, sizeof args, "--set train.epochs=2 --set train.eval_every=0 --set train.checkpoint=%s/full.ckpt", dir);
+    snprintf(args, sizeof args, "%s --set train.epochs=2 --set train.eval_every=0 --set train.checkpoint=%s/full%s.ckpt",
+             optim, dir, tag);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
     free(out);
     snprintf(args, sizeof args,
-             "--set train.epochs=2 --set train.max_steps=14 --set train.eval_every=0 --set train.checkpoint=%s/half.ckpt",
-             dir);
+             "%s --set train.epochs=2 --set train.max_steps=14 --set train.eval_every=0 --set train.checkpoint=%s/half%s.ckpt",
+             optim, dir, tag);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
     free(out);
-    snprintf(args, sizeof args, "--set train.epochs=2 --set train.eval_every=0 --set train.checkpoint=%s/half.ckpt "
-                                "--resume %s/half.ckpt", dir, dir);
+    snprintf(args, sizeof args, "%s --set train.epochs=2 --set train.eval_every=0 --set train.checkpoint=%s/half%s.ckpt "
+                                "--resume %s/half%s.ckpt", optim, dir, tag, dir, tag);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
     cr_expect(strstr(out, "resumed from"), "%s", out);
     free(out);
     char pa[128], pb[128];
-    snprintf(pa, sizeof pa, "%s/full.ckpt", dir);
-    snprintf(pb, sizeof pb, "%s/half.ckpt", dir);
+    snprintf(pa, sizeof pa, "%s/full%s.ckpt", dir, tag);
+    snprintf(pb, sizeof pb, "%s/half%s.ckpt", dir, tag);
     long na = file_bytes(pa, &a), nb = file_bytes(pb, &b);
     /* from the classes section on (tensors, optimizer, state): the config sections
      * differ in train.checkpoint, by design */
@@ -120,9 +123,20 @@ Test(train, resume_gives_identical_weights) {
     cr_assert(ca && cb, "no classes section");
     long ra = na - (ca - a) - 4, rb = nb - (cb - b) - 4; /* less the CRC */
     cr_assert(ra > 0 && ra == rb, "checkpoint sizes %ld and %ld", ra, rb);
-    cr_expect(memcmp(ca, cb, (size_t)ra) == 0, "2 epochs straight and 14 steps + resume differ");
+    cr_expect(memcmp(ca, cb, (size_t)ra) == 0, "%s: 2 epochs straight and 14 steps + resume differ", optim);
     free(a);
     free(b);
+}
+
+Test(train, resume_gives_identical_weights) { expect_exact_resume("", ""); }
+
+Test(train, resume_with_adamw_is_exact_and_another_optimizer_is_refused) {
+    expect_exact_resume("--set optim.name=adamw --set optim.lr=0.01", "-adamw");
+    char args[1024], *out;
+    snprintf(args, sizeof args, "--set train.epochs=2 --resume %s/half-adamw.ckpt", dir);
+    cr_expect_eq(run_train(args, &out), 1, "%s", out);
+    cr_expect(strstr(out, "holds the state of optimizer 'adamw' (2 slots); this run uses sgd (1)"), "%s", out);
+    free(out);
 }
 
 /* A checkpoint with a NaN weight: resuming from it must stop at the first
@@ -134,10 +148,10 @@ static void write_poisoned_copy(const char *good, const char *bad) {
     struct ckpt_state st;
     cr_assert_eq(model_build(&m, &cfg), 0, "%s", err_get());
     cr_assert_eq(nn_model_finalize(&m, &cpu_vectorized_backend), 0);
-    cr_assert_eq(ckpt_load(good, &m, &st, cfg_fingerprint(&cfg)), 0, "%s", err_get());
+    cr_assert_eq(ckpt_load(good, &m, NULL, &st, cfg_fingerprint(&cfg)), 0, "%s", err_get());
     /* the classifier's bias: a NaN earlier would be squashed by ReLU (NaN > 0 is false) */
     m.ps.params[m.ps.n_params - 1]->data[0] = NAN;
-    cr_assert_eq(ckpt_save(bad, &m, &cfg, NULL, &st), 0, "%s", err_get());
+    cr_assert_eq(ckpt_save(bad, &m, &cfg, NULL, NULL, &st), 0, "%s", err_get());
     nn_model_free(&m);
 }
 

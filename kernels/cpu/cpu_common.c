@@ -79,6 +79,13 @@ void cpu_sgd_step(size_t n, float *w, const float *g, float *v, float lr, float 
         km_sgd_update(&w[i], g[i], &v[i], lr, momentum, nesterov, weight_decay);
 }
 
+// w, g, m, v (n): w, m and v updated in place
+void cpu_adamw_step(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1, float beta2,
+                    float eps, float weight_decay, float bc1, float bc2_sqrt) {
+    for (size_t i = 0; i < n; i++)
+        km_adamw_update(&w[i], g[i], &m[i], &v[i], lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+}
+
 /* ---- global average pool ---- */
 
 // x (n,c,hw) -> y (n,c)

@@ -20,6 +20,8 @@ void cpu_axpy(size_t n, float alpha, const float *x, float *y);
 void cpu_relu_fwd(size_t n, const float *x, float *y);
 void cpu_relu_bwd(size_t n, const float *y, const float *dy, float *dx);
 void cpu_add_fwd(size_t n, const float *a, const float *b, float *y);
+void cpu_adamw_step(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1, float beta2,
+                    float eps, float weight_decay, float bc1, float bc2_sqrt);
 void cpu_sgd_step(size_t n, float *w, const float *g, float *v, float lr, float momentum,
                   bool nesterov, float weight_decay);
 
@@ -50,7 +52,7 @@ void cpu_avgpool_bwd(const struct pool_geom *g, const float *dy, float *dx, bool
 #define CPU_COMMON_SHARED_ENTRIES                                                        \
     .gap_fwd = cpu_gap_fwd, .gap_bwd = cpu_gap_bwd,                                      \
     .softmax_xent_fwd = cpu_softmax_xent_fwd, .softmax_xent_bwd = cpu_softmax_xent_bwd, \
-    .argmax_correct = cpu_argmax_correct, .sgd_step = cpu_sgd_step
+    .argmax_correct = cpu_argmax_correct, .sgd_step = cpu_sgd_step, .adamw_step = cpu_adamw_step
 
 /* The plain loops of the elementwise entries (the vectorized table has its own). */
 #define CPU_COMMON_ELEMENTWISE_ENTRIES                                                   \

@@ -365,6 +365,18 @@ static void loop_sgd_step(size_t n, float *w, const float *g, float *v, float lr
     CU_LAUNCH_PER_ELEMENT(sgd_kernel, n, n, w, g, v, lr, momentum, nesterov, weight_decay);
 }
 
+// w, g, m, v (n): w, m and v updated in place
+__global__ static void adamw_kernel(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1,
+                                    float beta2, float eps, float weight_decay, float bc1, float bc2_sqrt) {
+    size_t i = cu_tid();
+    if (i < n) km_adamw_update(&w[i], g[i], &m[i], &v[i], lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+}
+
+static void loop_adamw_step(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1,
+                            float beta2, float eps, float weight_decay, float bc1, float bc2_sqrt) {
+    CU_LAUNCH_PER_ELEMENT(adamw_kernel, n, n, w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+}
+
 void cu_fill_loop_table(struct backend *b) {
     b->gemm = loop_gemm;
     b->axpy = loop_axpy;
@@ -391,4 +403,5 @@ void cu_fill_loop_table(struct backend *b) {
     b->argmax_correct = cu_argmax_correct;
     b->normalize_u8 = loop_normalize_u8;
     b->sgd_step = loop_sgd_step;
+    b->adamw_step = loop_adamw_step;
 }

@@ -149,6 +149,33 @@ static void vec_sgd_step(size_t n, float *w, const float *g, float *v, float lr,
                sgd_op{w, g, v, lr, momentum, weight_decay, nesterov});
 }
 
+// w, g, m, v (n): AdamW, one fused pass, four parameters a thread where aligned
+struct adamw_op {
+    float *w;
+    const float *g;
+    float *m, *v;
+    float lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt;
+    __device__ void one(size_t i) const {
+        km_adamw_update(&w[i], g[i], &m[i], &v[i], lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+    }
+    __device__ void quad(size_t q) const {
+        float4 w4 = QUAD(w, q), g4 = CQUAD(g, q), m4 = QUAD(m, q), v4 = QUAD(v, q);
+        km_adamw_update(&w4.x, g4.x, &m4.x, &v4.x, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+        km_adamw_update(&w4.y, g4.y, &m4.y, &v4.y, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+        km_adamw_update(&w4.z, g4.z, &m4.z, &v4.z, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+        km_adamw_update(&w4.w, g4.w, &m4.w, &v4.w, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt);
+        QUAD(w, q) = w4;
+        QUAD(m, q) = m4;
+        QUAD(v, q) = v4;
+    }
+};
+
+static void vec_adamw_step(size_t n, float *w, const float *g, float *m, float *v, float lr, float beta1,
+                           float beta2, float eps, float weight_decay, float bc1, float bc2_sqrt) {
+    launch_map("adamw_step", n, aligned16(w) && aligned16(g) && aligned16(m) && aligned16(v),
+               adamw_op{w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt});
+}
+
 // ---- linear ---------------------------------------------------------------------------
 
 // bias (out) -> y (n,out), every row
@@ -487,4 +514,5 @@ void cu_fill_vectorized_table(struct backend *b) {
     b->argmax_correct = cu_argmax_correct;
     b->normalize_u8 = vec_normalize_u8;
     b->sgd_step = vec_sgd_step;
+    b->adamw_step = vec_adamw_step;
 }

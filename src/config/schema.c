@@ -39,6 +39,8 @@ static const char *const arch_names[] = {
 static const char *const schedule_names[] = {
     [CFG_SCHEDULE_CONSTANT] = "constant", [CFG_SCHEDULE_LINEAR] = "linear",
     [CFG_SCHEDULE_COSINE] = "cosine", NULL };
+static const char *const optimizer_names[] = {
+    [CFG_OPTIM_SGD] = "sgd", [CFG_OPTIM_ADAMW] = "adamw", NULL };
 static const char *const device_names[] = {
     [CFG_DEVICE_AUTO] = "auto", [CFG_DEVICE_CPU] = "cpu", [CFG_DEVICE_CUDA] = "cuda", NULL };
 static const char *const kernels_names[] = {
@@ -51,6 +53,7 @@ _Static_assert(sizeof(enum cfg_bad_sample) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_cache) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_arch) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_schedule) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum cfg_optimizer) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum cfg_device) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum kernel_flavour) == sizeof(int), "enum size");
 
@@ -99,6 +102,8 @@ const struct key_spec cfg_keys[] = {
     INT_LIST(model, hidden, "256", 0, CFG_LIST_MAX, 1, 65536, SHAPE,
              "mlp: sizes of the hidden layers; \"\" = a linear model"),
 
+    ENUM(optim, name, "sgd", optimizer_names, 0,
+         "sgd (momentum, nesterov) or adamw (decoupled weight decay, beta1, beta2, eps)"),
     FLOAT(optim, lr, "0.1", 0, 10, MIN_OPEN, "peak learning rate"),
     FLOAT(optim, momentum, "0.9", 0, 1, MAX_OPEN, "SGD momentum"),
     BOOL(optim, nesterov, "yes", "Nesterov momentum"),
@@ -106,6 +111,9 @@ const struct key_spec cfg_keys[] = {
     ENUM(optim, schedule, "linear", schedule_names, 0,
          "after warmup: keep lr, or decay it linearly or by a cosine to 0"),
     FLOAT(optim, warmup, "0.2", 0, 1, 0, "fraction of the steps spent rising from 0 to lr"),
+    FLOAT(optim, beta1, "0.9", 0, 1, MAX_OPEN, "adamw: decay of the first moment"),
+    FLOAT(optim, beta2, "0.999", 0, 1, MAX_OPEN, "adamw: decay of the second moment"),
+    FLOAT(optim, eps, "1e-8", 0, 1, MIN_OPEN, "adamw: added to the second moment's root"),
 
     INT(train, epochs, "1", 1, 100000, 0, "passes over the training split"),
     INT(train, max_steps, "0", 0, INT_MAX, 0, "stop after this many steps; 0 = no limit"),

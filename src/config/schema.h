@@ -28,7 +28,7 @@ struct key_spec {
 };
 
 /* Every key, grouped by section in the order a printed config shows them. */
-enum { CFG_N_KEYS = 50 };
+enum { CFG_N_KEYS = 54 };
 extern const struct key_spec cfg_keys[CFG_N_KEYS];
 
 #endif

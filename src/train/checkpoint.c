@@ -148,13 +148,18 @@ static void put_tensors(struct out *o, const struct nn_params *ps, float *host) 
     }
 }
 
-static void put_optim(struct out *o, const struct nn_params *ps, const struct ckpt_state *st, float *host) {
-    put_name(o, "sgd", OPTIM_NAME);
-    put_u64(o, (uint64_t)st->step);
-    put_u32(o, 1);
+/* SGD's momentum, when the caller gives no optimizer. */
+static struct ckpt_optim sgd_in(const struct nn_params *ps, const struct ckpt_state *st) {
+    return (struct ckpt_optim){"sgd", 1, {"momentum", NULL}, {ps->v, NULL}, st ? (uint64_t)st->step : 0};
+}
+
+static void put_optim(struct out *o, const struct nn_params *ps, const struct ckpt_optim *opt, float *host) {
+    put_name(o, opt->name, OPTIM_NAME);
+    put_u64(o, opt->steps);
+    put_u32(o, (uint32_t)opt->n_slots);
     put_u32(o, 0);
-    put_name(o, "momentum", OPTIM_NAME);
-    put_param_values(o, ps, ps->v, host);
+    for (int s = 0; s < opt->n_slots; s++) put_name(o, opt->slot_names[s], OPTIM_NAME);
+    for (int s = 0; s < opt->n_slots; s++) put_param_values(o, ps, opt->slots[s], host);
 }
 
 static void put_state(struct out *o, const struct ckpt_state *st) {
@@ -167,7 +172,7 @@ static void put_state(struct out *o, const struct ckpt_state *st) {
 
 /* The whole file in one host buffer, device data copied down, CRC appended. */
 static unsigned char *serialize(const struct nn_model *m, const struct config *cfg, const char *const *names,
-                                const struct ckpt_state *st, size_t *len) {
+                                const struct ckpt_optim *opt, const struct ckpt_state *st, size_t *len) {
     const struct nn_params *ps = &m->ps;
     size_t largest = ps->total;
     for (int i = 0; i < ps->n_buffers; i++)
@@ -191,7 +196,7 @@ static unsigned char *serialize(const struct nn_model *m, const struct config *c
     put_tensors(&o, ps, host);
     end_section(&o, at);
     at = begin_section(&o, SEC_OPTIM);
-    put_optim(&o, ps, st, host);
+    put_optim(&o, ps, opt, host);
     end_section(&o, at);
     at = begin_section(&o, SEC_STATE);
     put_state(&o, st);
@@ -212,10 +217,14 @@ oom:
 }
 
 int ckpt_save(const char *path, const struct nn_model *m, const struct config *cfg,
-              const char *const *class_names, const struct ckpt_state *st) {
+              const char *const *class_names, const struct ckpt_optim *opt, const struct ckpt_state *st) {
     if (!m->ps.be) return err_set("saving checkpoint %s: the model is not finalized", path);
+    struct ckpt_optim sgd = sgd_in(&m->ps, st);
+    if (!opt) opt = &sgd;
+    if (opt->n_slots < 1 || opt->n_slots > CKPT_MAX_SLOTS)
+        return err_set("saving checkpoint %s: %d optimizer slots (1..%d)", path, opt->n_slots, CKPT_MAX_SLOTS);
     size_t len;
-    unsigned char *buf = serialize(m, cfg, class_names, st, &len);
+    unsigned char *buf = serialize(m, cfg, class_names, opt, st, &len);
     if (!buf) return err_wrap("saving checkpoint %s: ", path);
     int rc = os_replace_file(path, buf, len, "checkpoint");
     free(buf);
@@ -262,6 +271,7 @@ struct parsed {
     uint64_t n_values, n_param_values; /* all tensors, parameters only */
     const unsigned char *values;    /* the tensors' values, in table order */
     char optim[OPTIM_NAME + 1];
+    uint64_t optim_steps;
     uint32_t n_slots;
     const unsigned char *slots;     /* n_slots x n_param_values floats */
     struct ckpt_state st;
@@ -384,10 +394,9 @@ static int parse_tensors(struct parsed *f) {
 
 static int parse_optim(struct parsed *f) {
     struct reader r = f->sec[SEC_OPTIM];
-    uint64_t steps;
     uint32_t reserved;
     memset(f->optim, 0, sizeof f->optim);
-    if (take(&r, f->optim, OPTIM_NAME) || take(&r, &steps, 8) || take(&r, &f->n_slots, 4) || take(&r, &reserved, 4))
+    if (take(&r, f->optim, OPTIM_NAME) || take(&r, &f->optim_steps, 8) || take(&r, &f->n_slots, 4) || take(&r, &reserved, 4))
         return err_set("damaged: the optim section is cut short. " HINT_DAMAGED);
     if (f->n_slots > 8)
         return err_set("damaged: %u optimizer slots (at most 8). " HINT_DAMAGED, f->n_slots);
@@ -451,15 +460,19 @@ static int check_model(const struct parsed *f, const struct nn_params *ps, const
     return 0;
 }
 
-/* Weights and BN buffers (and the optimizer's slot 0 into v, when `momentum`) onto the device. */
-static void copy_in(const struct parsed *f, struct nn_params *ps, bool momentum) {
-    const unsigned char *src = f->values, *slot = f->slots;
+/* Weights and BN buffers (and, when opt, the optimizer's slots into its buffers) onto
+ * the device. */
+static void copy_in(const struct parsed *f, struct nn_params *ps, const struct ckpt_optim *opt) {
+    const unsigned char *src = f->values;
+    size_t value = 0; /* parameter i's first value in the file's slots */
     for (int i = 0; i < ps->n_params; i++) {
-        size_t bytes = ps->params[i]->numel * sizeof(float);
+        size_t bytes = ps->params[i]->numel * sizeof(float), at = (size_t)(ps->params[i]->data - ps->w);
         ps->be->copy(ps->params[i]->data, src, bytes, COPY_H2D);
-        if (momentum) ps->be->copy(ps->v + (ps->params[i]->data - ps->w), slot, bytes, COPY_H2D);
+        for (int s = 0; opt && s < opt->n_slots; s++) /* slot s holds every parameter, in order */
+            ps->be->copy(opt->slots[s] + at, f->slots + ((size_t)s * f->n_param_values + value) * sizeof(float), bytes,
+                         COPY_H2D);
         src += bytes;
-        slot += bytes;
+        value += ps->params[i]->numel;
     }
     for (int i = 0; i < ps->n_buffers; i++) {
         size_t bytes = ps->buffers[i]->numel * sizeof(float);
@@ -469,21 +482,25 @@ static void copy_in(const struct parsed *f, struct nn_params *ps, bool momentum)
     if (ps->be->sync) ps->be->sync();
 }
 
-int ckpt_load_mem(const void *data, size_t len, struct nn_model *m, struct ckpt_state *st,
+int ckpt_load_mem(const void *data, size_t len, struct nn_model *m, struct ckpt_optim *opt, struct ckpt_state *st,
                   uint64_t expected_fingerprint) {
     struct nn_params *ps = &m->ps;
     if (!ps->be) return err_set("the model is not finalized");
     struct parsed f;
     if (parse(data, len, &f) || check_model(&f, ps, HINT_MODEL)) return -1;
-    if (strcmp(f.optim, "sgd") != 0 || f.n_slots != 1)
-        return err_set("holds the state of optimizer '%s' (%u slots); this build resumes SGD (1 slot). "
-                       HINT_MODEL, f.optim, f.n_slots);
+    struct ckpt_optim sgd = sgd_in(ps, NULL);
+    if (!opt) opt = &sgd;
+    if (strcmp(f.optim, opt->name) != 0 || f.n_slots != (uint32_t)opt->n_slots)
+        return err_set("holds the state of optimizer '%s' (%u slot%s); this run uses %s (%d). HINT: resume with "
+                       "the optim.name that wrote it, or start without --resume", f.optim, f.n_slots,
+                       f.n_slots == 1 ? "" : "s", opt->name, opt->n_slots);
     if (f.st.fingerprint != expected_fingerprint)
         return err_set("config fingerprint differs (checkpoint %016llx, this run %016llx): the "
                        "checkpoint was made with a different config (e.g. the [model] or [data] "
                        "section). " HINT_MODEL, (unsigned long long)f.st.fingerprint,
                        (unsigned long long)expected_fingerprint);
-    copy_in(&f, ps, true);
+    copy_in(&f, ps, opt);
+    opt->steps = f.optim_steps;
     *st = f.st;
     return 0;
 }
@@ -534,11 +551,12 @@ int ckpt_read_info_mem(const void *data, size_t len, struct ckpt_info *info) {
     return read_info(&f, info);
 }
 
-int ckpt_load(const char *path, struct nn_model *m, struct ckpt_state *st, uint64_t expected_fingerprint) {
+int ckpt_load(const char *path, struct nn_model *m, struct ckpt_optim *opt, struct ckpt_state *st,
+              uint64_t expected_fingerprint) {
     unsigned char *buf = NULL;
     size_t len = 0;
     if (os_read_file(path, &buf, &len)) return err_wrap("loading checkpoint %s: ", path);
-    int rc = ckpt_load_mem(buf, len, m, st, expected_fingerprint);
+    int rc = ckpt_load_mem(buf, len, m, opt, st, expected_fingerprint);
     free(buf);
     return rc ? err_wrap("loading checkpoint %s: ", path) : 0;
 }
@@ -567,7 +585,7 @@ int ckpt_open_model_mem(const void *buf, size_t len, const struct backend *be, s
                                 "wrote it") ||
         nn_model_finalize(m, be))
         goto fail;
-    copy_in(&f, &m->ps, false);
+    copy_in(&f, &m->ps, NULL);
     return 0;
 fail:
     nn_model_free(m);

@@ -43,7 +43,7 @@ struct trainer {
     const struct backend *be;
     struct nn_model model;
     struct ag_ctx ctx;
-    struct sgd sgd;
+    struct optimizer optim;  /* SGD or AdamW ([optim] name) */
     struct dataset *train_ds, *test_ds;
     struct loader *train_ld, *test_ld;
     struct feeder *train_feed, *test_feed;  /* batches on the compute device */
@@ -275,7 +275,7 @@ static enum step_result train_step(struct trainer *t, const struct fed_batch *fb
     if (ag_backward(c, loss)) return STEP_ERROR;
     c->after_node = NULL;
     if (dist_world() > 1 && average_gradients(t)) return STEP_ERROR;
-    optim_sgd_step(&t->model, &t->sgd, lr);
+    optim_step(&t->optim, &t->model, lr);
     ag_reset(c);
     if (t->be->check && t->be->check()) return STEP_ERROR;  /* an asynchronous kernel failure */
     return STEP_OK;
@@ -333,6 +333,15 @@ static void progress(struct trainer *t, int epoch, long i, long nb, const struct
 
 /* ---- checkpoints ---------------------------------------------------------------- */
 
+/* The optimizer's state as the checkpoint holds it: SGD's momentum, or AdamW's moments. */
+static void optim_slots(struct trainer *t, struct ckpt_optim *co) {
+    struct nn_params *ps = &t->model.ps;
+    if (t->optim.kind == CFG_OPTIM_ADAMW)
+        *co = (struct ckpt_optim){"adamw", 2, {"exp_avg", "exp_avg_sq"}, {ps->v, t->optim.v2}, (uint64_t)t->optim.steps};
+    else
+        *co = (struct ckpt_optim){"sgd", 1, {"momentum", NULL}, {ps->v, NULL}, (uint64_t)t->optim.steps};
+}
+
 static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
     if (!t->cfg->train.checkpoint[0] || dist_rank() != 0) return 0;
     struct ckpt_state st;
@@ -347,7 +356,9 @@ static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
     const char **names = calloc((size_t)classes, sizeof *names);
     if (!names) return err_set("out of host memory for %d class names", classes);
     for (int c = 0; c < classes; c++) names[c] = data_class_name(t->train_ds, c);
-    int rc = ckpt_save(t->cfg->train.checkpoint, &t->model, t->cfg, names, &st);
+    struct ckpt_optim co;
+    optim_slots(t, &co);
+    int rc = ckpt_save(t->cfg->train.checkpoint, &t->model, t->cfg, names, &co, &st);
     free(names);
     return rc;
 }
@@ -356,6 +367,7 @@ static int save_checkpoint(struct trainer *t, int epoch, long batch_in_epoch) {
 
 static void close_all(struct trainer *t) {
     if (t->comm_joined) t->be->comm->leave();
+    if (t->model.ps.be) optim_free(&t->optim, &t->model);
     free(t->buckets);
     free(t->first_reader);
     feeder_destroy(t->train_feed);
@@ -463,8 +475,6 @@ static int setup(struct trainer *t) {
         t->mean[i] = (float)cfg->data.mean.v[i];
         t->std[i] = (float)cfg->data.std.v[i];
     }
-    t->sgd = (struct sgd){(float)cfg->optim.lr, (float)cfg->optim.momentum, (float)cfg->optim.weight_decay,
-                          cfg->optim.nesterov};
     if (!(t->be = train_pick_backend(cfg, t->out))) return -1;
     fprintf(t->out, "kernels: %s, %d OpenMP threads\n", t->be->name, omp_get_max_threads());
     if (t->be->set_tf32) t->be->set_tf32(cfg->train.tf32);
@@ -477,7 +487,9 @@ static int setup(struct trainer *t) {
     if (model_build(&t->model, cfg)) return err_wrap("[model]: ");
     fprintf(t->out, "model: %s\n", cfg_enum_name("model.arch", cfg->model.arch));
     if (nn_model_shapes(&t->model, cfg->loader.batch, t->out, NULL, NULL)) return -1;
-    if (nn_model_finalize(&t->model, t->be) || ag_ctx_init(&t->ctx, t->be) || join_world(t)) return -1;
+    if (nn_model_finalize(&t->model, t->be) || ag_ctx_init(&t->ctx, t->be) || optim_init(&t->optim, cfg, &t->model) ||
+        join_world(t))
+        return -1;
     /* find out now, not after the first epoch, that checkpoints can't be written */
     if (cfg->train.checkpoint[0] && dist_rank() == 0 && (make_parent_dirs(cfg->train.checkpoint, t->out) ||
                                      ckpt_check_writable(cfg->train.checkpoint, ckpt_file_bytes(&t->model))))
@@ -514,8 +526,11 @@ static void book_loader_cpu(struct trainer *t, int64_t *sum) {
 /* --resume: the model's state and where to go on from. */
 static int resume(struct trainer *t, int *first_epoch, long *first_batch) {
     struct ckpt_state st;
-    if (ckpt_load(t->opt->resume, &t->model, &st, cfg_fingerprint(t->cfg)))
+    struct ckpt_optim co;
+    optim_slots(t, &co);
+    if (ckpt_load(t->opt->resume, &t->model, &co, &st, cfg_fingerprint(t->cfg)))
         return err_wrap("--resume: ");
+    t->optim.steps = (long)co.steps;
     if ((int)st.world_size != dist_world())
         return err_set("--resume: %s was written by %u process%s, this run has %d: each rank's share of an epoch "
                        "depends on the world size. HINT: resume with mpirun -np %u (or train anew)",
@@ -686,7 +701,7 @@ static enum train_status train_epoch(struct trainer *t, int epoch, long start, l
         int got = feeder_next(t->train_feed, &fb);
         if (got < 0) { status = TRAIN_ERROR; break; }
         if (got == 0) break;
-        float lr = optim_lr_at(cfg->optim.schedule, t->sgd.lr, (float)cfg->optim.warmup, t->step,
+        float lr = optim_lr_at(cfg->optim.schedule, (float)cfg->optim.lr, (float)cfg->optim.warmup, t->step,
                                t->total_steps), loss = 0;
         int correct = 0;
         int64_t t1 = os_now_ns();

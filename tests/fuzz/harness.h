@@ -90,7 +90,7 @@ static inline int fuzz_checkpoint(const uint8_t *data, size_t size) {
     struct ckpt_state st;
     err_clear();
     struct ckpt_info info;
-    int rc = fuzz_verdict("checkpoint", ckpt_load_mem(data, size, m, &st, FUZZ_FINGERPRINT));
+    int rc = fuzz_verdict("checkpoint", ckpt_load_mem(data, size, m, NULL, &st, FUZZ_FINGERPRINT));
     err_clear();
     if (fuzz_verdict("checkpoint", ckpt_read_info_mem(data, size, &info)) == 0) ckpt_info_free(&info);
     if (size < 28) return rc;
@@ -102,7 +102,7 @@ static inline int fuzz_checkpoint(const uint8_t *data, size_t size) {
     uint32_t crc = (uint32_t)crc32(0, fixed, (uInt)(size - 4));
     memcpy(fixed + size - 4, &crc, sizeof crc);
     err_clear();
-    int rc2 = fuzz_verdict("checkpoint", ckpt_load_mem(fixed, size, m, &st, FUZZ_FINGERPRINT));
+    int rc2 = fuzz_verdict("checkpoint", ckpt_load_mem(fixed, size, m, NULL, &st, FUZZ_FINGERPRINT));
     err_clear();
     if (fuzz_verdict("checkpoint", ckpt_read_info_mem(fixed, size, &info)) == 0) {
         if (info.classes < 1 || !info.class_names[info.classes - 1]) fuzz_fail("checkpoint", "info without classes");

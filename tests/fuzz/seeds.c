@@ -94,14 +94,14 @@ static void checkpoint_seeds(const char *tmp) {
     }
     char path[600];
     snprintf(path, sizeof path, "%s/seed.ckpt", tmp);
-    if (ckpt_save(path, m, &cfg, names, &st)) { fprintf(stderr, "seeds: %s\n", err_get()); exit(1); }
+    if (ckpt_save(path, m, &cfg, names, NULL, &st)) { fprintf(stderr, "seeds: %s\n", err_get()); exit(1); }
     size_t len;
     uint8_t *b = slurp(path, &len);
     put("checkpoint", "valid.ckpt", b, len);
     put("checkpoint", "prefix_only.ckpt", b, 40);
     put("checkpoint", "magic_only.ckpt", b, 8);
     st.fingerprint ^= 1;
-    if (ckpt_save(path, m, &cfg, names, &st)) exit(1);
+    if (ckpt_save(path, m, &cfg, names, NULL, &st)) exit(1);
     free(b);
     b = slurp(path, &len);
     put("checkpoint", "other_fingerprint.ckpt", b, len);
