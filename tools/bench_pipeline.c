@@ -229,6 +229,10 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
     t.wall_ns = (int64_t)(r->st.total_s * 1e9);
     t.wait_ns = (int64_t)(r->st.wait_share * r->st.total_s * 1e9);
     t.h2d_ns = r->tot.steps ? r->tot.h2d_ns / r->tot.steps * r->st.steps : 0;
+    /* the report judges its steady state: here, the measured window, in one piece */
+    t.phase[RUN_STEADY] = (struct run_span){r->st.steps, (int64_t)r->st.steps * cfg.loader.batch, t.wall_ns,
+                                            t.wait_ns, t.h2d_ns, 0};
+    t.n_win = 0;
     double input = report_share(t.wait_ns + t.h2d_ns, t.wall_ns);
     snprintf(r->verdict, sizeof r->verdict, "%s", report_bound_name(report_classify(input)));
     report_advice(&t, &cfg, r->advice, sizeof r->advice);
@@ -249,7 +253,7 @@ static void print_row(const struct row *r) {
     printf("%-10s %-7s %-22s %6s %9.0f %9.1f %9.1f %9.1f %8.1f%% %8.1f%%  %s\n",
            kernels_name(r->s.kernels), cache_name(r->s.cache), w, io,
            r->images_per_s, r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3, r->st.median_compute_s * 1e3,
-           100 * r->st.wait_share, 100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict);
+           100 * r->st.wait_share, 100 * report_loader_cpu(&r->tot), r->verdict);
     fflush(stdout);
 }
 
@@ -414,7 +418,7 @@ static void md_row(FILE *f, const struct row *r) {
     if (!strcmp(r->part, "model")) fprintf(f, " %s |", r->s.widths);
     fprintf(f, " %.0f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n", r->images_per_s,
             r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3, r->st.median_compute_s * 1e3, 100 * r->st.wait_share,
-            100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict, r->advice);
+            100 * report_loader_cpu(&r->tot), r->verdict, r->advice);
 }
 
 static void md_table(FILE *f, const struct lab *lab, const char *part) {
