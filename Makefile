@@ -231,10 +231,31 @@ gpu-test: $(BUILD)/tests/test_cuda
 # stall-lab: the pipeline-stall lab (a few minutes on 2 cores), which writes
 # docs/stall-lab.md and its SVGs, then their PNG renderings. docs-images renders every
 # docs/img/*.svg to a PNG beside it with rsvg-convert (Debian's librsvg2-bin).
-.PHONY: stall-lab docs-images
+.PHONY: stall-lab docs-images lab docs-check
 stall-lab: all
 	./bench pipeline
 	@$(MAKE) --no-print-directory docs-images
+
+# lab: every lab number and picture the docs show, measured again (scripts/lab.sh: it
+# waits for a quiet machine, runs both labs in interleaved rounds, stamps commit, machine
+# and load into docs/runs/lab.keys, writes the marked values into the docs, renders
+# the PNGs). About 8 minutes on 2 cores, plus the wait.
+lab: all
+	@$(MAKE) --no-print-directory data
+	@sh scripts/lab.sh
+	@$(MAKE) --no-print-directory docs-images
+
+# docs-check: each value the docs mark <!-- lab:KEY -->...<!-- /lab --> is the one the
+# latest make lab wrote (docs/runs/*.keys); text only, nothing is measured. Then the
+# check must catch a stale value planted in a scratch copy of the docs.
+docs-check:
+	@sh scripts/docs-check.sh
+	@d=$$(mktemp -d) && mkdir -p $$d/docs/runs && cp README.md $$d/ && cp docs/*.md $$d/docs/ && \
+	  cp docs/runs/*.keys $$d/docs/runs/ && \
+	  sed -i '0,/ -->[^<]*<!-- \/lab -->/s// -->planted-stale<!-- \/lab -->/' $$d/docs/guide.md && \
+	  if ! grep -q planted-stale $$d/docs/guide.md; then echo "docs-check: no marker in docs/guide.md to plant in"; rm -rf $$d; exit 1; fi; \
+	  if sh scripts/docs-check.sh $$d >/dev/null 2>&1; then echo "docs-check: the planted stale value was missed"; rm -rf $$d; exit 1; fi; \
+	  rm -rf $$d; echo "docs-check: a stale value planted in docs/guide.md is caught"
 
 docs-images:
 	@command -v rsvg-convert >/dev/null 2>&1 || sh scripts/setup.sh librsvg2-bin

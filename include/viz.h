@@ -54,6 +54,7 @@ struct svg_bar {
     const char *label;
     double value;
     double share;
+    double lo, hi;       /* the value's spread over rounds, drawn as a whisker; lo = hi = 0: none */
 };
 
 struct svg_bar_chart {

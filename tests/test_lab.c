@@ -193,10 +193,10 @@ Test(lab, nice_steps_are_one_two_or_five_times_a_power_of_ten) {
 
 Test(lab, the_bar_chart_has_a_bar_pair_per_row_and_its_group_headings) {
     struct svg_bar bars[] = {
-        {"cache = none", "workers 0, prefetch 1", 300, 0.4},
-        {"cache = none", "workers 2, prefetch 4", 500, 0.02},
-        {"cache = packed", "workers 0 & <odd> label", 520, 0.0},
-        {"cache = packed", "nothing measured", NAN, NAN},
+        {"cache = none", "workers 0, prefetch 1", 300, 0.4, 0, 0},
+        {"cache = none", "workers 2, prefetch 4", 500, 0.02, 470, 540}, /* rounds' spread: a whisker */
+        {"cache = packed", "workers 0 & <odd> label", 520, 0.0, 0, 0},
+        {"cache = packed", "nothing measured", NAN, NAN, NAN, NAN},
     };
     struct svg_bar_chart c = {"lab", "2 cores, load 1.5", "images/s", "waiting for input", bars, 4};
     const char *p = path_in("bars.svg");
@@ -208,6 +208,8 @@ Test(lab, the_bar_chart_has_a_bar_pair_per_row_and_its_group_headings) {
     cr_expect_eq(count_of(t, ">cache = none<"), 1);
     cr_expect_eq(count_of(t, ">cache = packed<"), 1);
     cr_expect(strstr(t, "workers 0 &amp; &lt;odd&gt; label"));
+    cr_expect(strstr(t, "500 (470-540)"), "the spread is written beside its bar:\n%s", t);
+    cr_expect_eq(count_of(t, "(470-540)"), 1, "only the bar with a spread has one");
     free(t);
 }
 

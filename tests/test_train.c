@@ -400,8 +400,10 @@ Test(train, metrics_have_a_row_per_step_and_per_epoch) {
         const char *line = strstr(out, head);
         cr_assert_not_null(line, "%s", out);
         double tl, ta, el, ips, l, a;
-        cr_assert_eq(sscanf(line + strlen(head), "%lf acc %lf%%, %lf images/s, %lf s; test loss %lf acc", &l, &a, &ips,
-                            &el, &tl), 5, "%.120s", line);
+        double waiting = -1;
+        cr_assert_eq(sscanf(line + strlen(head), "%lf acc %lf%%, %lf images/s, %lf s, waiting %lf%%; test loss %lf acc",
+                            &l, &a, &ips, &el, &waiting, &tl), 6, "%.120s", line);
+        cr_expect(fabs(waiting - 100 * wait) <= 0.05 + 1e-9, "waiting %g%% printed, %g in the file", waiting, wait);
         cr_expect(fabs(l - loss) <= 0.5e-4 + 1e-9 && fabs(a - 100 * acc) <= 0.5e-2 + 1e-9, "%s vs %.120s", r->cell[M_LOSS], line);
         cr_expect(fabs(ips - rate) <= 0.5 + 1e-9, "images/s %g printed, %g in the file", ips, rate);
         cr_expect(fabs(tl - num(r, M_TEST_LOSS)) <= 0.5e-4 + 1e-9);
@@ -434,6 +436,10 @@ Test(train, a_resumed_run_appends_its_metrics) {
     snprintf(args, sizeof args, "--set train.eval_every=0 --set train.checkpoint=%s/r.ckpt --resume %s/r.ckpt "
                                 "--metrics %s", dir, dir, csv);
     cr_assert_eq(run_train(args, &out), 0, "%s", out);
+    /* the resumed epoch's line says its numbers cover only the batches after the checkpoint */
+    cr_expect(strstr(out, "epoch 2: train loss") && strstr(out, "(batches 3-12 only: resumed mid-epoch)"), "%s", out);
+    cr_expect(!strstr(out, "epoch 3: train loss") || !strstr(strstr(out, "epoch 3: train loss"), "resumed mid-epoch"),
+              "only the resumed epoch has the note:\n%s", out);
     free(out);
     cr_assert(file_bytes(csv, &text) > 0);
     cr_expect_eq(strstr(text + 1, "kind,"), NULL, "a second header");
@@ -468,4 +474,194 @@ Test(train, a_resumed_run_appends_its_metrics) {
     cr_expect_eq(run_train(args, &out), 1, "%s", out);
     cr_expect(strstr(out, old) && strstr(out, "header"), "%s", out);
     free(out);
+}
+
+/* max_steps cuts the run: the progress lines count to the run's last step, not the
+ * epoch's, and name the epochs the run will do; smoke.cfg has 12 steps an epoch and
+ * logs every 4. */
+Test(train, progress_counts_to_max_steps) {
+    char *out;
+    cr_assert_eq(run_train("--set train.max_steps=17 --set train.eval_every=0 --set 'train.checkpoint=\"\"'", &out), 0,
+                 "%s", out);
+    cr_expect(strstr(out, "epoch 1/2 step 12/12"), "%s", out);
+    cr_expect(strstr(out, "epoch 2/2 step 4/5") && strstr(out, "epoch 2/2 step 5/5"), "%s", out);
+    cr_expect(!strstr(out, "/3 step") && !strstr(out, "epoch 2/2 step 8"), "counted past max_steps:\n%s", out);
+    cr_expect(strstr(out, "kernels: cpu-vectorized") && strstr(out, "OpenMP threads"), "%s", out);
+    free(out);
+    cr_assert_eq(run_train("--set train.max_steps=3 --set train.kernels=loop --set train.eval_every=0 "
+                           "--set 'train.checkpoint=\"\"'", &out), 0, "%s", out);
+    cr_expect(strstr(out, "epoch 1/1 step 3/3"), "%s", out);
+    cr_expect(strstr(out, "kernels: cpu-loop, one thread"), "the loop kernels use no OpenMP:\n%s", out);
+    free(out);
+}
+
+/* ---- the steady-state report, fed synthetic steps ---- */
+
+/* n steps of 100 ms, each waiting `wait` of it, booked under phase ph. */
+static void steps(struct run_totals *t, enum run_phase ph, int n, double wait) {
+    for (int i = 0; i < n; i++) {
+        int64_t wall = 100000000, w = (int64_t)(wait * (double)wall);
+        report_count_step(t, ph, &(struct run_span){1, 128, wall, w, 0, wall - w});
+    }
+}
+
+static struct run_totals totals(int cores) {
+    struct run_totals t;
+    memset(&t, 0, sizeof t);
+    t.cores = cores;
+    return t;
+}
+
+/* The issue's run: 3 epochs with cache = memory, the first one waiting 41%, the next
+ * two never: the verdict is on the steady state, the first epoch reported apart. */
+Test(report, a_memory_caches_first_epoch_is_warm_up_not_the_verdict) {
+    struct run_totals t = totals(2);
+    steps(&t, RUN_CACHE_FILL, 40, 0.413);
+    steps(&t, RUN_RING_FILL, 1, 0.5);
+    steps(&t, RUN_STEADY, 39, 0.0);
+    steps(&t, RUN_RING_FILL, 1, 0.5);
+    steps(&t, RUN_STEADY, 39, 0.0);
+    struct report_verdict v;
+    report_judge(&t, &v);
+    cr_expect(v.steady && v.share == 0 && v.bound == INPUT_NOT_BOUND && !v.borderline, "share %g", v.share);
+    cr_expect_eq(t.steps, 120);
+    cr_expect_eq(t.phase[RUN_STEADY].steps, 78);
+    cr_expect_eq(t.phase[RUN_CACHE_FILL].steps, 40);
+    cr_expect(report_share(t.wait_ns, t.wall_ns) > 0.1, "the whole run still counts the warm-up");
+    char buf[4096];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    struct config cfg;
+    cfg_defaults(&cfg);
+    cfg_set(&cfg, "loader.cache=memory");
+    report_print(f, &t, &cfg);
+    fclose(f);
+    cr_expect(strstr(buf, "verdict: not input-bound in the steady state (0.0%"), "%s", buf);
+    cr_expect(strstr(buf, "warm-up") && strstr(buf, "the memory cache's first epoch (40,"), "%s", buf);
+    cr_expect(strstr(buf, "nothing to do here"), "%s", buf);
+    cr_expect(!strstr(buf, "cache=memory or") && !strstr(buf, "try loader.cache=memory"), "%s", buf);
+}
+
+/* A run that never left its warm-up is judged whole, and says so. */
+Test(report, no_steady_state_judges_the_whole_run) {
+    struct run_totals t = totals(2);
+    steps(&t, RUN_CACHE_FILL, 30, 0.4);
+    struct report_verdict v;
+    report_judge(&t, &v);
+    cr_expect(!v.steady && v.bound == INPUT_HIGHLY && v.windows == 0);
+    struct config cfg;
+    cfg_defaults(&cfg);
+    cfg_set(&cfg, "loader.cache=memory");
+    char advice[640];
+    report_advice(&t, &cfg, advice, sizeof advice);
+    cr_expect(strstr(advice, "memory cache's first epoch") && strstr(advice, "more than one epoch"), "%s", advice);
+}
+
+/* Windows: a steady state of any length ends in RUN_WINDOWS..2 x RUN_WINDOWS windows of
+ * equal length, in order, which add up to it. */
+Test(report, the_steady_state_is_cut_into_equal_windows) {
+    static const int lengths[] = {3, 5, 12, 80, 81, 500, 4000};
+    for (size_t k = 0; k < sizeof lengths / sizeof *lengths; k++) {
+        struct run_totals t = totals(2);
+        for (int i = 0; i < lengths[k]; i++) steps(&t, RUN_STEADY, 1, i < lengths[k] / 2 ? 0.0 : 0.3);
+        struct run_span sum = {0};
+        for (int i = 0; i < t.n_win; i++) {
+            sum.steps += t.win[i].steps, sum.wait_ns += t.win[i].wait_ns;
+            cr_expect(t.win[i].steps == t.win_steps || i == t.n_win - 1, "window %d of %d", i, lengths[k]);
+        }
+        cr_expect(sum.steps == lengths[k] && sum.wait_ns == t.phase[RUN_STEADY].wait_ns, "%d steps", lengths[k]);
+        cr_expect(t.win_steps >= RUN_WINDOW_MIN_STEPS && t.n_win <= 2 * RUN_WINDOWS, "%d steps", lengths[k]);
+        if (lengths[k] >= RUN_WINDOWS * RUN_WINDOW_MIN_STEPS)
+            cr_expect(t.n_win >= RUN_WINDOWS, "%d steps: %d windows", lengths[k], t.n_win);
+        /* first half waits 0, second 30%: later windows wait at least as much as earlier ones */
+        for (int i = 1; i < t.n_win; i++)
+            cr_expect(t.win[i].wait_ns * t.win[i - 1].steps >= t.win[i - 1].wait_ns * t.win[i].steps,
+                      "window %d out of order (%d steps)", i, lengths[k]);
+    }
+}
+
+/* "borderline" only when the windows fall on both sides of a threshold. */
+Test(report, borderline_only_when_the_windows_straddle_a_threshold) {
+    struct run_totals t = totals(2);
+    for (int w = 0; w < 8; w++) steps(&t, RUN_STEADY, RUN_WINDOW_MIN_STEPS, w % 2 ? 0.07 : 0.03);
+    struct report_verdict v;
+    report_judge(&t, &v);
+    cr_expect(v.borderline && v.windows == 8, "windows %d", v.windows);
+    cr_expect(fabs(v.lo - 0.03) < 1e-6 && fabs(v.hi - 0.07) < 1e-6, "%g..%g", v.lo, v.hi);
+    char words[96], advice[640];
+    cr_expect_str_eq(report_verdict_words(&v, words, sizeof words),
+                     "borderline (between not input-bound and moderately input-bound)");
+    struct config cfg;
+    cfg_defaults(&cfg);
+    report_advice(&t, &cfg, advice, sizeof advice);
+    cr_expect(strstr(advice, "nothing to change") && strstr(advice, "3.0% to 7.0%"), "%s", advice);
+
+    struct run_totals u = totals(2); /* 3% and 4.5%: both under 5%, not borderline */
+    for (int w = 0; w < 8; w++) steps(&u, RUN_STEADY, RUN_WINDOW_MIN_STEPS, w % 2 ? 0.045 : 0.03);
+    report_judge(&u, &v);
+    cr_expect(!v.borderline && v.bound == INPUT_NOT_BOUND);
+    struct run_totals one = totals(2); /* one window is no spread */
+    steps(&one, RUN_STEADY, RUN_WINDOW_MIN_STEPS + 2, 0.06);
+    report_judge(&one, &v);
+    cr_expect(!v.borderline && v.windows == 0 && v.bound == INPUT_MODERATELY);
+}
+
+/* The advice never suggests what is already set, and suggests more workers than cores
+ * only when the loader waits on storage (reads don't use a core). Every combination of
+ * the loader's knobs, at three waiting shares and two core counts. */
+Test(report, advice_never_repeats_a_setting_and_knows_the_cores) {
+    static const char *const caches[] = {"none", "memory", "packed"};
+    static const int workers[] = {0, 1, 2, 4, 16}, prefetch[] = {1, 4, 8, 32}, delays[] = {0, 200, 1000},
+                     cores[] = {2, 8};
+    static const double waits[] = {0.01, 0.1, 0.5}, loader_cpu[] = {0.02, 0.4};
+    int checked = 0;
+    for (int c = 0; c < 3; c++) for (int w = 0; w < 5; w++) for (int p = 0; p < 4; p++) for (int d = 0; d < 3; d++)
+    for (int k = 0; k < 2; k++) for (int s = 0; s < 3; s++) for (int u = 0; u < 2; u++) {
+        struct config cfg;
+        cfg_defaults(&cfg);
+        char a[64];
+        snprintf(a, sizeof a, "loader.cache=%s", caches[c]);
+        cr_assert_eq(cfg_set(&cfg, a), 0);
+        snprintf(a, sizeof a, "loader.workers=%d", workers[w]);
+        cr_assert_eq(cfg_set(&cfg, a), 0);
+        snprintf(a, sizeof a, "loader.prefetch=%d", prefetch[p]);
+        cr_assert_eq(cfg_set(&cfg, a), 0);
+        snprintf(a, sizeof a, "loader.io_delay_us=%d", delays[d]);
+        cr_assert_eq(cfg_set(&cfg, a), 0);
+        struct run_totals t = totals(cores[k]);
+        steps(&t, RUN_STEADY, 80, waits[s]);
+        t.process_cpu_ns = 1000000000;
+        t.loader_cpu_ns = (int64_t)(loader_cpu[u] * 1e9);
+        char advice[640];
+        report_advice(&t, &cfg, advice, sizeof advice);
+        /* every KEY=VALUE it names must change the config */
+        for (const char *q = advice; (q = strstr(q, "try ")); q += 4)
+            for (const char *x = q + 4; *x && *x != ':' && *x != ';' && *x != '('; x++) {
+                if (strncmp(x, "loader.", 7) && strncmp(x, "train.", 6)) continue;
+                char kv[64];
+                int n = 0;
+                while (x[n] && !strchr(" ,):;", x[n]) && n < 63) kv[n] = x[n], n++;
+                kv[n] = 0;
+                x += n - 1;
+                if (!strchr(kv, '=')) continue;
+                struct config after = cfg;
+                cr_assert_eq(cfg_set(&after, kv), 0, "%s in: %s", kv, advice);
+                cr_expect(!cfg_equal(&after, &cfg), "suggests %s, already set: %s", kv, advice);
+                int nw;
+                if (sscanf(kv, "loader.workers=%d", &nw) == 1 && nw > cores[k])
+                    cr_expect(delays[d] > 0 && c != 2, "%d workers on %d cores without storage latency: %s", nw,
+                              cores[k], advice);
+                checked++;
+            }
+    }
+    cr_expect(checked > 100, "only %d suggestions checked", checked);
+}
+
+Test(report, help_explains_every_row) {
+    char buf[8192];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    report_help(f);
+    fclose(f);
+    static const char *const rows[] = {"waiting", "copy h2d", "compute", "other", "warm-up", "throughput",
+                                       "loader CPU", "verdict", "next", "borderline"};
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) cr_expect(strstr(buf, rows[i]), "no %s", rows[i]);
 }

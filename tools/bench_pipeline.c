@@ -17,7 +17,9 @@
  * empty) is left out too. Each run's trace gives the per-step numbers: images/s of
  * the median step, and the share of step time spent waiting for input. Then the
  * loop and vectorized kernels, and resnet_small against a twice-as-wide copy, on one
- * fast pipeline setting, in alternating rounds that keep each one's fastest.
+ * fast pipeline setting. --rounds N measures every setting N times, interleaved (each
+ * round runs every setting once), and each row is its median round with the rounds'
+ * spread: a burst of other jobs' load moves one round, not one row.
  *
  * Writes docs/NAME.md, docs/img/NAME.svg (bar chart) and docs/img/NAME-timeline.svg
  * (a stalled and a fixed run on one time scale); NAME is stall-lab unless --name. */
@@ -43,7 +45,7 @@
 #include "viz.h"
 
 #define LAB_DIR "build/lab-data"
-#define MAX_ROWS 64
+#define MAX_ROWS 192   /* every round of every setting, before rounds are folded into one row */
 
 struct setting {
     int workers, prefetch;
@@ -60,6 +62,9 @@ struct row {
     struct timeline_step_stats st;
     struct run_totals tot;
     double images_per_s;         /* batch / median step */
+    int rounds;                  /* rounds folded into this row: it is their median round */
+    double ips_lo, ips_hi;       /* images/s: the slowest and fastest round */
+    double wait_lo, wait_hi;     /* waiting share: the least and most of the rounds */
     char verdict[32];
     char advice[512];
     char trace[PATH_MAX];
@@ -72,6 +77,8 @@ struct lab {
     char command[512];           /* as it was typed, for the page it writes */
     const char *device;          /* "cpu" or "cuda" */
     int epoch_steps;
+    int rounds;                  /* --rounds: each setting measured this many times, interleaved */
+    int runs;                    /* training runs so far: each gets a trace file of its own */
     bool quick;
     char subset[PATH_MAX];
     struct row rows[MAX_ROWS];
@@ -199,7 +206,7 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
     r->s = *s;
     r->part = part;
     os_mkdir_p(LAB_DIR "/traces");
-    snprintf(r->trace, sizeof r->trace, LAB_DIR "/traces/run-%02d.json", lab->n);
+    snprintf(r->trace, sizeof r->trace, LAB_DIR "/traces/run-%03d.json", lab->runs++);
     struct config cfg = lab->base;
     int rc = set(&cfg, "data.path=%s", lab->subset) || set(&cfg, "data.dataset=folder") ||
              set(&cfg, "train.epochs=2") || set(&cfg, "train.max_steps=%d", steps) ||
@@ -223,12 +230,19 @@ static int run_setting(struct lab *lab, const struct setting *s, const char *par
     timeline_free(&tl);
     if (rc) return -1;
     r->images_per_s = r->st.median_step_s > 0 ? cfg.loader.batch / r->st.median_step_s : 0;
+    r->rounds = 1;
+    r->ips_lo = r->ips_hi = r->images_per_s;
+    r->wait_lo = r->wait_hi = r->st.wait_share;
     /* the report's verdict and advice for the measured window; copies to a device (0 on
      * the CPU) are the run's total, spread evenly over its steps */
     struct run_totals t = r->tot;
     t.wall_ns = (int64_t)(r->st.total_s * 1e9);
     t.wait_ns = (int64_t)(r->st.wait_share * r->st.total_s * 1e9);
     t.h2d_ns = r->tot.steps ? r->tot.h2d_ns / r->tot.steps * r->st.steps : 0;
+    /* the report judges its steady state: here, the measured window, in one piece */
+    t.phase[RUN_STEADY] = (struct run_span){r->st.steps, (int64_t)r->st.steps * cfg.loader.batch, t.wall_ns,
+                                            t.wait_ns, t.h2d_ns, 0};
+    t.n_win = 0;
     double input = report_share(t.wait_ns + t.h2d_ns, t.wall_ns);
     snprintf(r->verdict, sizeof r->verdict, "%s", report_bound_name(report_classify(input)));
     report_advice(&t, &cfg, r->advice, sizeof r->advice);
@@ -249,19 +263,74 @@ static void print_row(const struct row *r) {
     printf("%-10s %-7s %-22s %6s %9.0f %9.1f %9.1f %9.1f %8.1f%% %8.1f%%  %s\n",
            kernels_name(r->s.kernels), cache_name(r->s.cache), w, io,
            r->images_per_s, r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3, r->st.median_compute_s * 1e3,
-           100 * r->st.wait_share, 100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict);
+           100 * r->st.wait_share, 100 * report_loader_cpu(&r->tot), r->verdict);
     fflush(stdout);
 }
 
 /* ---- the settings ---- */
 
+/* Rows first..first + rounds x n_settings - 1 hold `rounds` rounds of n_settings settings
+ * (round-major, so each round ran every setting once, interleaved). Each setting
+ * becomes one row: its median round (by step time; of two, the faster), with the
+ * rounds' spread of images/s and waiting share. */
+static void fold_rounds(struct lab *lab, int first, int n_settings, int rounds) {
+    if (rounds < 1) return;
+    static struct row folded[MAX_ROWS];
+    for (int k = 0; k < n_settings; k++) {
+        int order[MAX_ROWS] = {0}, n = 0;
+        for (int r = 0; r < rounds; r++) order[n++] = first + r * n_settings + k;
+        for (int i = 1; i < n; i++) /* insertion sort by median step time */
+            for (int j = i; j > 0 && lab->rows[order[j]].st.median_step_s < lab->rows[order[j - 1]].st.median_step_s; j--) {
+                int x = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = x;
+            }
+        struct row m = lab->rows[order[(n - 1) / 2]];
+        m.rounds = n;
+        for (int i = 0; i < n; i++) {
+            const struct row *o = &lab->rows[order[i]];
+            if (o->images_per_s < m.ips_lo) m.ips_lo = o->images_per_s;
+            if (o->images_per_s > m.ips_hi) m.ips_hi = o->images_per_s;
+            if (o->st.wait_share < m.wait_lo) m.wait_lo = o->st.wait_share;
+            if (o->st.wait_share > m.wait_hi) m.wait_hi = o->st.wait_share;
+        }
+        folded[k] = m;
+    }
+    for (int k = 0; k < n_settings; k++) lab->rows[first + k] = folded[k];
+    lab->n = first + n_settings;
+}
+
+/* Runs the settings in rounds, alternating (A, B, A, B), and folds each setting's rounds
+ * into one row: a burst of other jobs' load then costs one round, not the comparison,
+ * and the spread shows how much the machine moved. */
+static int run_rounds(struct lab *lab, const char *part, const struct setting *s, int n_settings, int rounds,
+                      int steps, int first_step, int count) {
+    int first = lab->n;
+    if (first + rounds * n_settings > MAX_ROWS) return err_set("too many lab rows: %d rounds of %d", rounds, n_settings);
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < n_settings; k++) {
+            if (run_setting(lab, &s[k], part, steps, first_step, count)) return -1;
+            if (s[k].widths) printf("model.widths=%-9s ", s[k].widths);
+            print_row(&lab->rows[lab->n - 1]);
+        }
+    fold_rounds(lab, first, n_settings, rounds);
+    if (rounds > 1) printf("(%d interleaved rounds of each; the rows above fold into their median round)\n", rounds);
+    return 0;
+}
+
+/* The fixed loader of the lab's teaching pair: enough workers and slots to keep up with
+ * compute at 1 ms per file (2 workers did once, until the kernels got faster). */
+enum { FIXED_WORKERS = 4, FIXED_PREFETCH = 8 };
+
 static int pipeline_rows(struct lab *lab) {
     int e = lab->epoch_steps, steps = 2 * e, first = e + 1, count = e - 1;
-    static const int pairs[][2] = {{0, 1}, {1, 1}, {1, 4}, {2, 1}, {2, 4}};
+    static const int pairs[][2] = {{0, 1}, {1, 1}, {1, 4}, {2, 1}, {2, 4}, {FIXED_WORKERS, FIXED_PREFETCH}};
     static const int delays[] = {0, 200, 1000};
+    struct setting set[MAX_ROWS];
+    int n = 0;
     for (int c = CFG_CACHE_NONE; c <= CFG_CACHE_PACKED; c++)
         for (int d = 0; d < 3; d++)
-            for (int p = 0; p < 5; p++) {
+            for (int p = 0; p < 6; p++) {
                 /* packed reads no files: no delay to add; a warm memory cache reads none either,
                  * so it gets the fast and the slowest storage only */
                 if ((c == CFG_CACHE_PACKED && d > 0) || (c == CFG_CACHE_MEMORY && d == 1)) continue;
@@ -269,15 +338,14 @@ static int pipeline_rows(struct lab *lab) {
                                     KF_VECTORIZED, NULL};
                 if (lab->quick) {
                     /* the teaching pairs: naive and fixed, on slow storage, and each cache */
-                    bool naive = s.workers == 0, fixed = s.workers == 2 && s.prefetch == 4;
+                    bool naive = s.workers == 0, fixed = s.workers == FIXED_WORKERS && s.prefetch == FIXED_PREFETCH;
                     if (!(naive || fixed) || (c != CFG_CACHE_PACKED && s.io_delay_us == 200) ||
                         (c == CFG_CACHE_MEMORY && s.io_delay_us == 0))
                         continue;
                 }
-                if (run_setting(lab, &s, "pipeline", steps, first, count)) return -1;
-                print_row(&lab->rows[lab->n - 1]);
+                set[n++] = s;
             }
-    return 0;
+    return run_rounds(lab, "pipeline", set, n, lab->rounds, steps, first, count);
 }
 
 static int gpu_rows(struct lab *lab) {
@@ -291,34 +359,11 @@ static int gpu_rows(struct lab *lab) {
     return 0;
 }
 
-/* Runs the settings in rounds, alternating (A, B, A, B), and keeps each setting's faster
- * round: a burst of other jobs' load then costs one round, not the comparison. */
-static int compare_rows(struct lab *lab, const char *part, const struct setting *s, int n_settings, int rounds) {
-    int first = lab->n;
-    for (int r = 0; r < rounds; r++)
-        for (int k = 0; k < n_settings; k++) {
-            if (run_setting(lab, &s[k], part, 4, 1, 3)) return -1;
-            if (s[k].widths) printf("model.widths=%-9s ", s[k].widths);
-            print_row(&lab->rows[lab->n - 1]);
-        }
-    for (int k = 0; k < n_settings; k++) {
-        struct row *best = &lab->rows[first + k];
-        for (int r = 1; r < rounds; r++) {
-            struct row *other = &lab->rows[first + r * n_settings + k];
-            if (other->st.median_step_s < best->st.median_step_s) best = other;
-        }
-        if (best != &lab->rows[first + k]) lab->rows[first + k] = *best;
-    }
-    lab->n = first + n_settings;
-    printf("(kept the faster of %d rounds of each)\n", rounds);
-    return 0;
-}
-
 /* Both kernel flavours on the same (fast) pipeline: one warm-up step, then three. */
 static int kernel_rows(struct lab *lab) {
     struct setting s[2] = {{2, 4, CFG_CACHE_PACKED, 0, true, true, KF_LOOP, NULL},
                            {2, 4, CFG_CACHE_PACKED, 0, true, true, KF_VECTORIZED, NULL}};
-    return compare_rows(lab, "kernels", s, 2, 2);
+    return run_rounds(lab, "kernels", s, 2, lab->rounds > 2 ? lab->rounds : 2, 4, 1, 3);
 }
 
 /* The model the article lists last: resnet_small, and the same net twice as wide (about
@@ -326,7 +371,7 @@ static int kernel_rows(struct lab *lab) {
 static int model_rows(struct lab *lab) {
     struct setting s[2] = {{2, 4, CFG_CACHE_PACKED, 0, true, true, KF_VECTORIZED, "16,32,64"},
                            {2, 4, CFG_CACHE_PACKED, 0, true, true, KF_VECTORIZED, "32,64,128"}};
-    return compare_rows(lab, "model", s, 2, 3);
+    return run_rounds(lab, "model", s, 2, lab->rounds > 3 ? lab->rounds : 3, 4, 1, 3);
 }
 
 /* ---- what it writes ---- */
@@ -368,7 +413,8 @@ static int write_pictures(const struct lab *lab, const char *img_dir, const char
         if (r->s.cache == CFG_CACHE_PACKED) snprintf(groups[n], sizeof groups[n], "cache = packed (no file reads)");
         else snprintf(groups[n], sizeof groups[n], "cache = %s, io_delay_us = %d", cache_name(r->s.cache),
                       r->s.io_delay_us);
-        bars[n] = (struct svg_bar){groups[n], labels[n], r->images_per_s, r->st.wait_share};
+        bars[n] = (struct svg_bar){groups[n], labels[n], r->images_per_s, r->st.wait_share,
+                                   r->rounds > 1 ? r->ips_lo : 0, r->rounds > 1 ? r->ips_hi : 0};
         n++;
     }
     char path[PATH_MAX + 32], title[128];
@@ -378,13 +424,17 @@ static int write_pictures(const struct lab *lab, const char *img_dir, const char
     snprintf(path, sizeof path, "%s/%s.svg", img_dir, lab->name);
     if (svg_write_bar_chart(path, &chart)) return -1;
 
-    /* the same slow storage three ways: inline, two workers ahead of compute, and two
-     * workers over the memory cache (warm in the measured epoch) */
-    const struct row *pick[3] = {find_row(lab, 0, 1, CFG_CACHE_NONE, 1000), find_row(lab, 2, 4, CFG_CACHE_NONE, 1000),
-                                 find_row(lab, 2, 4, CFG_CACHE_MEMORY, 1000)};
-    static const char *const titles[3] = {"workers 0: loaded inline, cache none, io_delay_us 1000",
-                                          "workers 2, prefetch 4, cache none, io_delay_us 1000",
-                                          "workers 2, prefetch 4, cache memory, io_delay_us 1000"};
+    /* the same slow storage three ways: inline, the fixed loader's workers ahead of
+     * compute, and the same workers over the memory cache (warm in the measured epoch) */
+    const struct row *pick[3] = {find_row(lab, 0, 1, CFG_CACHE_NONE, 1000),
+                                 find_row(lab, FIXED_WORKERS, FIXED_PREFETCH, CFG_CACHE_NONE, 1000),
+                                 find_row(lab, FIXED_WORKERS, FIXED_PREFETCH, CFG_CACHE_MEMORY, 1000)};
+    char fixed[2][96];
+    snprintf(fixed[0], sizeof fixed[0], "workers %d, prefetch %d, cache none, io_delay_us 1000", FIXED_WORKERS,
+             FIXED_PREFETCH);
+    snprintf(fixed[1], sizeof fixed[1], "workers %d, prefetch %d, cache memory, io_delay_us 1000", FIXED_WORKERS,
+             FIXED_PREFETCH);
+    const char *const titles[3] = {"workers 0: loaded inline, cache none, io_delay_us 1000", fixed[0], fixed[1]};
     struct timeline tls[3];
     const struct timeline *ptr[3];
     const char *names[3];
@@ -412,9 +462,14 @@ static void md_row(FILE *f, const struct row *r) {
     fprintf(f, "| %s | %s | %s | %s |", kernels_name(r->s.kernels), cache_name(r->s.cache), w, io);
     if (!strcmp(r->part, "gpu")) fprintf(f, " %s / %s |", r->s.pinned ? "yes" : "no", r->s.overlap ? "yes" : "no");
     if (!strcmp(r->part, "model")) fprintf(f, " %s |", r->s.widths);
-    fprintf(f, " %.0f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n", r->images_per_s,
-            r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3, r->st.median_compute_s * 1e3, 100 * r->st.wait_share,
-            100 * report_share(r->tot.loader_cpu_ns, r->tot.process_cpu_ns), r->verdict, r->advice);
+    /* with rounds: the median round, and the rounds' range after it */
+    if (r->rounds > 1) fprintf(f, " %.0f (%.0f-%.0f) |", r->images_per_s, r->ips_lo, r->ips_hi);
+    else fprintf(f, " %.0f |", r->images_per_s);
+    fprintf(f, " %.1f | %.1f | %.1f |", r->st.median_step_s * 1e3, r->st.median_wait_s * 1e3,
+            r->st.median_compute_s * 1e3);
+    if (r->rounds > 1) fprintf(f, " %.1f%% (%.1f-%.1f) |", 100 * r->st.wait_share, 100 * r->wait_lo, 100 * r->wait_hi);
+    else fprintf(f, " %.1f%% |", 100 * r->st.wait_share);
+    fprintf(f, " %.1f%% | %s | %s |\n", 100 * report_loader_cpu(&r->tot), r->verdict, r->advice);
 }
 
 static void md_table(FILE *f, const struct lab *lab, const char *part) {
@@ -449,9 +504,11 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
             lab->config, lab->base.loader.batch, 2 * e, e * lab->base.loader.batch, lab->subset, e, e + 2, 2 * e);
     fprintf(f, "- images/s: the batch over the median step; step, wait and compute ms: medians per step; "
                "waiting: time blocked on the loader over the measured steps' wall time (the verdict uses TF Profiler's 5%% and 20%%); loader CPU: the "
-               "loader's CPU time over the process's, whole run. `next` is the advice `./train` prints "
-               "for those numbers.\n- the lab took %.0f s.\n\n",
-            seconds);
+               "loader's CPU time over the process's (after a memory cache's first epoch). `next` is the advice "
+               "`./train` prints for those numbers.\n- rounds: %d, interleaved (every setting once a round); "
+               "a row is its median round, with the rounds' range of images/s and waiting in brackets.\n"
+               "- the lab took %.0f s.\n\n",
+            lab->rounds, seconds);
     fprintf(f, "## The input pipeline (vectorized kernels, %s)\n\n", lab->device);
     md_table(f, lab, "pipeline");
     const struct row *slow = NULL, *fast = NULL;
@@ -485,22 +542,23 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
                     lo * 1e3, hi * 1e3);
     }
     fprintf(f, "\n![images/s per setting, the waiting share in orange](img/%s.svg)\n\n"
-               "![steps %d-%d of one slow storage, read inline, by two workers, and through the memory cache]"
+               "![steps %d-%d of one slow storage, read inline, by the fixed loader's workers, and through the memory cache]"
                "(img/%s-timeline.svg)\n\n",
             lab->name, e + 2, e + 4, lab->name);
     fprintf(f, "## Loop against vectorized kernels, end to end\n\nThe same pipeline (workers 2, prefetch 4, "
-               "packed), one warm-up step, then three measured; run in two alternating rounds, each row is its "
-               "faster round.\n\n");
+               "packed), one warm-up step, then three measured; run in %d interleaved rounds, each row is its "
+               "median round (of two, the faster), the rounds' range in brackets.\n\n", lab->rounds > 2 ? lab->rounds : 2);
     md_table(f, lab, "kernels");
     fprintf(f, "\n## Model size\n\nresnet_small and the same network twice as wide (about four times the "
-               "FLOPs per image), same pipeline, one warm-up step, then three measured; three alternating rounds, "
-               "each row is its fastest.\n\n");
+               "FLOPs per image), same pipeline, one warm-up step, then three measured; %d interleaved rounds, "
+               "each row is its median round, the rounds' range in brackets.\n\n", lab->rounds > 3 ? lab->rounds : 3);
     if (lab->base.model.arch == CFG_ARCH_RESNET) md_table(f, lab, "model");
     else fprintf(f, "Only for resnet configs.\n");
     fprintf(f, "\n## GPU: pinned memory and copy overlap\n\n");
     if (gpu_note) fprintf(f, "Not measured: %s.\n", gpu_note);
     else md_table(f, lab, "gpu");
-    fprintf(f, "\n## Run it yourself\n\n    make stall-lab              # ./bench pipeline, then the PNGs\n"
+    fprintf(f, "\n## Run it yourself\n\n    make lab                    # every lab number and picture the docs show\n"
+               "    make stall-lab              # ./bench pipeline, then the PNGs\n"
                "    ./bench pipeline --quick    # the teaching rows only\n"
                "    ./bench pipeline --help\n");
     bool bad = ferror(f);
@@ -508,16 +566,64 @@ static int write_markdown(const struct lab *lab, const char *path, const char *m
     return 0;
 }
 
+/* A row's name in the keys file: part and setting, e.g. none-1000-w4p8, packed-w0,
+ * kernels-loop, model-32-64-128. */
+static void row_key(const struct row *r, char *buf, size_t len) {
+    char w[32];
+    if (r->s.workers) snprintf(w, sizeof w, "w%dp%d", r->s.workers, r->s.prefetch);
+    else snprintf(w, sizeof w, "w0");
+    if (!strcmp(r->part, "kernels")) snprintf(buf, len, "kernels-%s", kernels_name(r->s.kernels));
+    else if (!strcmp(r->part, "model")) {
+        snprintf(buf, len, "model-%s", r->s.widths);
+        for (char *c = buf; *c; c++) if (*c == ',') *c = '-';
+    } else if (!strcmp(r->part, "gpu"))
+        snprintf(buf, len, "gpu-pinned-%s-overlap-%s", r->s.pinned ? "yes" : "no", r->s.overlap ? "yes" : "no");
+    else if (r->s.cache == CFG_CACHE_PACKED) snprintf(buf, len, "packed-%s", w);
+    else snprintf(buf, len, "%s-%d-%s", cache_name(r->s.cache), r->s.io_delay_us, w);
+}
+
+/* DIR/runs/NAME.keys: the lab's stamp and every row's numbers as NAME.KEY=value, one a
+ * line, as the pages print them. The docs quote them between <!-- lab:KEY --> markers
+ * and `make docs-check` compares the two (scripts/docs-check.sh). */
+static int write_keys(const struct lab *lab, const char *path, const char *machine, const char *load0,
+                      const char *load1, double seconds, const char *when) {
+    FILE *f = fopen(path, "w");
+    if (!f) return err_set("%s cannot be written: %s. HINT: is the folder there and writable?", path, strerror(errno));
+    const char *n = lab->name;
+    fprintf(f, "# written by `%s`; do not edit by hand\n", lab->command);
+    fprintf(f, "%s.when=%s\n%s.machine=%s\n%s.load_before=%s\n%s.load_after=%s\n%s.seconds=%.0f\n%s.rounds=%d\n",
+            n, when, n, machine, n, load0, n, load1, n, seconds, n, lab->rounds);
+    for (int i = 0; i < lab->n; i++) {
+        const struct row *r = &lab->rows[i];
+        char k[96];
+        row_key(r, k, sizeof k);
+        fprintf(f, "%s.%s.images_s=%.0f\n%s.%s.images_s_range=%.0f-%.0f\n", n, k, r->images_per_s, n, k, r->ips_lo,
+                r->ips_hi);
+        fprintf(f, "%s.%s.step_ms=%.1f\n%s.%s.wait_ms=%.1f\n%s.%s.compute_ms=%.1f\n", n, k, r->st.median_step_s * 1e3,
+                n, k, r->st.median_wait_s * 1e3, n, k, r->st.median_compute_s * 1e3);
+        fprintf(f, "%s.%s.waiting=%.1f%%\n%s.%s.waiting_range=%.1f-%.1f%%\n", n, k, 100 * r->st.wait_share, n, k,
+                100 * r->wait_lo, 100 * r->wait_hi);
+        fprintf(f, "%s.%s.loader_cpu=%.1f%%\n%s.%s.verdict=%s\n", n, k, 100 * report_loader_cpu(&r->tot), n, k,
+                r->verdict);
+    }
+    bool bad = ferror(f);
+    if (fclose(f) || bad) return err_set("writing %s failed. HINT: is the disk full?", path);
+    return 0;
+}
+
 /* ---- the commands ---- */
 
 static void pipeline_usage(FILE *f) {
     fprintf(f, "usage: ./bench pipeline [--config FILE] [--epoch-steps N] [--quick] [--device auto|cpu|cuda]\n"
-               "                        [--out DIR] [--name NAME] [--no-docs]\n"
+               "                        [--out DIR] [--name NAME] [--no-docs] [--rounds N]\n"
                "  short training runs (default configs/resnet_small.cfg) over workers x prefetch x cache x io_delay_us (and on a GPU,\n"
                "  pinned x overlap), then loop vs vectorized kernels; one table, plus DIR/NAME.md,\n"
                "  DIR/img/NAME.svg and DIR/img/NAME-timeline.svg (DIR: docs, NAME: stall-lab by default)\n"
                "  --epoch-steps N   steps per epoch of the subset (default 8): runs are 2N steps, N-1 measured\n"
-               "  --quick           only the teaching rows (naive and fixed loaders, each cache)\n");
+               "  --quick           only the teaching rows (naive and fixed loaders, each cache)\n"
+               "  --rounds N        measure every setting N times, interleaved; rows show the median round and\n"
+               "                    the rounds' range (default 1)\n"
+               "  also writes DIR/runs/NAME.keys: every row's numbers as key=value, for make docs-check\n");
 }
 
 int bench_pipeline(int argc, char **argv) {
@@ -525,6 +631,7 @@ int bench_pipeline(int argc, char **argv) {
     struct lab *lab = calloc(1, sizeof *lab);
     if (!lab) return 1;
     lab->epoch_steps = 8;
+    lab->rounds = 1;
     lab->name = "stall-lab";
     snprintf(lab->command, sizeof lab->command, "./bench pipeline");
     for (int i = 1; i < argc; i++) {
@@ -541,7 +648,13 @@ int bench_pipeline(int argc, char **argv) {
         else if (!strcmp(a, "--name") && v) lab->name = argv[++i];
         else if (!strcmp(a, "--device") && v) device = argv[++i];
         else if (!strcmp(a, "--epoch-steps") && v) lab->epoch_steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--rounds") && v) lab->rounds = atoi(argv[++i]);
         else { pipeline_usage(stderr); free(lab); return 2; }
+    }
+    if (lab->rounds < 1 || lab->rounds > 5) {
+        fprintf(stderr, "bench pipeline: --rounds must be in 1..5\n");
+        free(lab);
+        return 2;
     }
     if (lab->epoch_steps < 2 || lab->epoch_steps > 1000) {
         fprintf(stderr, "bench pipeline: --epoch-steps must be in 2..1000\n");
@@ -596,16 +709,19 @@ int bench_pipeline(int argc, char **argv) {
     double seconds = bench_now_s() - t0;
     printf("load average after: %s; %.0f s\n", load1, seconds);
     if (!rc && out) {
-        char img[PATH_MAX], md[PATH_MAX + 16], when[32], caption[512];
+        char img[PATH_MAX], md[PATH_MAX + 16], keys[PATH_MAX + 32], runs[PATH_MAX + 16], when[32], caption[512];
         time_t now = time(NULL);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M %Z", localtime(&now));
         snprintf(caption, sizeof caption, "%s; load average %.4s before, %.4s after; %s", machine, load0, load1,
                  when);
         snprintf(img, sizeof img, "%s/img", out);
         snprintf(md, sizeof md, "%s/%s.md", out, lab->name);
-        rc = os_mkdir_p(img) || write_pictures(lab, img, caption) ||
-             write_markdown(lab, md, machine, load0, load1, seconds, gpu_note);
-        if (!rc) printf("wrote %s, %s/%s.svg, %s/%s-timeline.svg\n", md, img, lab->name, img, lab->name);
+        snprintf(runs, sizeof runs, "%s/runs", out);
+        snprintf(keys, sizeof keys, "%s/%s.keys", runs, lab->name);
+        rc = os_mkdir_p(img) || os_mkdir_p(runs) || write_pictures(lab, img, caption) ||
+             write_markdown(lab, md, machine, load0, load1, seconds, gpu_note) ||
+             write_keys(lab, keys, machine, load0, load1, seconds, when);
+        if (!rc) printf("wrote %s, %s, %s/%s.svg, %s/%s-timeline.svg\n", md, keys, img, lab->name, img, lab->name);
     }
     if (rc) fprintf(stderr, "bench pipeline: %s\n", err_get());
     free(lab);

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "dist.h"
 #include "error.h"
+#include "report.h"
 #include "train.h"
 #include "viz.h"
 
@@ -26,7 +27,8 @@ static void usage(FILE *f) {
                "               [--resume CHECKPOINT] [--trace FILE.json [--timeline FILE.svg]]\n"
                "               [--metrics FILE.csv [--curves FILE.svg]]   loss, accuracy, images/s per step\n"
                "                                      and per epoch; --curves draws them when the run ends\n"
-               "       ./train --help-config   every config key, its default and meaning\n");
+               "       ./train --help-config   every config key, its default and meaning\n"
+               "       ./train --help-report   every line of the pipeline report, explained\n");
 }
 
 /* --device, --trace, --metrics: shortcuts for `--set train.KEY=VALUE`. */
@@ -40,6 +42,7 @@ static int set_train_key(struct config *cfg, const char *key, const char *value)
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) { usage(stdout); return 0; }
     if (argc >= 2 && !strcmp(argv[1], "--help-config")) { cfg_print_help(stdout); return 0; }
+    if (argc >= 2 && !strcmp(argv[1], "--help-report")) { report_help(stdout); return 0; }
     if (argc < 2 || argv[1][0] == '-') { usage(stderr); return 2; }
     struct config cfg;
     if (cfg_load(&cfg, argv[1])) { fprintf(stderr, "error: %s\n", err_get()); return 2; }

@@ -305,28 +305,45 @@ static void fmt_eta(char *buf, size_t len, double s) {
     snprintf(buf, len, "%d:%02d:%02d", v / 3600, v / 60 % 60, v % 60);
 }
 
+/* The batch after the last one this epoch will run: the epoch's end, or sooner when
+ * max_steps (stop_at) cuts the run short. Called after account() counted batch i. */
+static long epoch_end(const struct trainer *t, long i, long nb) {
+    long left = t->stop_at - t->step;
+    return i + 1 + left < nb ? i + 1 + left : nb;
+}
+
+/* The run's last epoch, counted from 1: cfg's epochs, or fewer when max_steps stops it. */
+static int last_epoch(const struct trainer *t, long nb) {
+    long by_steps = nb > 0 ? (t->stop_at + nb - 1) / nb : 0;
+    return by_steps > 0 && by_steps < t->cfg->train.epochs ? (int)by_steps : t->cfg->train.epochs;
+}
+
 static void progress(struct trainer *t, int epoch, long i, long nb, const struct epoch_meter *m, bool final) {
     const struct cfg_train *tc = &t->cfg->train;
     /* not a TTY: a line every log_every steps, and the epoch's last step unless just printed */
     if (!t->opt->tty && (i + 1) % tc->log_every != 0 && !final) return;
     if (!t->opt->tty && final && (i + 1) % tc->log_every == 0) return;
+    long end = epoch_end(t, i, nb);
+    int epochs = last_epoch(t, nb);
     double el = (double)(os_now_ns() - m->start_ns) * 1e-9;
-    double ips = el > 0 ? (double)m->images / el : 0, eta = i + 1 < nb ? el / (double)(i + 1) * (double)(nb - i - 1) : 0;
+    /* the ETA from this epoch's own steps (a resumed epoch began at a later batch) */
+    double ips = el > 0 ? (double)m->images / el : 0;
+    double eta = m->steps > 0 && i + 1 < end ? el / (double)m->steps * (double)(end - i - 1) : 0;
     char etas[32];
     fmt_eta(etas, sizeof etas, eta);
     double loss = m->steps ? m->loss_sum / (double)m->steps : 0, acc = m->images ? (double)m->correct / m->images : 0;
     double wait = el > 0 ? (double)m->wait_ns * 1e-9 / el : 0;
     if (t->opt->tty) {
-        int width = 24, done = (int)((double)width * (double)(i + 1) / (double)nb);
+        int width = 24, done = (int)((double)width * (double)(i + 1) / (double)end);
         char bar[32];
         for (int k = 0; k < width; k++) bar[k] = k < done ? '=' : k == done ? '>' : ' ';
         bar[width] = 0;
         fprintf(t->out, "\r\033[Kepoch %d/%d [%s] %ld/%ld loss %.4f acc %5.1f%% %6.0f img/s wait %4.1f%% ETA %s",
-                epoch + 1, tc->epochs, bar, i + 1, nb, loss, 100 * acc, ips, 100 * wait, etas);
+                epoch + 1, epochs, bar, i + 1, end, loss, 100 * acc, ips, 100 * wait, etas);
         if (final) fputc('\n', t->out);
     } else {
         fprintf(t->out, "epoch %d/%d step %ld/%ld loss %.4f acc %.1f%% %.0f img/s wait %.1f%% ETA %s\n", epoch + 1,
-                tc->epochs, i + 1, nb, loss, 100 * acc, ips, 100 * wait, etas);
+                epochs, i + 1, end, loss, 100 * acc, ips, 100 * wait, etas);
     }
     fflush(t->out);
 }
@@ -476,7 +493,10 @@ static int setup(struct trainer *t) {
         t->std[i] = (float)cfg->data.std.v[i];
     }
     if (!(t->be = train_pick_backend(cfg, t->out))) return -1;
-    fprintf(t->out, "kernels: %s, %d OpenMP threads\n", t->be->name, omp_get_max_threads());
+    if (t->be->dev == DEV_CPU && cfg->train.kernels == KF_LOOP) /* the textbook loops use no OpenMP */
+        fprintf(t->out, "kernels: %s, one thread (the loop kernels are not parallel)\n", t->be->name);
+    else
+        fprintf(t->out, "kernels: %s, %d OpenMP threads\n", t->be->name, omp_get_max_threads());
     if (t->be->set_tf32) t->be->set_tf32(cfg->train.tf32);
     else if (cfg->train.tf32) fprintf(t->out, "train.tf32 = yes has no effect on %s\n", t->be->name);
     if (train_open_split(cfg, cfg->data.train_dir, &t->train_ds) || train_open_split(cfg, cfg->data.test_dir, &t->test_ds))
@@ -659,22 +679,30 @@ static void record_step(struct trainer *t, int epoch, long batch, float lr, floa
 }
 
 /* One step's numbers into the epoch's meter and the run's totals (the report):
- * n images, waited for wait_ns. */
+ * n images, waited for wait_ns. The report judges the steady state, so each step is
+ * booked under its phase (report.h): a memory cache's first epoch, the run's first
+ * steps, a later epoch's first step (the ring refilling), or steady. */
 static void account(struct trainer *t, struct epoch_meter *m, int n, int64_t wait_ns, float loss, int correct,
                     int64_t h2d_ns, int64_t compute_ns, int64_t step_ns) {
+    const struct cfg_loader *l = &t->cfg->loader;
+    bool epoch_start = m->steps == 0;
+    if (epoch_start) t->tot.epochs_seen++;
+    if (epoch_start && t->tot.epochs_seen == 2 && l->cache == CFG_CACHE_MEMORY) {
+        /* the cache is full: the CPU times so far (finish() makes them the run's share) */
+        book_loader_cpu(t, &t->tot.loader_cpu_cold_ns);
+        t->tot.process_cpu_cold_ns = process_cpu_ns();
+    }
     t->step++;
     m->steps++;
     m->images += n;
     m->loss_sum += loss;
     m->correct += correct;
     m->wait_ns += wait_ns;
-    t->tot.wait_ns += wait_ns;
-    t->tot.h2d_ns += h2d_ns;
-    t->tot.compute_ns += compute_ns;
-    if (t->tot.steps < RUN_WARM_STEPS) t->tot.warm_ns += step_ns, t->tot.warm_images += n;
-    t->tot.wall_ns += step_ns;
-    t->tot.images += n;
-    t->tot.steps++;
+    enum run_phase ph = l->cache == CFG_CACHE_MEMORY && t->tot.epochs_seen == 1 ? RUN_CACHE_FILL
+                        : t->tot.steps < RUN_WARM_STEPS                        ? RUN_START
+                        : epoch_start && l->workers > 0                        ? RUN_RING_FILL
+                                                                               : RUN_STEADY;
+    report_count_step(&t->tot, ph, &(struct run_span){1, n, step_ns, wait_ns, h2d_ns, compute_ns});
 }
 
 /* Ctrl-C or SIGTERM was seen: a checkpoint at the next batch, and a word on where. */
@@ -770,9 +798,12 @@ static enum train_status end_epoch(struct trainer *t, int epoch, long next, long
     const struct config *cfg = t->cfg;
     if (m->steps) progress(t, epoch, next - 1, nb, m, true);
     double el = (double)(os_now_ns() - m->start_ns) * 1e-9;
-    fprintf(t->out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s", epoch + 1,
+    fprintf(t->out, "epoch %d: train loss %.4f acc %.2f%%, %.0f images/s, %.1f s, waiting %.1f%%", epoch + 1,
             m->steps ? m->loss_sum / (double)m->steps : 0.0, m->images ? 100.0 * (double)m->correct / m->images : 0.0,
-            el > 0 ? (double)m->images / el : 0.0, el);
+            el > 0 ? (double)m->images / el : 0.0, el, el > 0 ? 100.0 * (double)m->wait_ns * 1e-9 / el : 0.0);
+    /* a resumed epoch's meter began at its first batch after the checkpoint */
+    if (next - m->steps > 0)
+        fprintf(t->out, " (batches %ld-%ld only: resumed mid-epoch)", next - m->steps + 1, next);
     bool last = epoch + 1 == cfg->train.epochs || t->step >= t->stop_at;
     if (dist_world() > 1 && check_in_step(t)) {
         fputc('\n', t->out);
@@ -801,6 +832,10 @@ static void finish(struct trainer *t, int64_t cpu0, int64_t loader0) {
     int64_t loader1;
     book_loader_cpu(t, &loader1);
     t->tot.loader_cpu_ns = loader1 - loader0;
+    if (t->tot.process_cpu_cold_ns) { /* account() took absolute times */
+        t->tot.loader_cpu_cold_ns -= loader0;
+        t->tot.process_cpu_cold_ns -= cpu0;
+    }
     if (t->tot.steps) report_print(t->out, &t->tot, t->cfg);
     int64_t skipped = loader_skipped(t->train_ld, NULL, 0) + loader_skipped(t->test_ld, NULL, 0);
     if (skipped) {

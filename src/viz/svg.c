@@ -169,6 +169,7 @@ int svg_write_bar_chart(const char *path, const struct svg_bar_chart *c) {
     int heads = 0;
     for (int i = 0; i < c->n; i++) {
         if (isfinite(c->bars[i].value) && c->bars[i].value > most) most = c->bars[i].value;
+        if (isfinite(c->bars[i].hi) && c->bars[i].hi > most) most = c->bars[i].hi;
         const char *g = c->bars[i].group, *prev = i ? c->bars[i - 1].group : NULL;
         if (g && (!prev || strcmp(g, prev))) heads++;
     }
@@ -208,8 +209,20 @@ int svg_write_bar_chart(const char *path, const struct svg_bar_chart *c) {
         svg_text(s, x0 - 8, y + 14, 11, SVG_END, "#222", false, "%s", b->label);
         svg_rect(s, x0, y + 3, cut, BAR_ROW - 6, BAR_VALUE_FILL, tip);
         svg_rect(s, x0 + cut, y + 3, len - cut, BAR_ROW - 6, BAR_SHARE_FILL, tip);
-        svg_text(s, x0 + len + 6, y + 14, 10.5, SVG_START, "#333", false, "%.0f  (%.0f%% %s)", v, 100 * share,
-                 c->share_name);
+        bool spread = isfinite(b->lo) && isfinite(b->hi) && b->hi > b->lo && b->lo >= 0;
+        if (spread) { /* the rounds' min-max: a whisker across the bar's end, with end ticks */
+            double a = x0 + span * b->lo / axis_max, z = x0 + span * b->hi / axis_max, m = y + BAR_ROW / 2.0;
+            svg_line(s, a, m, z, m, "#222", 1.5, false);
+            svg_line(s, a, m - 4, a, m + 4, "#222", 1.5, false);
+            svg_line(s, z, m - 4, z, m + 4, "#222", 1.5, false);
+            if (z - x0 > len) len = z - x0;
+        }
+        if (spread)
+            svg_text(s, x0 + len + 6, y + 14, 10.5, SVG_START, "#333", false, "%.0f (%.0f-%.0f)  (%.0f%% %s)", v,
+                     b->lo, b->hi, 100 * share, c->share_name);
+        else
+            svg_text(s, x0 + len + 6, y + 14, 10.5, SVG_START, "#333", false, "%.0f  (%.0f%% %s)", v, 100 * share,
+                     c->share_name);
         y += BAR_ROW;
     }
     svg_line(s, x0, y + 2, x0 + span, y + 2, "#888", 1, false);
