@@ -6,8 +6,12 @@
 #   2. runs the resnet_small lab (every setting, LAB_ROUNDS rounds, default 2) and the
 #      perceptron's (LAB_MLP_ROUNDS, default 3), interleaved: docs/stall-lab*.md, their
 #      pictures, and docs/runs/stall-lab*.keys;
-#   3. stamps docs/runs/lab.keys with the commit, the machine and the load;
-#   4. writes the marked values into the docs (scripts/docs-check.sh --update).
+#   3. runs every CPU command of docs/guide.md 5 times, interleaved, for the verdicts and
+#      numbers the guide quotes (scripts/guide-runs.sh -> docs/runs/guide.keys), and
+#      ./bench kernels (docs/runs/bench-kernels.txt; scripts/kernels-keys.sh ->
+#      docs/runs/kernels.keys, quoted by docs/kernels.md and the guide);
+#   4. stamps docs/runs/lab.keys with the commit, the machine and the load;
+#   5. writes the marked values into the docs (scripts/docs-check.sh --update).
 set -e
 cd "$(dirname "$0")/.."
 quiet=${LAB_QUIET:-0.7}
@@ -29,6 +33,9 @@ echo "lab: measuring at load $start_load; quiet: $quiet_words"
 t0=$(date +%s)
 ./bench pipeline --rounds "${LAB_ROUNDS:-2}"
 ./bench pipeline --config configs/mlp.cfg --name stall-lab-mlp --rounds "${LAB_MLP_ROUNDS:-3}"
+sh scripts/guide-runs.sh
+./bench kernels >docs/runs/bench-kernels.txt
+sh scripts/kernels-keys.sh docs/runs/bench-kernels.txt
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- src include tools kernels models configs 2>/dev/null; then commit="$commit+changes"; fi
 {
