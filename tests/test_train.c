@@ -201,6 +201,18 @@ Test(train, bad_config_and_bad_resume_are_clear_errors) {
     free(out);
 }
 
+/* --help-config: the key table, then the cnn grammar from models/cnn.c's table. */
+Test(train, help_config_prints_the_keys_then_the_cnn_layer_grammar) {
+    char *out;
+    cr_assert_eq(smoke_run("./train --help-config", &out), 0, "%s", out);
+    const char *keys = strstr(out, "[loader]"), *grammar = strstr(out, "[model] layers, for arch = cnn");
+    cr_expect(keys && grammar && keys < grammar, "the keys, then the grammar:\n%s", out);
+    const char *form;
+    for (size_t i = 0; (form = model_cnn_form(i, NULL)); i++)
+        cr_expect(grammar && strstr(grammar, form), "%s is not in the grammar's help", form);
+    free(out);
+}
+
 Test(train, trace_has_the_event_kinds_and_thread_names) {
     char args[2048], *out, *json, path[128];
     snprintf(path, sizeof path, "%s/run.json", dir);
