@@ -223,6 +223,7 @@ Test(train, trace_has_the_event_kinds_and_thread_names) {
     snprintf(svgp, sizeof svgp, "%s.svg", path);
     cr_assert(file_bytes(svgp, &svg) > 0, "no timeline written");
     cr_expect(strstr(svg, "<svg") && strstr(svg, "training thread") && strstr(svg, "loader worker 1"), "timeline lanes");
+    cr_expect(strstr(svg, ">ring slots ready (0..2)<"), "the ring's axis runs to smoke.cfg's prefetch 2");
     free(svg);
     cr_assert(file_bytes(path, &json) > 0, "no trace written");
     cr_expect(strstr(json, "\"traceEvents\""));
@@ -230,6 +231,8 @@ Test(train, trace_has_the_event_kinds_and_thread_names) {
     cr_expect(strstr(json, "\"ph\":\"C\""), "no counters");
     cr_expect(strstr(json, "\"ph\":\"M\"") && strstr(json, "training thread"), "no thread names");
     cr_expect(strstr(json, "\"wait\"") && strstr(json, "\"compute\""), "no wait/compute spans");
+    cr_expect(strstr(json, "\"name\":\"counter_max\",\"args\":{\"name\":\"ring slots ready\",\"value\":2}"),
+              "the ring's size, loader.prefetch, as the ring counter's maximum");
     /* the loss and the rate, once per step: 192 images in batches of 16 */
     int losses = 0, rates = 0;
     for (const char *p = strstr(json, "\"ph\":\"C\""); p; p = strstr(p + 1, "\"ph\":\"C\"")) {
