@@ -248,9 +248,10 @@ int timeline_write_panels(const char *path, int n, const struct timeline *const 
         draw_legend(s, opt);
         for (int i = 0; i < n; i++) {
             /* one time scale for all, so panels compare at a glance, except for a panel
-             * much shorter than the longest: it is drawn across the whole width */
+             * much shorter than the longest: it is drawn across the whole width (an
+             * empty one, with nothing to zoom into, stays on the shared scale) */
             int64_t span = w[i].t1 - w[i].t0 > 0 ? w[i].t1 - w[i].t0 : 1;
-            bool own = span * TL_OWN_SCALE_FACTOR < longest;
+            bool own = w[i].t1 > w[i].t0 && span * TL_OWN_SCALE_FACTOR < longest;
             double axis_ns = (double)(own ? span : longest);
             draw_panel(s, tls[i], titles ? titles[i] : NULL, &w[i], lanes[i], n_lanes[i], y, plot_w / axis_ns,
                        axis_ns, own ? (double)longest / (double)span : 1);
