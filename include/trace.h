@@ -41,18 +41,23 @@ void trace_span(struct trace *tr, int tid, const char *name, const char *cat, in
                 int64_t dur_ns);
 /* A counter ("C") sample, e.g. ring occupancy: its own track named `name`. */
 void trace_counter(struct trace *tr, const char *name, int64_t t_ns, double value);
+/* Counter `name` can't exceed `max` (the ring's slots for "ring slots ready"): a
+ * timeline draws its axis from 0 to max instead of to the largest sample seen. Written
+ * as an "M" metadata event named "counter_max", args {"name": NAME, "value": MAX},
+ * which trace viewers skip; never dropped. A later call for the same name wins. */
+void trace_counter_max(struct trace *tr, const char *name, double max);
 /* Names thread `tid` in the viewer ("M" metadata); never dropped. */
 void trace_thread_name(struct trace *tr, int tid, const char *name);
 
 /* One recorded event, as trace_for_each hands it out. name and cat point into the
  * tracer and are valid during the callback only. */
 struct trace_record {
-    char ph;            /* 'X' span, 'C' counter, 'M' thread name */
+    char ph;            /* 'X' span, 'C' counter, 'M' thread name, 'R' a counter's max */
     int tid;            /* X and M */
     int64_t t_ns;       /* X and C: nanoseconds since trace_open */
     int64_t dur_ns;     /* X */
-    double value;       /* C */
-    const char *name;   /* span or counter name; the thread's name for M */
+    double value;       /* C; R: the maximum */
+    const char *name;   /* span or counter name (also for R); the thread's name for M */
     const char *cat;    /* X: its category; "" otherwise */
 };
 
@@ -104,6 +109,12 @@ struct timeline_thread {
     char name[TIMELINE_NAME_LEN];
 };
 
+/* A counter's declared maximum (trace_counter_max), e.g. the ring's slots. */
+struct timeline_counter_max {
+    double max;
+    char name[TIMELINE_NAME_LEN];
+};
+
 struct timeline {
     struct timeline_span *spans;
     size_t n_spans, cap_spans;
@@ -111,12 +122,14 @@ struct timeline {
     size_t n_counters, cap_counters;
     struct timeline_thread *threads;       /* names given with trace_thread_name */
     size_t n_threads, cap_threads;
+    struct timeline_counter_max *maxima;   /* given with trace_counter_max */
+    size_t n_maxima, cap_maxima;
 };
 
 /* Copies every event recorded so far (call it before trace_close). 0 or -1. */
 int timeline_from_trace(struct timeline *tl, struct trace *tr);
 /* Reads a Chrome trace-event JSON file as trace_close writes it (spans "X", counters
- * "C", thread names "M"; other events are skipped). 0, or -1 with err_set naming the
+ * "C", thread names and counter maxima "M"; other events are skipped). 0, or -1 with err_set naming the
  * file and the byte where it stopped making sense. */
 int timeline_load_json(struct timeline *tl, const char *path);
 void timeline_free(struct timeline *tl);
@@ -126,6 +139,10 @@ int timeline_add_span(struct timeline *tl, int tid, const char *name, const char
                       int64_t dur_ns);
 int timeline_add_counter(struct timeline *tl, const char *name, int64_t t_ns, double value);
 int timeline_add_thread(struct timeline *tl, int tid, const char *name);
+/* A later maximum for the same counter replaces the earlier one. */
+int timeline_add_counter_max(struct timeline *tl, const char *name, double max);
+/* Counter `name`'s declared maximum, or 0 when none was given. */
+double timeline_counter_max(const struct timeline *tl, const char *name);
 
 /* ---- steps ----
  * Step i (from 0) begins where the training thread's i-th "wait" span begins and

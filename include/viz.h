@@ -87,9 +87,19 @@ struct timeline_options {
     const char *subtitle;       /* NULL: none */
 };
 
-/* One panel per timeline, stacked, on one time scale (the longest window), with the
- * lanes every panel has: the training thread first, then the workers, streams and
- * other threads by id, then one lane per counter. titles[i] heads panel i.
+/* One panel per timeline, stacked, with the lanes every panel has: the training
+ * thread first, then the workers, streams and other threads by id, then one lane per
+ * counter. titles[i] heads panel i.
+ * Time scale: the panels share one, that of the longest window, so they compare at a
+ * glance; a panel whose window is shorter than the longest over TL_OWN_SCALE_FACTOR
+ * (8, timeline_svg.c) would be a sliver on it, so it is drawn across the whole width
+ * on its own scale, and its header says "own time scale: zoomed Nx" (N: the longest
+ * window over its own).
+ * Counter lanes: a step line from 0 to the counter's maximum, given in its label as
+ * "NAME (0..MAX)". MAX is the maximum the trace declared for that counter
+ * (trace_counter_max: the trainer declares loader.prefetch for "ring slots ready", so
+ * the ring's axis runs to its size) or the largest sample seen, whichever is larger;
+ * a counter without a declared maximum (loss, images/s) runs to its largest sample.
  * 0, or -1 with err_set. */
 int timeline_write_panels(const char *path, int n, const struct timeline *const *tls, const char *const *titles,
                           const struct timeline_options *opt);

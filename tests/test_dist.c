@@ -276,6 +276,8 @@ Test(dist, the_trace_has_a_lane_per_rank_and_the_all_reduce) {
     cr_assert_not_null(json, "no trace at %s", path);
     cr_expect(strstr(json, "\"rank 1: training thread\"") && strstr(json, "\"rank 1: loader worker 1\""),
               "rank 1's lanes are missing");
+    cr_expect(strstr(json, "\"counter_max\",\"args\":{\"name\":\"rank 1: ring slots ready\",\"value\":2}"),
+              "rank 1's ring counter lost its maximum (smoke.cfg's prefetch) on the way");
     cr_expect(strstr(json, "\"all-reduce thread\"") && strstr(json, "\"all-reduce bucket\"") &&
               strstr(json, "\"waiting for the all-reduce\""), "the all-reduce's lanes are missing");
     cr_expect_neq(access(other, F_OK), 0, "rank 1's own trace file was left behind");

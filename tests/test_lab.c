@@ -316,9 +316,113 @@ Test(lab, the_timeline_has_a_lane_per_thread_and_counter_and_a_panel_per_run) {
               "steps 3..5 (counted from 1) should be drawn");
     cr_expect(strstr(s, "median step 140.0 ms"), "stalled panel's median step is 140 ms");
     cr_expect(strstr(s, "<title>wait: 50.00 ms</title>"), "wait spans carry their duration");
+    cr_expect(!strstr(s, "own time scale"), "windows of 422 and 275 ms share one scale");
     free(s);
     timeline_free(&stalled);
     timeline_free(&healthy);
+}
+
+/* The widest rect whose tooltip is `title` in an SVG, in pixels; 0 when there is none. */
+static double widest_titled(const char *svg, const char *title) {
+    char needle[128];
+    snprintf(needle, sizeof needle, "><title>%s</title>", title);
+    double widest = 0;
+    for (const char *p = strstr(svg, needle); p; p = strstr(p + 1, needle)) {
+        const char *r = p;
+        while (r > svg && strncmp(r, "<rect ", 6)) r--;
+        const char *w = strstr(r, " width=\"");
+        double width = w && w < p ? atof(w + 8) : 0;
+        if (width > widest) widest = width;
+    }
+    return widest;
+}
+
+/* A panel much shorter than the longest (the mlp lab's memory-cache row next to its
+ * inline row) is drawn on its own time scale, and says so; panels of about the same
+ * length keep the shared one (the test above). */
+Test(lab, a_much_shorter_panel_gets_its_own_time_scale_said_in_its_header) {
+    struct timeline slow, fast, medium;
+    memset(&slow, 0, sizeof slow);
+    memset(&fast, 0, sizeof fast);
+    memset(&medium, 0, sizeof medium);
+    double t = 10;
+    for (int i = 0; i < 8; i++, t += 141) add_step(&slow, t, 50, 90, 1);
+    t = 10;
+    for (int i = 0; i < 8; i++, t += 2) add_step(&fast, t, 0.2, 1.5, 2);
+    t = 10;
+    for (int i = 0; i < 8; i++, t += 60) add_step(&medium, t, 10, 49, 2);
+    const struct timeline *tls[] = {&slow, &medium, &fast};
+    const char *titles[] = {"slow", "medium", "fast"};
+    struct timeline_options o = {.first_step = 2, .steps = 3, .title = "three speeds", .subtitle = NULL};
+    const char *p = path_in("scales.svg");
+    cr_assert_eq(timeline_write_panels(p, 3, tls, titles, &o), 0, "%s", err_get());
+    char *s = slurp(p);
+    cr_expect_null(xml_check(s));
+    /* slow: steps 3-5 span 2 x 141 + 140 = 422 ms; medium: 179 ms (shared); fast: 5.7 ms */
+    cr_expect_eq(count_of(s, ">own time scale: "), 1, "only the fast panel has its own scale");
+    cr_expect(strstr(s, ">own time scale: zoomed 74x<"), "422 / 5.7 ms");
+    cr_expect(strstr(s, ">1 ms<") && strstr(s, ">400 ms<"), "the fast panel's axis in ms, the others' in 50 ms");
+    /* the plot is 880 px wide: the fast compute fills a quarter of it, not 3 px */
+    double fast_compute = widest_titled(s, "compute: 1.50 ms"), slow_compute = widest_titled(s, "compute: 90.00 ms");
+    cr_expect(fast_compute > 200 && fast_compute < 240, "fast compute drawn %.1f px wide", fast_compute);
+    cr_expect(slow_compute > 180 && slow_compute < 195, "slow compute drawn %.1f px wide", slow_compute);
+    cr_expect(widest_titled(s, "compute: 49.00 ms") > 95, "the medium panel shares the slow one's scale");
+    free(s);
+    timeline_free(&slow);
+    timeline_free(&fast);
+    timeline_free(&medium);
+}
+
+/* The ring counter's axis runs to the ring's size when the trace declares it
+ * (trace_counter_max), whatever the samples in view reach; the declaration goes
+ * through the trace file and the live tracer alike. */
+Test(lab, the_ring_counters_axis_runs_to_its_declared_size) {
+    struct timeline declared, plain;
+    memset(&declared, 0, sizeof declared);
+    memset(&plain, 0, sizeof plain);
+    for (int i = 0; i < 6; i++) {
+        add_step(&declared, 10 + 100 * i, 5, 90, 1);
+        add_step(&plain, 10 + 100 * i, 5, 90, 1);
+    }
+    cr_assert_eq(timeline_add_counter_max(&declared, "ring slots ready", 3), 0);
+    cr_assert_eq(timeline_add_counter_max(&declared, "ring slots ready", 4), 0);  /* the later one wins */
+    cr_expect_float_eq(timeline_counter_max(&declared, "ring slots ready"), 4, 0);
+    cr_expect_float_eq(timeline_counter_max(&declared, "loss"), 0, 0);
+    const struct timeline *tls[] = {&declared, &plain};
+    const char *p = path_in("ring.svg");
+    cr_assert_eq(timeline_write_panels(p, 2, tls, NULL, NULL), 0, "%s", err_get());
+    char *s = slurp(p);
+    cr_expect_eq(count_of(s, ">ring slots ready (0..4)<"), 1, "the declared ring: 4 slots");
+    cr_expect_eq(count_of(s, ">ring slots ready (0..1)<"), 1, "undeclared: the largest sample");
+    free(s);
+    /* a declared maximum below a sample: the axis still holds the sample */
+    cr_assert_eq(timeline_add_counter_max(&plain, "ring slots ready", 0.5), 0);
+    cr_assert_eq(timeline_write_panels(p, 1, (const struct timeline *[]){&plain}, NULL, NULL), 0);
+    s = slurp(p);
+    cr_expect_eq(count_of(s, ">ring slots ready (0..1)<"), 1);
+    free(s);
+    timeline_free(&declared);
+    timeline_free(&plain);
+
+    const char *json = path_in("ring.json");
+    struct trace *tr = trace_open(json);
+    cr_assert_not_null(tr, "%s", err_get());
+    trace_counter_max(tr, "ring slots ready", 8);
+    trace_counter(tr, "ring slots ready", os_now_ns(), 2);
+    struct timeline live, file;
+    cr_assert_eq(timeline_from_trace(&live, tr), 0, "%s", err_get());
+    cr_assert_eq(trace_close(tr), 0, "%s", err_get());
+    cr_assert_eq(timeline_load_json(&file, json), 0, "%s", err_get());
+    cr_expect_float_eq(timeline_counter_max(&live, "ring slots ready"), 8, 0);
+    cr_expect_float_eq(timeline_counter_max(&file, "ring slots ready"), 8, 0);
+    cr_expect_eq(file.n_counters, 1, "the maximum is no sample");
+    cr_expect_eq(file.n_threads, 0, "nor a thread name");
+    char *text = slurp(json);
+    cr_expect(strstr(text, "{\"ph\":\"M\",\"pid\":1,\"tid\":0,\"name\":\"counter_max\",\"args\":{\"name\":"
+                           "\"ring slots ready\",\"value\":8}}"), "%s", text);
+    free(text);
+    timeline_free(&live);
+    timeline_free(&file);
 }
 
 Test(lab, a_live_trace_and_its_file_give_the_same_timeline) {

@@ -1,11 +1,14 @@
 /* test_nn.c — layers and models on both CPU flavours: batch norm against the textbook,
  * a residual block's gradient, a tiny net that learns (and an arena that stops
- * allocating), the layer table's shape errors. */
+ * allocating), the layer table's shape errors, the cnn layer grammar (models/cnn.c). */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "fixtures/flavours.h"
+#include "models.h"
 #include "nn.h"
 #include "ops.h"
 #include "optim.h"
@@ -170,4 +173,130 @@ Test(nn, layer_table_and_shape_errors) {
     cr_expect_eq(nn_model_shapes(&m, 4, NULL, NULL, NULL), -1);
     cr_expect(strstr(err_get(), "linear") && strstr(err_get(), "flatten"), "message: %s", err_get());
     nn_model_free(&m);
+}
+
+/* ---- the cnn layer grammar (models/cnn.c) ---- */
+
+/* Builds `spec` for a 1x12x12 input and 4 classes; 0, or -1 with err_get() saying why. */
+static int build_cnn(const char *spec) {
+    struct nn_model m;
+    nn_model_init(&m, 1, 12, 12, 3);
+    int rc = model_cnn(&m, spec, 4);
+    if (!rc) rc = nn_model_shapes(&m, 2, NULL, NULL, NULL);
+    nn_model_free(&m);
+    return rc;
+}
+
+/* A token in the place its kind needs: before gap (an image stage), after gap (a flat
+ * one), as the list's head (gap and flatten themselves) or its end (the last linear).
+ * 0 when one of them builds. */
+static int build_token(const char *tok) {
+    static const char *const around[] = {"%s gap linear", "%s linear", "gap %s linear", "gap %s"};
+    char spec[128];
+    for (size_t i = 0; i < sizeof around / sizeof around[0]; i++) {
+        snprintf(spec, sizeof spec, around[i], tok);
+        if (!build_cnn(spec)) return 0;
+    }
+    return -1;
+}
+
+/* What ./train --help-config prints after the keys (tools/train.c), into buf. */
+static void grammar_help(char *buf, size_t len) {
+    FILE *f = fmemopen(buf, len, "w");
+    cr_assert(f);
+    model_cnn_print_grammar(f);
+    cr_assert(ftell(f) < (long)len - 1, "the grammar's help is longer than the test's buffer");
+    fclose(f);
+}
+
+/* A token of every branch of the parser, written out here by hand, with the form the
+ * help must list it under. A form the table gains without a token here fails below. */
+static const struct { const char *token, *form; } accepted[] = {
+    {"conv3x3-8", "convKxK-C[/S]"}, {"conv5x5-8/2", "convKxK-C[/S]"}, {"conv1x1-4", "convKxK-C[/S]"},
+    {"block-8", "block-C[/S]"},     {"block-16/2", "block-C[/S]"},    {"bn", "bn"},
+    {"relu", "relu"},               {"maxpool2", "maxpoolK"},         {"avgpool3", "avgpoolK"},
+    {"gap", "gap"},                 {"flatten", "flatten"},           {"linear-16", "linear[-N]"},
+    {"linear", "linear[-N]"},
+};
+#define N_ACCEPTED (sizeof accepted / sizeof accepted[0])
+
+Test(nn, the_help_lists_every_token_form_the_cnn_parser_accepts) {
+    char help[8192], line[64];
+    grammar_help(help, sizeof help);
+    /* every token the parser takes is accepted, and its form has a line of the help */
+    for (size_t i = 0; i < N_ACCEPTED; i++) {
+        cr_expect_eq(build_token(accepted[i].token), 0, "'%s' refused: %s", accepted[i].token, err_get());
+        snprintf(line, sizeof line, "\n  %s ", accepted[i].form);
+        cr_expect(strstr(help, line), "the help has no line for %s (token '%s'):\n%s", accepted[i].form,
+                  accepted[i].token, help);
+    }
+    /* every form of the table is printed, its example builds, and a token above covers it */
+    size_t n = 0;
+    const char *form, *example;
+    for (; (form = model_cnn_form(n, &example)); n++) {
+        snprintf(line, sizeof line, "\n  %s ", form);
+        cr_expect(strstr(help, line), "form %s is not printed", form);
+        cr_expect(strstr(help, example), "form %s: its example %s is not printed", form, example);
+        cr_expect_eq(build_token(example), 0, "the example '%s' of %s is refused: %s", example, form, err_get());
+        bool covered = false;
+        for (size_t i = 0; i < N_ACCEPTED; i++) covered |= !strcmp(accepted[i].form, form);
+        cr_expect(covered, "form %s has no token in this test's list", form);
+    }
+    cr_expect_gt(n, 0, "the grammar has no forms");
+    /* and no form line but those: the lines between the header and the closing sentence */
+    int form_lines = 0;
+    for (const char *p = strstr(help, "\n  "); p; p = strstr(p + 1, "\n  ")) form_lines++;
+    cr_expect_eq(form_lines, (int)n + 2, "a line per form, the example list and the closing line:\n%s", help);
+}
+
+Test(nn, cnn_tokens_of_no_form_or_a_broken_one_are_refused_by_name) {
+    static const char *const unknown[] = {"dropout", "Relu", "sigmoid", "pool2", "lin"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        char spec[64];
+        snprintf(spec, sizeof spec, "%s gap linear", unknown[i]);
+        cr_expect_eq(build_cnn(spec), -1, "'%s' accepted", unknown[i]);
+        cr_expect(strstr(err_get(), "unknown layer") && strstr(err_get(), unknown[i]), "%s", err_get());
+        const char *form;
+        for (size_t k = 0; (form = model_cnn_form(k, NULL)); k++)
+            cr_expect(strstr(err_get(), form), "the error does not list %s: %s", form, err_get());
+    }
+    /* the right word, written wrong: the form's own message */
+    static const char *const broken[] = {"conv3x3-8x", "conv3x5-8", "conv3x3-8/", "conv3x3-8/2/2", "conv3x3",
+                                         "maxpool", "maxpool2x", "avgpool0", "linearx", "linear-", "linear-8x",
+                                         "block", "block-", "block-8/", "block-8x"};
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        cr_expect_eq(build_token(broken[i]), -1, "'%s' accepted", broken[i]);
+        cr_expect(!strstr(err_get(), "unknown layer"), "'%s': %s", broken[i], err_get());
+    }
+    cr_expect_eq(build_cnn("gap conv3x3-8 linear"), -1);
+    cr_expect(strstr(err_get(), "token 2 'conv3x3-8'"), "%s", err_get());
+    cr_expect_eq(build_cnn("flatten block-8 linear"), -1);
+    cr_expect(strstr(err_get(), "block cannot follow"), "%s", err_get());
+    cr_expect_eq(build_cnn("conv3x3-8 gap linear-4 linear-4"), 0, "%s", err_get());
+    cr_expect_eq(build_cnn("conv3x3-8 gap linear linear-4"), -1, "only the last linear may omit its size");
+}
+
+/* resnet_small in one line of the cnn grammar: the same layers, parameter names,
+ * shapes and (from the same seed) initial values as models/resnet.c builds. */
+Test(nn, block_tokens_build_resnet_small_exactly) {
+    struct nn_model a, b;
+    nn_model_init(&a, 1, 28, 28, 9);
+    nn_model_init(&b, 1, 28, 28, 9);
+    struct cfg_int_list widths = {3, {16, 32, 64}}, blocks = {3, {1, 1, 1}};
+    cr_assert_eq(model_resnet(&a, &widths, &blocks, 10), 0, "%s", err_get());
+    cr_assert_eq(model_cnn(&b, "conv3x3-16 bn relu block-16 block-32/2 block-64/2 gap linear", 10), 0, "%s",
+                 err_get());
+    cr_assert_eq(nn_model_shapes(&b, 1, NULL, NULL, NULL), 0, "%s", err_get());
+    cr_expect_eq(nn_param_count(&b), 77754);
+    cr_assert_eq(a.n_layers, b.n_layers);
+    cr_assert_eq(a.ps.n_params, b.ps.n_params);
+    cr_assert_eq(a.ps.n_buffers, b.ps.n_buffers);
+    for (int i = 0; i < a.ps.n_params; i++) {
+        const struct tensor *p = a.ps.params[i], *q = b.ps.params[i];
+        cr_expect_str_eq(a.ps.param_names[i], b.ps.param_names[i]);
+        cr_assert_eq(p->numel, q->numel, "%s", a.ps.param_names[i]);
+        cr_expect(!memcmp(p->data, q->data, p->numel * sizeof(float)), "%s differs", a.ps.param_names[i]);
+    }
+    nn_model_free(&a);
+    nn_model_free(&b);
 }

@@ -201,6 +201,18 @@ Test(train, bad_config_and_bad_resume_are_clear_errors) {
     free(out);
 }
 
+/* --help-config: the key table, then the cnn grammar from models/cnn.c's table. */
+Test(train, help_config_prints_the_keys_then_the_cnn_layer_grammar) {
+    char *out;
+    cr_assert_eq(smoke_run("./train --help-config", &out), 0, "%s", out);
+    const char *keys = strstr(out, "[loader]"), *grammar = strstr(out, "[model] layers, for arch = cnn");
+    cr_expect(keys && grammar && keys < grammar, "the keys, then the grammar:\n%s", out);
+    const char *form;
+    for (size_t i = 0; (form = model_cnn_form(i, NULL)); i++)
+        cr_expect(grammar && strstr(grammar, form), "%s is not in the grammar's help", form);
+    free(out);
+}
+
 Test(train, trace_has_the_event_kinds_and_thread_names) {
     char args[2048], *out, *json, path[128];
     snprintf(path, sizeof path, "%s/run.json", dir);
@@ -211,6 +223,7 @@ Test(train, trace_has_the_event_kinds_and_thread_names) {
     snprintf(svgp, sizeof svgp, "%s.svg", path);
     cr_assert(file_bytes(svgp, &svg) > 0, "no timeline written");
     cr_expect(strstr(svg, "<svg") && strstr(svg, "training thread") && strstr(svg, "loader worker 1"), "timeline lanes");
+    cr_expect(strstr(svg, ">ring slots ready (0..2)<"), "the ring's axis runs to smoke.cfg's prefetch 2");
     free(svg);
     cr_assert(file_bytes(path, &json) > 0, "no trace written");
     cr_expect(strstr(json, "\"traceEvents\""));
@@ -218,6 +231,8 @@ Test(train, trace_has_the_event_kinds_and_thread_names) {
     cr_expect(strstr(json, "\"ph\":\"C\""), "no counters");
     cr_expect(strstr(json, "\"ph\":\"M\"") && strstr(json, "training thread"), "no thread names");
     cr_expect(strstr(json, "\"wait\"") && strstr(json, "\"compute\""), "no wait/compute spans");
+    cr_expect(strstr(json, "\"name\":\"counter_max\",\"args\":{\"name\":\"ring slots ready\",\"value\":2}"),
+              "the ring's size, loader.prefetch, as the ring counter's maximum");
     /* the loss and the rate, once per step: 192 images in batches of 16 */
     int losses = 0, rates = 0;
     for (const char *p = strstr(json, "\"ph\":\"C\""); p; p = strstr(p + 1, "\"ph\":\"C\"")) {

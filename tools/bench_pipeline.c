@@ -22,7 +22,8 @@
  * spread: a burst of other jobs' load moves one round, not one row.
  *
  * Writes docs/NAME.md, docs/img/NAME.svg (bar chart) and docs/img/NAME-timeline.svg
- * (a stalled and a fixed run on one time scale); NAME is stall-lab unless --name. */
+ * (a stalled and a fixed run on one time scale, a much faster one on its own: viz.h);
+ * NAME is stall-lab unless --name. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -744,8 +745,9 @@ int bench_timeline(int argc, char **argv) {
     if (n < 1 || !out) {
         fprintf(stderr, "usage: ./bench timeline TRACE.json [TRACE2.json ...] -o OUT.svg [--first-step N] "
                         "[--steps N] [--title TEXT]\n"
-                        "  draws --trace files as timelines, one panel each, on one time scale; steps count "
-                        "from 1 (default: 4 steps from step 3)\n");
+                        "  draws --trace files as timelines, one panel each, on one time scale (a panel under an "
+                        "eighth\n  of the longest gets its own, said in its header); steps count from 1 (default: "
+                        "4 steps from step 3)\n");
         return 2;
     }
     o.title = title;

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "dist.h"
 #include "error.h"
+#include "models.h"
 #include "report.h"
 #include "train.h"
 #include "viz.h"
@@ -41,7 +42,14 @@ static int set_train_key(struct config *cfg, const char *key, const char *value)
 
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) { usage(stdout); return 0; }
-    if (argc >= 2 && !strcmp(argv[1], "--help-config")) { cfg_print_help(stdout); return 0; }
+    if (argc >= 2 && !strcmp(argv[1], "--help-config")) {
+        /* every key, then the cnn layer grammar ([model] layers): the config knows no
+         * model (docs/design.md, the include rule), so the two are put together here */
+        cfg_print_help(stdout);
+        fputc('\n', stdout);
+        model_cnn_print_grammar(stdout);
+        return 0;
+    }
     if (argc >= 2 && !strcmp(argv[1], "--help-report")) { report_help(stdout); return 0; }
     if (argc < 2 || argv[1][0] == '-') { usage(stderr); return 2; }
     struct config cfg;

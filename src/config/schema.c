@@ -98,7 +98,7 @@ const struct key_spec cfg_keys[] = {
              "resnet: channels of each stage"),
     INT_LIST(model, blocks, "1,1,1", 1, CFG_LIST_MAX, 0, 64, SHAPE,
              "resnet: BasicBlocks of each stage, one per width"),
-    STRING(model, layers, EMPTY, SHAPE, "cnn: the layer spec, read by models/cnn.c"),
+    STRING(model, layers, EMPTY, SHAPE, "cnn: the layer list (models/cnn.c; its tokens: ./train --help-config)"),
     INT_LIST(model, hidden, "256", 0, CFG_LIST_MAX, 1, 65536, SHAPE,
              "mlp: sizes of the hidden layers; \"\" = a linear model"),
 

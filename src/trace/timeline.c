@@ -64,10 +64,32 @@ int timeline_add_thread(struct timeline *tl, int tid, const char *name) {
     return 0;
 }
 
+/* A later maximum for the same counter replaces the earlier one, as thread names do. */
+int timeline_add_counter_max(struct timeline *tl, const char *name, double max) {
+    char cut[TIMELINE_NAME_LEN];  /* compared as stored: cut like the counters' names */
+    copy_name(cut, name);
+    for (size_t i = 0; i < tl->n_maxima; i++)
+        if (!strcmp(tl->maxima[i].name, cut)) { tl->maxima[i].max = max; return 0; }
+    struct timeline_counter_max *p = grow(tl->maxima, &tl->cap_maxima, tl->n_maxima, sizeof *p);
+    if (!p) return -1;
+    tl->maxima = p;
+    p[tl->n_maxima].max = max;
+    copy_name(p[tl->n_maxima].name, cut);
+    tl->n_maxima++;
+    return 0;
+}
+
+double timeline_counter_max(const struct timeline *tl, const char *name) {
+    for (size_t i = 0; i < tl->n_maxima; i++)
+        if (!strcmp(tl->maxima[i].name, name)) return tl->maxima[i].max;
+    return 0;
+}
+
 void timeline_free(struct timeline *tl) {
     free(tl->spans);
     free(tl->counters);
     free(tl->threads);
+    free(tl->maxima);
     memset(tl, 0, sizeof *tl);
 }
 
@@ -79,6 +101,7 @@ static void add_record(const struct trace_record *r, void *ctx) {
     if (r->ph == 'X') ft->failed = timeline_add_span(ft->tl, r->tid, r->name, r->cat, r->t_ns, r->dur_ns);
     else if (r->ph == 'C') ft->failed = timeline_add_counter(ft->tl, r->name, r->t_ns, r->value);
     else if (r->ph == 'M') ft->failed = timeline_add_thread(ft->tl, r->tid, r->name);
+    else if (r->ph == 'R') ft->failed = timeline_add_counter_max(ft->tl, r->name, r->value);
 }
 
 int timeline_from_trace(struct timeline *tl, struct trace *tr) {
@@ -232,6 +255,7 @@ static int jr_event(struct jr *p, struct timeline *tl) {
     if (!strcmp(e.ph, "X")) return timeline_add_span(tl, tid, e.name, e.cat, us_to_ns(e.ts), us_to_ns(e.dur));
     if (!strcmp(e.ph, "C")) return timeline_add_counter(tl, e.name, us_to_ns(e.ts), e.value);
     if (!strcmp(e.ph, "M") && !strcmp(e.name, "thread_name")) return timeline_add_thread(tl, tid, e.arg_name);
+    if (!strcmp(e.ph, "M") && !strcmp(e.name, "counter_max")) return timeline_add_counter_max(tl, e.arg_name, e.value);
     return 0;
 }
 

@@ -150,6 +150,18 @@ void trace_thread_name(struct trace *tr, int tid, const char *name) {
     pthread_mutex_unlock(&tr->lock);
 }
 
+void trace_counter_max(struct trace *tr, const char *name, double max) {
+    if (!tr) return;
+    pthread_mutex_lock(&tr->lock);
+    struct trace_event *e = new_event(tr, false);  /* metadata, like a thread name: never dropped */
+    if (e) {
+        e->ph = 'R';
+        e->value = max;
+        copy_name(e->name, sizeof e->name, name);
+    }
+    pthread_mutex_unlock(&tr->lock);
+}
+
 size_t trace_event_count(struct trace *tr) {
     if (!tr) return 0;
     pthread_mutex_lock(&tr->lock);
@@ -199,7 +211,8 @@ static void put_us(FILE *f, int64_t ns) {
 }
 
 static void put_event(FILE *f, const struct trace_event *e) {
-    fprintf(f, ",\n{\"ph\":\"%c\",\"pid\":1,\"tid\":%" PRId32, e->ph, e->tid);
+    /* a counter's maximum is metadata in the file: an "M" event viewers skip */
+    fprintf(f, ",\n{\"ph\":\"%c\",\"pid\":1,\"tid\":%" PRId32, e->ph == 'R' ? 'M' : e->ph, e->tid);
     switch (e->ph) {
     case 'X':
         fputs(",\"ts\":", f);
@@ -223,6 +236,11 @@ static void put_event(FILE *f, const struct trace_event *e) {
         fputs(",\"name\":\"thread_name\",\"args\":{\"name\":", f);
         put_string(f, e->name);
         fputc('}', f);
+        break;
+    case 'R':
+        fputs(",\"name\":\"counter_max\",\"args\":{\"name\":", f);
+        put_string(f, e->name);
+        fprintf(f, ",\"value\":%.17g}", isfinite(e->value) ? e->value : 0.0);
         break;
     }
     fputc('}', f);

@@ -563,8 +563,15 @@ static int resume(struct trainer *t, int *first_epoch, long *first_batch) {
     return 0;
 }
 
-/* The trace's lanes: the training thread, each loader worker, the device's streams. */
+/* The ring's occupancy as a trace counter: how many slots were ready when a step took
+ * its batch. It can't exceed loader.prefetch, which the trace records as its maximum
+ * so a timeline's axis runs to the ring's size (trace_counter_max). */
+#define RING_COUNTER "ring slots ready"
+
+/* The trace's lanes: the training thread, each loader worker, the device's streams,
+ * and the ring counter's range. */
 static void name_trace_lanes(struct trainer *t) {
+    trace_counter_max(t->tr, RING_COUNTER, t->cfg->loader.prefetch);
     trace_thread_name(t->tr, 0, "training thread");
     for (int w = 0; w < loader_workers(t->train_ld); w++) {
         char name[32];
@@ -621,6 +628,7 @@ static int merge_rank_traces(struct trainer *t) {
             int64_t abs = w[0].t_ns + w[i].t_ns; /* on the shared clock */
             if (w[i].ph == 'M') trace_thread_name(t->tr, tid, name);
             else if (w[i].ph == 'C') trace_counter(t->tr, name, abs, w[i].value);
+            else if (w[i].ph == 'R') trace_counter_max(t->tr, name, w[i].value);
             else trace_span(t->tr, tid, w[i].name, w[i].cat, abs, w[i].dur_ns);
         }
     }
@@ -641,7 +649,7 @@ static void trace_load(struct trainer *t, const struct batch *b, int64_t step_st
         if (b->spans[w].samples)
             trace_span(t->tr, w + 1, "load batch", "loader", b->spans[w].start_ns,
                        b->spans[w].end_ns - b->spans[w].start_ns);
-    trace_counter(t->tr, "ring slots ready", step_start_ns, b->ring_ready);
+    trace_counter(t->tr, RING_COUNTER, step_start_ns, b->ring_ready);
 }
 
 /* The step's spans on the training thread and, on a device, on its two streams. */

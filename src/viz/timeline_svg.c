@@ -21,6 +21,9 @@
 #define TL_AXIS_H 34.0
 #define TL_PANEL_GAP 14.0
 #define TL_MAX_LANES 80
+/* A panel whose window is shorter than the longest one over this factor gets its own
+ * time scale (said in its header): on the shared one it would be a sliver. */
+#define TL_OWN_SCALE_FACTOR 8
 
 static const char *span_fill(const struct timeline_span *s) {
     /* data parallel: a bucket on the communication thread, the wait for the last ones */
@@ -114,7 +117,9 @@ static double panel_height(int lanes) { return TL_PANEL_HEAD + lanes * TL_LANE +
 
 static void draw_counter(struct svg *s, const struct timeline *tl, const char *name, const struct window *w,
                          double x0, double y, double px_per_ns) {
-    double most = 0;
+    /* the axis runs from 0 to the counter's declared maximum (the ring's slots), or to
+     * the largest sample when none was declared or a sample went past it */
+    double most = timeline_counter_max(tl, name);
     for (size_t i = 0; i < tl->n_counters; i++)
         if (!strcmp(tl->counters[i].name, name) && tl->counters[i].value > most) most = tl->counters[i].value;
     if (!(most > 0)) most = 1;
@@ -152,10 +157,15 @@ static void draw_counter(struct svg *s, const struct timeline *tl, const char *n
     svg_text(s, x0 - 8, y + 15, 11, SVG_END, "#444", false, "%s (0..%g)", name, most);
 }
 
+/* `zoom` > 1: the panel has its own time scale, zoom times the shared one's pixels per
+ * nanosecond, and its header says so. */
 static void draw_panel(struct svg *s, const struct timeline *tl, const char *title, const struct window *w,
-                       const struct lane *lanes, int n_lanes, double y, double px_per_ns, double axis_ns) {
+                       const struct lane *lanes, int n_lanes, double y, double px_per_ns, double axis_ns,
+                       double zoom) {
     double x0 = TL_LABEL_W;
     svg_text(s, 12, y + 18, 13, SVG_START, "#222", true, "%s", title ? title : "");
+    if (zoom > 1)
+        svg_text(s, 12, y + 33, 10.5, SVG_START, "#b35900", false, "own time scale: zoomed %.0fx", zoom);
     if (w->has_stats)
         svg_text(s, TL_W - TL_RIGHT, y + 18, 11.5, SVG_END, "#333", false,
                  "steps %d-%d: median step %.1f ms, %.0f%% of step time waiting for input", w->first + 1,
@@ -234,11 +244,17 @@ int timeline_write_panels(const char *path, int n, const struct timeline *const 
     }
     struct svg *s = rc ? NULL : svg_open(path, TL_W, height);
     if (s) {
-        double px_per_ns = (TL_W - TL_RIGHT - TL_LABEL_W) / (double)longest, y = TL_LEGEND_H;
+        double plot_w = TL_W - TL_RIGHT - TL_LABEL_W, y = TL_LEGEND_H;
         draw_legend(s, opt);
         for (int i = 0; i < n; i++) {
-            draw_panel(s, tls[i], titles ? titles[i] : NULL, &w[i], lanes[i], n_lanes[i], y, px_per_ns,
-                       (double)longest);
+            /* one time scale for all, so panels compare at a glance, except for a panel
+             * much shorter than the longest: it is drawn across the whole width (an
+             * empty one, with nothing to zoom into, stays on the shared scale) */
+            int64_t span = w[i].t1 - w[i].t0 > 0 ? w[i].t1 - w[i].t0 : 1;
+            bool own = w[i].t1 > w[i].t0 && span * TL_OWN_SCALE_FACTOR < longest;
+            double axis_ns = (double)(own ? span : longest);
+            draw_panel(s, tls[i], titles ? titles[i] : NULL, &w[i], lanes[i], n_lanes[i], y, plot_w / axis_ns,
+                       axis_ns, own ? (double)longest / (double)span : 1);
             y += panel_height(n_lanes[i]);
         }
         rc = svg_close(s);
