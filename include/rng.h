@@ -4,6 +4,7 @@
 #define NS_RNG_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct rng { uint64_t state; };
@@ -13,6 +14,13 @@ static inline uint64_t rng_hash(uint64_t x) {
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
     return x ^ (x >> 31);
+}
+/* FNV-1a over n bytes, continuing from h (start with RNG_FNV_START): the fingerprint of
+ * a text or a buffer (a config, a file listing, the parameters the ranks compare). */
+#define RNG_FNV_START 0xcbf29ce484222325ull
+static inline uint64_t rng_fnv1a(uint64_t h, const void *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
+    return h;
 }
 static inline uint64_t rng_next(struct rng *r) { return rng_hash(r->state++); }
 /* uniform in [0, 1) with 24 bits, exactly representable as float */

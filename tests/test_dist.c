@@ -240,21 +240,29 @@ Test(dist, buckets_overlapped_with_backward_give_the_same_bits) {
     expect_same_state("way0.ckpt", "way1.ckpt", "one bucket after backward and 1 KiB buckets during it");
 }
 
-/* A rank stopped with SIGSTOP answers nothing: the others name it after dist.timeout_s. */
-Test(dist, a_stopped_rank_is_named_after_the_timeout) {
+/* A long 2-rank run (plus `extra`), the newest rank sent `sig` once training is under
+ * way; the log, and in *secs how long the job took to end after the signal. */
+static char *signal_a_rank(const char *sig, const char *extra, int *secs) {
     char cmd[4096], *out;
     snprintf(cmd, sizeof cmd,
-             "(" MPIRUN " -np 2 " TRAIN "%s --set train.epochs=1000 --set train.eval_every=0 --set dist.timeout_s=3 "
+             "(" MPIRUN " -np 2 " TRAIN "%s --set train.epochs=1000 --set train.eval_every=0 %s "
              "> %s/log 2>&1; echo \"exit $?\" >> %s/log) & "
              "for i in $(seq 100); do grep -q 'data parallel' %s/log 2>/dev/null && break; sleep 0.1; done; sleep 1; "
-             "pkill -STOP -f -n 'data.path=%s' ; start=$(date +%%s); wait; "
+             "pkill -%s -f -n 'data.path=%s' ; start=$(date +%%s); wait; "
              "echo \"seconds $(($(date +%%s) - start))\"; cat %s/log",
-             dir, dir, dir, dir, dir, dir);
+             dir, extra, dir, dir, dir, sig, dir, dir);
     smoke_run(cmd, &out);
     skip_without_mpi_build(out);
-    int secs = -1;
+    *secs = -1;
     const char *s = strstr(out, "seconds ");
-    if (s) sscanf(s, "seconds %d", &secs);
+    if (s) sscanf(s, "seconds %d", secs);
+    return out;
+}
+
+/* A rank stopped with SIGSTOP answers nothing: the others name it after dist.timeout_s. */
+Test(dist, a_stopped_rank_is_named_after_the_timeout) {
+    int secs;
+    char *out = signal_a_rank("STOP", "--set dist.timeout_s=3", &secs);
     cr_expect(strstr(out, "did not answer within dist.timeout_s = 3 s"), "no rank was named:\n%s", out);
     cr_expect(strstr(out, "rank 1 did not answer") || strstr(out, "rank 0 did not answer"), "%s", out);
     cr_expect(secs >= 0 && secs <= 15, "the job took %d s to stop after the stop:\n%s", secs, out);
@@ -318,20 +326,8 @@ Test(dist, a_config_mismatch_is_a_clear_error_on_every_rank) {
 }
 
 Test(dist, a_rank_that_dies_ends_the_job_naming_it) {
-    /* a long run; rank 1 is killed once training is under way */
-    char cmd[4096], *out;
-    snprintf(cmd, sizeof cmd,
-             "(" MPIRUN " -np 2 " TRAIN "%s --set train.epochs=1000 --set train.eval_every=0 > %s/log 2>&1; "
-             "echo \"exit $?\" >> %s/log) & "
-             "for i in $(seq 100); do grep -q 'data parallel' %s/log 2>/dev/null && break; sleep 0.1; done; sleep 1; "
-             "pkill -KILL -f -n 'data.path=%s' ; start=$(date +%%s); wait; "
-             "echo \"seconds $(($(date +%%s) - start))\"; cat %s/log",
-             dir, dir, dir, dir, dir, dir);
-    smoke_run(cmd, &out);
-    skip_without_mpi_build(out);
-    int secs = -1;
-    const char *s = strstr(out, "seconds ");
-    if (s) sscanf(s, "seconds %d", &secs);
+    int secs;
+    char *out = signal_a_rank("KILL", "", &secs);
     cr_expect(strstr(out, "exit 0") == NULL, "the job ended well though a rank was killed:\n%s", out);
     cr_expect(strstr(out, "process rank 1") || strstr(out, "process rank 0"), "no rank named:\n%s", out);
     cr_expect(secs >= 0 && secs <= 10, "the job took %d s to stop after the kill:\n%s", secs, out);

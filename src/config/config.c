@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "rng.h"
 #include "schema.h"
 
 /* A config file bigger than this is almost surely the wrong file. */
@@ -805,16 +806,13 @@ bool cfg_equal(const struct config *a, const struct config *b) {
  * struct's bytes, so padding and field order don't matter. */
 uint64_t cfg_fingerprint(const struct config *cfg) {
     char value[VALUE_TEXT_MAX], line[VALUE_TEXT_MAX + 64];
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = RNG_FNV_START;
     for (size_t i = 0; i < CFG_N_KEYS; i++) {
         const struct key_spec *k = &cfg_keys[i];
         if (!(k->flags & SHAPE)) continue;
         format_value(k, cfg, value, sizeof value);
         int n = snprintf(line, sizeof line, "%s.%s=%s\n", k->section, k->name, value);
-        for (int j = 0; j < n && j < (int)sizeof line; j++) {
-            h ^= (unsigned char)line[j];
-            h *= 0x100000001b3ull;
-        }
+        h = rng_fnv1a(h, line, n < (int)sizeof line ? (size_t)n : sizeof line);
     }
     return h;
 }

@@ -17,6 +17,7 @@
 
 #include "data.h"
 #include "error.h"
+#include "rng.h"
 #include "os.h"
 
 #define MAX_FILE_BYTES (256u << 20) /* no single image file of ours is near this */
@@ -121,8 +122,7 @@ static int add_sample(struct folder *f, const char *cls, const char *file, int l
 
 /* FNV-1a over every relative name: equal hashes = same files in the same order. */
 static uint64_t listing_hash(const struct folder *f) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < f->names_len; i++) h = (h ^ (uint8_t)f->names[i]) * 0x100000001b3ull;
+    uint64_t h = rng_fnv1a(RNG_FNV_START, f->names, f->names_len);
     return h ? h : 1;
 }
 

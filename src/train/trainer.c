@@ -33,6 +33,7 @@
 #include "optim.h"
 #include "os.h"
 #include "report.h"
+#include "rng.h"
 #include "trace.h"
 #include "train.h"
 
@@ -461,8 +462,7 @@ static int join_world(struct trainer *t) {
     if (!f) return err_set("out of host memory");
     cfg_print(t->cfg, f);
     fclose(f);
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)text[i]) * 0x100000001b3ull;
+    uint64_t h = rng_fnv1a(RNG_FNV_START, text, len);
     free(text);
     if (dist_check_same(h, "config") || dist_check_same((uint64_t)t->train_ds->count, "training set size") ||
         dist_check_same((uint64_t)t->test_ds->count, "test set size"))
@@ -779,8 +779,7 @@ static int check_in_step(struct trainer *t) {
     unsigned char *p = malloc(bytes ? bytes : 1); /* a host copy: the weights may be on a device */
     if (!p) return err_set("out of host memory for the parameters' hash");
     ps->be->copy(p, ps->w, bytes, COPY_D2H);
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    uint64_t h = rng_fnv1a(RNG_FNV_START, p, bytes);
     free(p);
     if (dist_check_same(h, "parameters")) return err_wrap("the ranks drifted apart: ");
     fprintf(t->out, " [parameters identical on %d ranks]", dist_world());
